@@ -1,0 +1,73 @@
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { withDeadline } from "../runtime/deadline.ts";
+import type { MountEntry } from "../mount/mountinfo.ts";
+import { listSubsystems, type NvmeSubsystem } from "./sysfs.ts";
+
+/**
+ * Which NVMe subsystems back a mount outside the kubelet tree (/, /nix, /var, /home …).
+ * A diskless node boots from NVMe/TCP volumes on the same RDS; whatever its NQN looks like,
+ * such a subsystem is the node's own and must never be disconnected (incident 1). The result
+ * feeds classifyNqn's `systemNqns`, recomputed at the moment of asking.
+ */
+
+export interface SystemVolumeOptions {
+  /** Mounts at or below these trees are workload volumes, not the system's (kubelet dir by default). */
+  workloadTrees: readonly string[];
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+const isUnder = (path: string, tree: string) => {
+  const t = tree.endsWith("/") ? tree : tree + "/";
+  // The tree's own mount point is the system's (a node may mount /var/lib/kubelet from its own volume).
+  return path.startsWith(t) && path.length > t.length;
+};
+
+export const isWorkloadMount = (mountPoint: string, trees: readonly string[]) => trees.some((t) => isUnder(mountPoint, t));
+
+async function readText(path: string): Promise<string | undefined> {
+  try { return (await readFile(path, "utf8")).trim(); } catch { return undefined; }
+}
+async function list(dir: string): Promise<string[]> {
+  try { return await readdir(dir); } catch { return []; }
+}
+
+/**
+ * Device numbers reachable from a block device: itself, its partitions, and whatever is stacked
+ * on top (LVM, dm-crypt, md) through `holders`, recursively.
+ */
+async function stackedDevs(sysfsRoot: string, blockName: string, seen = new Set<string>()): Promise<Set<string>> {
+  if (seen.has(blockName)) return new Set();
+  seen.add(blockName);
+  const out = new Set<string>();
+  const dir = join(sysfsRoot, "block", blockName);
+  const dev = await readText(join(dir, "dev"));
+  if (dev) out.add(dev);
+  const children = (await list(dir)).filter((e) => e.startsWith(blockName) && e !== blockName);
+  for (const part of children) {
+    const pdev = await readText(join(dir, part, "dev"));
+    if (pdev) out.add(pdev);
+    for (const h of await list(join(dir, part, "holders"))) (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
+  }
+  for (const h of await list(join(dir, "holders"))) (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
+  return out;
+}
+
+/** NQNs of subsystems with a namespace (or anything stacked on it) mounted outside the workload trees. */
+export async function systemVolumeNqns(sysfsRoot: string, mounts: readonly MountEntry[], opts: SystemVolumeOptions,
+  subsystems?: readonly NvmeSubsystem[]): Promise<Set<string>> {
+  const systemDevs = new Set(mounts.filter((m) => !isWorkloadMount(m.mountPoint, opts.workloadTrees)).map((m) => m.dev));
+  const subs = subsystems ?? await listSubsystems(sysfsRoot, { timeoutMs: opts.timeoutMs, signal: opts.signal });
+  return withDeadline("scan of block device holders", opts.timeoutMs ?? 5_000, async () => {
+    const result = new Set<string>();
+    for (const s of subs) {
+      for (const ns of s.namespaces) {
+        const devs = await stackedDevs(sysfsRoot, ns.name);
+        devs.add(ns.dev);
+        if ([...devs].some((d) => systemDevs.has(d))) result.add(s.nqn);
+      }
+    }
+    return result;
+  }, opts.signal);
+}
