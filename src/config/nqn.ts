@@ -24,7 +24,7 @@ export function nqnPrefixProblem(prefix: string): string | null {
 
 export const NqnPrefixSchema = v.pipe(
   v.string(),
-  v.check((s) => nqnPrefixProblem(s) === null, (issue) => `NQN prefix ${JSON.stringify(issue.input)} ${nqnPrefixProblem(String(issue.input))}`),
+  v.check((s) => nqnPrefixProblem(s) === null, (issue) => nqnPrefixProblem(String(issue.input)) ?? "is invalid"),
 );
 
 /** A full NQN (not a prefix): same character rules, no "too broad" rule. */
@@ -44,7 +44,7 @@ export function globToRegExp(glob: string): RegExp {
 
 export const ProtectedPatternSchema = v.pipe(
   v.string(),
-  v.check((s) => PRINTABLE_NO_SPACE.test(s) && s.startsWith("nqn."), (i) => `protected NQN pattern ${JSON.stringify(i.input)} must start with 'nqn.' and be printable ASCII without whitespace`),
+  v.check((s) => PRINTABLE_NO_SPACE.test(s) && s.startsWith("nqn."), () => "must start with 'nqn.' and be printable ASCII without whitespace"),
 );
 
 export interface NqnPolicy {

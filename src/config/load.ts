@@ -1,0 +1,137 @@
+import { readFileSync } from "node:fs";
+import * as v from "valibot";
+import YAML from "yaml";
+import type { Config, OptionSpec } from "../modes/types.ts";
+
+/** A configuration problem: one line naming the option, where the value came from, and the value. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export type Source = "flag" | "env" | "file" | "default";
+
+export const envName = (option: string) => `RDS_CSI_${option.toUpperCase().replace(/-/g, "_")}`;
+export const camel = (option: string) => option.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+function coerce(spec: OptionSpec, raw: unknown): unknown {
+  switch (spec.type) {
+    case "number":
+      if (typeof raw === "string" && raw.trim() !== "" && !Number.isNaN(Number(raw))) return Number(raw);
+      return raw;
+    case "boolean":
+      if (typeof raw === "string") {
+        const s = raw.trim().toLowerCase();
+        if (["1", "true", "yes", "on"].includes(s)) return true;
+        if (["0", "false", "no", "off", ""].includes(s)) return false;
+      }
+      return raw;
+    case "array":
+      if (typeof raw === "string") return raw.split(",").map((s) => s.trim()).filter(Boolean);
+      if (Array.isArray(raw)) return raw.flatMap((x) => (typeof x === "string" ? x.split(",").map((s) => s.trim()).filter(Boolean) : [x]));
+      return raw;
+    default:
+      return typeof raw === "number" ? String(raw) : raw;
+  }
+}
+
+function typeProblem(spec: OptionSpec, value: unknown): string | null {
+  const ok =
+    spec.type === "array" ? Array.isArray(value)
+    : spec.type === "number" ? typeof value === "number" && Number.isFinite(value)
+    : typeof value === spec.type;
+  return ok ? null : `must be a ${spec.type}`;
+}
+
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new ConfigError(`option --config: cannot read ${JSON.stringify(path)}: ${(e as Error).message}`);
+  }
+  let data: unknown;
+  try {
+    data = /\.json$/i.test(path) ? JSON.parse(text) : YAML.parse(text);
+  } catch (e) {
+    throw new ConfigError(`option --config: ${JSON.stringify(path)} is not valid ${/\.json$/i.test(path) ? "JSON" : "YAML"}: ${(e as Error).message.split("\n")[0]}`);
+  }
+  if (data === null || data === undefined) return {};
+  if (typeof data !== "object" || Array.isArray(data)) throw new ConfigError(`option --config: ${JSON.stringify(path)} must hold a mapping of option names to values`);
+  return data as Record<string, unknown>;
+}
+
+export interface LoadInput {
+  specs: readonly OptionSpec[];
+  /** Only flags the user actually gave (yargs is configured without defaults). */
+  flags: Record<string, unknown>;
+  env: Record<string, string | undefined>;
+  required?: readonly string[];
+}
+
+/**
+ * Merge flag > env > file > default, then validate every option. Throws ConfigError on the first
+ * bad value; nothing has been touched yet when this runs.
+ */
+export function loadConfig(input: LoadInput): { config: Config; sources: Record<string, Source> } {
+  const byName = new Map(input.specs.map((s) => [s.name, s]));
+  const configPath = (input.flags["config"] as string | undefined) ?? input.env[envName("config")];
+  const file = configPath ? readConfigFile(configPath) : {};
+  const fileValues = new Map<string, unknown>();
+  for (const [key, value] of Object.entries(file)) {
+    const name = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/_/g, "-");
+    if (!byName.has(name) || name === "config") throw new ConfigError(`config file ${configPath}: unknown option ${JSON.stringify(key)}`);
+    fileValues.set(name, value);
+  }
+
+  const config: Config = {};
+  const sources: Record<string, Source> = {};
+  for (const spec of input.specs) {
+    let raw: unknown;
+    let source: Source = "default";
+    let where = "default";
+    const envNames = [envName(spec.name), ...(spec.env ?? [])];
+    const envHit = envNames.find((n) => input.env[n] !== undefined && input.env[n] !== "");
+    if (input.flags[spec.name] !== undefined) {
+      raw = input.flags[spec.name];
+      source = "flag";
+      where = `--${spec.name}`;
+    } else if (envHit) {
+      raw = input.env[envHit];
+      source = "env";
+      where = `environment ${envHit}`;
+    } else if (fileValues.has(spec.name)) {
+      raw = fileValues.get(spec.name);
+      source = "file";
+      where = `config file ${configPath}`;
+    } else {
+      raw = spec.default;
+    }
+    if (raw === undefined) continue;
+
+    const shown = spec.secret ? "(secret)" : JSON.stringify(raw);
+    const value = coerce(spec, raw);
+    const typeErr = typeProblem(spec, value);
+    if (typeErr) throw new ConfigError(`option --${spec.name} (${where}): value ${shown} ${typeErr}`);
+    if (spec.choices && !spec.choices.includes(value as string)) {
+      throw new ConfigError(`option --${spec.name} (${where}): value ${shown} must be one of ${spec.choices.join(", ")}`);
+    }
+    let final = value;
+    if (spec.schema) {
+      const r = v.safeParse(spec.schema, value);
+      if (!r.success) {
+        const issue = r.issues[0];
+        const at = issue?.path?.length ? ` (item ${issue.path.map((p) => String(p.key)).join(".")})` : "";
+        throw new ConfigError(`option --${spec.name} (${where}): value ${shown}${at} ${issue?.message ?? "is invalid"}`);
+      }
+      final = r.output;
+    }
+    config[camel(spec.name)] = final;
+    sources[spec.name] = source;
+  }
+  for (const name of input.required ?? []) {
+    if (config[camel(name)] === undefined) {
+      throw new ConfigError(`option --${name} is required for this mode (flag --${name}, environment ${envName(name)}, or the config file)`);
+    }
+  }
+  return { config, sources };
+}

@@ -1,0 +1,38 @@
+import * as grpc from "@grpc/grpc-js";
+import { csiPackage, grpcAddress } from "./proto.ts";
+
+type Call = (req?: unknown, opts?: { deadlineMs?: number }) => Promise<any>;
+export type ServiceClient = Record<string, Call>;
+
+export interface CsiClient {
+  identity: ServiceClient;
+  controller: ServiceClient;
+  node: ServiceClient;
+  close(): void;
+}
+
+/** A promise-returning CSI client (tests, benchmarks, the demo). Errors carry `.code` (gRPC status). */
+export function csiClient(endpoint: string, opts: { defaultDeadlineMs?: number } = {}): CsiClient {
+  const pkg = csiPackage();
+  const { address } = grpcAddress(endpoint);
+  const clients: grpc.Client[] = [];
+  const make = (Ctor: grpc.ServiceClientConstructor): ServiceClient => {
+    const c = new Ctor(address, grpc.credentials.createInsecure());
+    clients.push(c);
+    return new Proxy({} as ServiceClient, {
+      get: (_t, method: string) => (req: unknown = {}, o: { deadlineMs?: number } = {}) =>
+        new Promise((resolve, reject) => {
+          const fn = (c as any)[method];
+          if (typeof fn !== "function") return reject(new Error(`no such RPC ${method}`));
+          const deadline = new Date(Date.now() + (o.deadlineMs ?? opts.defaultDeadlineMs ?? 60_000));
+          fn.call(c, req, { deadline }, (err: grpc.ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res)));
+        }),
+    });
+  };
+  return {
+    identity: make(pkg.Identity),
+    controller: make(pkg.Controller),
+    node: make(pkg.Node),
+    close: () => clients.forEach((c) => c.close()),
+  };
+}

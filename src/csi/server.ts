@@ -1,0 +1,141 @@
+import * as grpc from "@grpc/grpc-js";
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
+import { dirname } from "node:path";
+import { DomainError, isDomainError } from "../runtime/errors.ts";
+import type { Logger } from "../runtime/log.ts";
+import type { Metrics } from "../runtime/metrics.ts";
+import type { ShutdownCoordinator } from "../runtime/shutdown.ts";
+import { csiPackage, grpcAddress } from "./proto.ts";
+import { STATUS_OF_KIND, statusName } from "./status.ts";
+
+export interface RpcContext {
+  log: Logger;
+  method: string;
+  /** Aborted when the client cancels the call. */
+  signal: AbortSignal;
+}
+
+// Requests arrive as loosely typed decoded protobuf objects; each service validates its own.
+export type RpcHandler = (req: any, ctx: RpcContext) => Promise<unknown>;
+export type Handlers = Record<string, RpcHandler>;
+
+export interface CsiServerOptions {
+  endpoint: string;
+  socketMode?: number;
+  handlers: { Identity: Handlers; Controller?: Handlers; Node?: Handlers };
+  shutdown: ShutdownCoordinator;
+  log: Logger;
+  metrics: Metrics;
+  /** Identity RPCs are cheap and must keep answering while heavy work runs: not tracked for drain. */
+  untracked?: ReadonlySet<string>;
+}
+
+export interface CsiServer {
+  address: string;
+  close(): Promise<void>;
+}
+
+const DEFAULT_UNTRACKED = new Set(["GetPluginInfo", "GetPluginCapabilities", "Probe", "NodeGetCapabilities", "ControllerGetCapabilities", "NodeGetInfo"]);
+
+/** Which resource an RPC is about, for logs and the in-flight list. */
+function keyOf(req: any): string {
+  return req?.volume_id || req?.name || req?.snapshot_id || req?.source_volume_id || "";
+}
+
+function toServiceError(e: unknown, log: Logger, method: string): grpc.ServiceError {
+  if (isDomainError(e)) {
+    return Object.assign(new Error(e.message), { code: STATUS_OF_KIND[e.kind], details: e.message, metadata: new grpc.Metadata() });
+  }
+  // Unknown failures: full detail in our log, a plain message to the client (no stack traces across the wire).
+  log.error({ err: e, method }, "unexpected error in RPC");
+  return Object.assign(new Error("internal error"), { code: grpc.status.INTERNAL, details: `internal error in ${method}; see the driver log`, metadata: new grpc.Metadata() });
+}
+
+function wrap(method: string, handler: RpcHandler, opts: CsiServerOptions): grpc.handleUnaryCall<any, any> {
+  const untracked = opts.untracked ?? DEFAULT_UNTRACKED;
+  return (call, callback) => {
+    const started = performance.now();
+    const key = keyOf(call.request);
+    const log = opts.log.child({ op: method, ...(call.request?.volume_id ? { volume_id: call.request.volume_id } : {}) });
+    const abort = new AbortController();
+    call.on("cancelled", () => abort.abort(new DomainError("aborted", "client cancelled the call")));
+    const ctx: RpcContext = { log, method, signal: abort.signal };
+    opts.metrics.rpcInFlight.inc({ method });
+    const run = () => handler(call.request, ctx);
+    const work = untracked.has(method)
+      ? (opts.shutdown.draining ? Promise.reject(new DomainError("unavailable", "shutting down")) : run())
+      : opts.shutdown.track(method, key, run);
+    work.then(
+      (res) => {
+        finish(grpc.status.OK);
+        callback(null, res ?? {});
+      },
+      (e) => {
+        const err = toServiceError(e, log, method);
+        finish(err.code);
+        if (err.code !== grpc.status.INTERNAL) log.info({ code: statusName(err.code), msg_detail: err.details }, "rpc failed");
+        callback(err);
+      },
+    );
+    function finish(code: number) {
+      const seconds = (performance.now() - started) / 1000;
+      opts.metrics.rpcInFlight.dec({ method });
+      opts.metrics.rpcDuration.observe({ method, code: statusName(code) }, seconds);
+      log.debug({ code: statusName(code), duration_ms: Math.round(seconds * 1000) }, "rpc done");
+    }
+  };
+}
+
+function removeStaleSocket(path: string) {
+  try {
+    const st = lstatSync(path);
+    // Only ever remove a socket: a regular file at that path is someone else's and a config error.
+    if (!st.isSocket()) throw new DomainError("failed-precondition", `endpoint path ${path} exists and is not a socket; refusing to remove it`);
+    unlinkSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  }
+}
+
+export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer> {
+  const pkg = csiPackage();
+  const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
+  for (const [service, handlers] of Object.entries(opts.handlers)) {
+    if (!handlers) continue;
+    const def = pkg[service as "Identity" | "Controller" | "Node"].service;
+    const impl: grpc.UntypedServiceImplementation = {};
+    for (const method of Object.keys(def)) {
+      const h = handlers[method];
+      impl[method] = h
+        ? wrap(method, h, opts)
+        : wrap(method, async () => { throw new DomainError("unimplemented", `${method} is not implemented by this driver`); }, opts);
+    }
+    server.addService(def, impl);
+  }
+  const { address, socketPath } = grpcAddress(opts.endpoint);
+  if (socketPath) {
+    mkdirSync(dirname(socketPath), { recursive: true });
+    removeStaleSocket(socketPath);
+  }
+  await new Promise<number>((resolve, reject) =>
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+  );
+  if (socketPath) chmodSync(socketPath, opts.socketMode ?? 0o600);
+  opts.log.info({ endpoint: opts.endpoint, services: Object.keys(opts.handlers).filter((k) => opts.handlers[k as "Identity"]) }, "CSI server listening");
+
+  let closed = false;
+  return {
+    address,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => { server.forceShutdown(); resolve(); }, 2_000);
+        server.tryShutdown(() => { clearTimeout(t); resolve(); });
+      });
+      if (socketPath) {
+        try { unlinkSync(socketPath); } catch { /* already gone */ }
+      }
+    },
+  };
+}

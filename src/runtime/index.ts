@@ -1,0 +1,30 @@
+import type { Config, ModeContext } from "../modes/types.ts";
+import { createBreakerRegistry } from "./breakers.ts";
+import { createRunner } from "./exec.ts";
+import { createLogger, type LogFormat } from "./log.ts";
+import { createMetrics, recordBreakerState } from "./metrics.ts";
+import { createShutdownCoordinator } from "./shutdown.ts";
+
+/** Builds the process-wide services every mode shares, from an already validated config. */
+export function createRuntime(
+  config: Config,
+  opts: { mode: string; version: string; positionals?: string[]; logToStderr?: boolean },
+): ModeContext {
+  const log = createLogger({
+    level: config.logLevel as string,
+    format: config.logFormat as LogFormat,
+    destination: opts.logToStderr ? process.stderr : process.stdout,
+    base: { pid: process.pid, mode: opts.mode },
+  });
+  const metrics = createMetrics({ defaultMetrics: true });
+  const runner = createRunner({ log, onStuckChange: (n) => metrics.stuckChildren.set(n) });
+  const breakers = createBreakerRegistry({
+    threshold: config.breakerThreshold as number,
+    initialOpenMs: config.breakerOpen as number,
+    maxOpenMs: config.breakerMaxOpen as number,
+    log,
+    onStateChange: (key, state) => recordBreakerState(metrics, key, state),
+  });
+  const shutdown = createShutdownCoordinator({ graceMs: config.shutdownGrace as number, log });
+  return { config, log, runner, breakers, shutdown, metrics, version: opts.version, positionals: opts.positionals ?? [] };
+}

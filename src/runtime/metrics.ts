@@ -1,0 +1,67 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { BreakerRegistry } from "./breakers.ts";
+
+export interface Metrics {
+  registry: Registry;
+  rpcDuration: Histogram<"method" | "code">;
+  rpcInFlight: Gauge<"method">;
+  breakerState: Gauge<"key">;
+  breakerOpens: Counter<"key">;
+  stuckChildren: Gauge;
+}
+
+/** Breaker state as a number so it graphs: 0 closed, 1 half-open, 2 open. */
+export const BREAKER_STATE_VALUE = { closed: 0, "half-open": 1, open: 2 } as const;
+
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: "rds_csi_" });
+  return {
+    registry,
+    rpcDuration: new Histogram({
+      name: "rds_csi_rpc_duration_seconds",
+      help: "CSI RPC duration by method and gRPC status code",
+      labelNames: ["method", "code"],
+      buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    rpcInFlight: new Gauge({ name: "rds_csi_rpc_in_flight", help: "CSI RPCs currently running", labelNames: ["method"], registers: [registry] }),
+    breakerState: new Gauge({ name: "rds_csi_breaker_state", help: "Circuit breaker state: 0 closed, 1 half-open, 2 open", labelNames: ["key"], registers: [registry] }),
+    breakerOpens: new Counter({ name: "rds_csi_breaker_opens_total", help: "Times a circuit breaker opened", labelNames: ["key"], registers: [registry] }),
+    stuckChildren: new Gauge({ name: "rds_csi_stuck_children", help: "Child processes killed at their deadline that have not been reaped (likely D state)", registers: [registry] }),
+  };
+}
+
+export function recordBreakerState(metrics: Metrics, key: string, state: keyof typeof BREAKER_STATE_VALUE) {
+  metrics.breakerState.set({ key }, BREAKER_STATE_VALUE[state]);
+  if (state === "open") metrics.breakerOpens.inc({ key });
+}
+
+export function syncBreakerGauges(metrics: Metrics, breakers: BreakerRegistry) {
+  for (const b of breakers.list()) metrics.breakerState.set({ key: b.key }, BREAKER_STATE_VALUE[b.state]);
+}
+
+/** Serves /metrics on host:port; returns a stop function. Off unless --metrics-address is set. */
+export function serveMetrics(address: string, metrics: Metrics, beforeScrape?: () => void) {
+  const { hostname, port } = parseHostPort(address);
+  const server = Bun.serve({
+    hostname,
+    port,
+    async fetch(req) {
+      const url = new URL(req.url);
+      if (url.pathname === "/metrics") {
+        beforeScrape?.();
+        return new Response(await metrics.registry.metrics(), { headers: { "content-type": metrics.registry.contentType } });
+      }
+      if (url.pathname === "/healthz") return new Response("ok\n");
+      return new Response("not found\n", { status: 404 });
+    },
+  });
+  return { port: server.port, stop: () => server.stop(true) };
+}
+
+export function parseHostPort(address: string): { hostname: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(address);
+  if (!m) throw new Error(`metrics address ${JSON.stringify(address)} must be host:port`);
+  return { hostname: m[1] ?? (m[2] || "0.0.0.0"), port: Number(m[3]) };
+}
