@@ -1,0 +1,40 @@
+/**
+ * How a volume's block device reaches this node. The node service only sees this interface;
+ * which transport a volume uses comes from its volume_context (see volume-context.ts).
+ */
+
+export type Transport = "nvme-tcp" | "loop";
+
+/** What a connector needs to find or attach a volume; recorded at stage time for unstage. */
+export interface VolumeTarget {
+  volumeId: string;
+  transport: Transport;
+  /** nvme-tcp */
+  nqn?: string;
+  address?: string;
+  port?: number;
+  ctrlLossTmo?: number;
+  reconnectDelay?: number;
+  keepAliveTmo?: number;
+  /** loop: absolute path of the backing file. */
+  backingFile?: string;
+}
+
+export interface AttachedDevice {
+  /** Looked up fresh on every call; never cached across calls (controllers renumber). */
+  devicePath: string;
+  /** "major:minor" */
+  dev: string;
+  sizeBytes?: number;
+}
+
+export interface Connector {
+  /** Idempotent: an already attached volume is success. */
+  attach(volume: VolumeTarget, signal?: AbortSignal): Promise<AttachedDevice>;
+  /** The device now, or null when the volume is not attached here. */
+  find(volume: VolumeTarget, signal?: AbortSignal): Promise<AttachedDevice | null>;
+  /** Idempotent: a volume that is not attached is success. */
+  detach(volume: VolumeTarget, signal?: AbortSignal): Promise<void>;
+}
+
+export type Connectors = Record<Transport, Connector>;

@@ -1,0 +1,129 @@
+import { join } from "node:path";
+import { classifyNqn, type NqnPolicy } from "../config/nqn.ts";
+import { sleep } from "../runtime/deadline.ts";
+import { failedPrecondition, internal, unavailable } from "../runtime/errors.ts";
+import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
+import type { Logger } from "../runtime/log.ts";
+import type { AttachedDevice, Connector, VolumeTarget } from "../node/connector.ts";
+import { lookupNqn, type NqnLookup } from "./sysfs.ts";
+
+export interface NvmeTcpDeps {
+  runner: Runner;
+  log: Logger;
+  sysfsRoot: string;
+  devRoot: string;
+  policy: NqnPolicy;
+  /** Subsystems backing mounts outside the kubelet tree, computed at the moment of asking. */
+  systemNqns: (signal?: AbortSignal) => Promise<ReadonlySet<string>>;
+  hostNqn?: string;
+  /** The nvme-cli executable; tests pass a fabricated one. */
+  nvmeBin?: string;
+  timeouts?: Partial<NvmeTcpTimeouts>;
+}
+
+export interface NvmeTcpTimeouts {
+  connectMs: number;
+  disconnectMs: number;
+  sysfsMs: number;
+  /** How long a block device may take to appear after a successful connect. */
+  deviceSettleMs: number;
+  pollMs: number;
+}
+
+const DEFAULTS: NvmeTcpTimeouts = { connectMs: 30_000, disconnectMs: 30_000, sysfsMs: 5_000, deviceSettleMs: 15_000, pollMs: 200 };
+const ALREADY = /already connected|already in progress|EALREADY/i;
+
+/**
+ * NVMe/TCP attach through nvme-cli. The device is found by NQN in sysfs on every call; every
+ * connect and disconnect first passes classifyNqn, so nothing outside the managed set is touched.
+ */
+export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
+  const t = { ...DEFAULTS, ...deps.timeouts };
+  const bin = deps.nvmeBin ?? "nvme";
+
+  const lookup = (nqn: string, signal?: AbortSignal) => lookupNqn(deps.sysfsRoot, nqn, { timeoutMs: t.sysfsMs, signal });
+  const toDevice = (l: NqnLookup & { state: "found" }): AttachedDevice => ({
+    devicePath: join(deps.devRoot, l.namespace.name), dev: l.namespace.dev,
+    ...(l.namespace.sizeBytes ? { sizeBytes: l.namespace.sizeBytes } : {}),
+  });
+  const nqnOf = (v: VolumeTarget) => {
+    if (!v.nqn) throw internal(`volume ${v.volumeId} has no NQN recorded`);
+    return v.nqn;
+  };
+
+  async function gate(nqn: string, action: string, signal?: AbortSignal) {
+    const verdict = classifyNqn(nqn, deps.policy, await deps.systemNqns(signal));
+    if (!verdict.managed) {
+      deps.log.warn({ nqn, reason: verdict.reason, action }, "refused: NQN is not managed by this driver");
+      throw failedPrecondition(`refusing to ${action} ${nqn}: it ${verdict.detail} (${verdict.reason})`);
+    }
+  }
+
+  async function connect(v: VolumeTarget, nqn: string, signal?: AbortSignal) {
+    const args = ["connect", "-t", "tcp", "-a", v.address ?? "", "-s", String(v.port ?? 4420), "-n", nqn,
+      "-l", String(v.ctrlLossTmo ?? -1), "-c", String(v.reconnectDelay ?? 5)];
+    if (v.keepAliveTmo) args.push("-k", String(v.keepAliveTmo));
+    if (deps.hostNqn) args.push("-q", deps.hostNqn);
+    const r = await deps.runner(bin, args, { timeoutMs: t.connectMs, signal, log: deps.log, logLevel: "info" });
+    if (ok(r) || ALREADY.test(r.stderr + r.stdout)) return;
+    if (r.timedOut) throw unavailable(`nvme connect to ${nqn} at ${v.address}:${v.port} did not finish within ${t.connectMs} ms`);
+    throw unavailable(`nvme connect to ${nqn} failed: ${describeFailure(r)}`);
+  }
+
+  async function disconnect(nqn: string, signal?: AbortSignal) {
+    await gate(nqn, "disconnect", signal);
+    const r = await deps.runner(bin, ["disconnect", "-n", nqn], { timeoutMs: t.disconnectMs, signal, log: deps.log, logLevel: "info" });
+    if (!ok(r)) throw unavailable(`nvme disconnect of ${nqn} failed: ${describeFailure(r)}`);
+  }
+
+  async function waitForDevice(nqn: string, signal?: AbortSignal): Promise<NqnLookup> {
+    const until = Date.now() + t.deviceSettleMs;
+    for (;;) {
+      const l = await lookup(nqn, signal);
+      if (l.state === "found" || Date.now() >= until) return l;
+      await sleep(t.pollMs, signal);
+    }
+  }
+
+  return {
+    async find(v, signal) {
+      const l = await lookup(nqnOf(v), signal);
+      return l.state === "found" ? toDevice(l) : null;
+    },
+
+    async attach(v, signal) {
+      const nqn = nqnOf(v);
+      const log = deps.log.child({ nqn, volume_id: v.volumeId });
+      // Checked even when already connected: a system volume must never be handed to a pod.
+      await gate(nqn, "connect", signal);
+      let l = await lookup(nqn, signal);
+      if (l.state === "found") return toDevice(l);
+      let reconnected = false;
+      if (l.state === "orphaned") {
+        log.warn({ subsystem: l.subsystem.name }, "subsystem present without a block device; disconnecting to reconnect once");
+        await disconnect(nqn, signal);
+        reconnected = true;
+      }
+      await connect(v, nqn, signal);
+      l = await waitForDevice(nqn, signal);
+      if (l.state === "found") return toDevice(l);
+      if (!reconnected && l.state === "orphaned") {
+        log.warn("connected but no block device appeared; disconnecting to reconnect once");
+        await disconnect(nqn, signal);
+        await connect(v, nqn, signal);
+        l = await waitForDevice(nqn, signal);
+        if (l.state === "found") return toDevice(l);
+      }
+      // Fail dumb: the connection stays; gc decides about it later.
+      log.error({ state: l.state, gc_would: `disconnect ${nqn} (nvme disconnect -n ${nqn})` }, "no block device after connect; leaving the connection in place");
+      throw unavailable(`connected to ${nqn} but no block device appeared within ${t.deviceSettleMs} ms (subsystem ${l.state}); left in place, see rds-csi gc`);
+    },
+
+    async detach(v, signal) {
+      const nqn = nqnOf(v);
+      const l = await lookup(nqn, signal);
+      if (l.state === "absent") return;
+      await disconnect(nqn, signal);
+    },
+  };
+}
