@@ -1,0 +1,86 @@
+import { dirname } from "node:path";
+import { describeFailure, ok, type ExecResult, type Runner } from "../runtime/exec.ts";
+import { failedPrecondition, unavailable } from "../runtime/errors.ts";
+import type { Logger } from "../runtime/log.ts";
+
+/**
+ * mount/umount/mknod and path operations, each a child process with a deadline. Paths under the
+ * kubelet tree may sit on a dead mount, and on a diskless node the tree itself is network
+ * storage: the server process never stats or touches them itself.
+ */
+export interface OpsOptions {
+  runner: Runner;
+  log?: Logger;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+const run = (o: OpsOptions, cmd: string, args: string[], info = true): Promise<ExecResult> =>
+  o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: info ? "info" : "debug" });
+
+function must(r: ExecResult, what: string): void {
+  if (ok(r)) return;
+  if (r.timedOut) throw unavailable(`${what} did not finish within ${r.durationMs} ms; the node's mounts may be hung`);
+  throw unavailable(`${what} failed: ${describeFailure(r)}`);
+}
+
+export type PathKind =
+  | { kind: "missing" }
+  | { kind: "directory" }
+  | { kind: "file"; size: number }
+  | { kind: "block"; dev: string }
+  | { kind: "other"; type: string };
+
+/** What is at `path`, answered by `stat` in a child. */
+export async function pathKind(path: string, o: OpsOptions): Promise<PathKind> {
+  // %t/%T are the device numbers in hex; %s the size.
+  const r = await run(o, "stat", ["-c", "%F|%t|%T|%s", "--", path], false);
+  if (r.exitCode !== 0) {
+    if (/No such file or directory/.test(r.stderr)) return { kind: "missing" };
+    must(r, `stat ${path}`);
+  }
+  const [type = "", maj = "0", min = "0", size = "0"] = r.stdout.trim().split("|");
+  if (type === "directory") return { kind: "directory" };
+  if (type.startsWith("regular")) return { kind: "file", size: Number(size) };
+  if (type === "block special file") return { kind: "block", dev: `${parseInt(maj, 16)}:${parseInt(min, 16)}` };
+  return { kind: "other", type };
+}
+
+export async function makeDirectory(path: string, o: OpsOptions): Promise<void> {
+  must(await run(o, "mkdir", ["-p", "--", path], false), `mkdir ${path}`);
+}
+
+/** Removes an empty directory or a non-directory; a missing path is fine. */
+export async function removePath(path: string, o: OpsOptions): Promise<void> {
+  const k = await pathKind(path, o);
+  if (k.kind === "missing") return;
+  const r = k.kind === "directory" ? await run(o, "rmdir", ["--", path]) : await run(o, "rm", ["-f", "--", path]);
+  if (!ok(r) && /Directory not empty/.test(r.stderr)) throw failedPrecondition(`${path} is not empty; refusing to remove it`);
+  must(r, `remove ${path}`);
+}
+
+export async function mountDevice(device: string, target: string, fsType: string, options: readonly string[], o: OpsOptions): Promise<void> {
+  const args = ["-t", fsType, ...(options.length ? ["-o", options.join(",")] : []), "--", device, target];
+  must(await run(o, "mount", args), `mount ${device} on ${target}`);
+}
+
+/** Bind mount of a directory (a staging path), then a remount for read-only or flags. */
+export async function bindMount(source: string, target: string, readonly: boolean, flags: readonly string[], o: OpsOptions): Promise<void> {
+  must(await run(o, "mount", ["--bind", "--", source, target]), `bind mount ${source} on ${target}`);
+  const extra = [...(readonly ? ["ro"] : []), ...flags];
+  if (extra.length) must(await run(o, "mount", ["-o", ["remount", "bind", ...extra].join(","), "--", target]), `remount ${target} ${extra.join(",")}`);
+}
+
+export async function unmount(target: string, o: OpsOptions): Promise<void> {
+  must(await run(o, "umount", ["--", target]), `umount ${target}`);
+}
+
+/**
+ * A block volume is published as a device node carrying the device's major:minor. Never a bind
+ * mount of a /dev node: that drags devtmpfs along and multiplied into incident 2's storm.
+ */
+export async function makeBlockNode(target: string, dev: string, readonly: boolean, o: OpsOptions): Promise<void> {
+  const [major, minor] = dev.split(":");
+  await makeDirectory(dirname(target), o);
+  must(await run(o, "mknod", ["-m", readonly ? "0440" : "0660", "--", target, "b", major ?? "", minor ?? ""]), `mknod ${target} b ${major} ${minor}`);
+}
