@@ -124,7 +124,7 @@ in
     };
 
     logLevel = mkOption {
-      type = types.enum [ "trace" "debug" "info" "warn" "error" "fatal" ];
+      type = types.enum [ "trace" "debug" "info" "warn" "error" "fatal" "silent" ];
       default = "info";
       description = "Log level of every rds-csi unit.";
     };
