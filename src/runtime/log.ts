@@ -24,7 +24,7 @@ function prettyStream(out: { write(line: string): unknown }) {
           .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
           .join(" ");
         const ts = new Date(time).toISOString().slice(11, 23);
-        out.write(`${ts} ${(LEVEL_NAMES[level] ?? level).padEnd(5)} ${msg ?? ""}${extras ? "  " + extras : ""}\n`);
+        out.write(`${ts} ${(LEVEL_NAMES[level] ?? String(level).toUpperCase()).padEnd(5)} ${msg ?? ""}${extras ? "  " + extras : ""}\n`);
       } catch {
         out.write(line);
       }

@@ -1,0 +1,70 @@
+import { describe, expect, test } from "bun:test";
+import { createBreakerRegistry } from "../../src/runtime/breakers.ts";
+import { DomainError, invalidArgument } from "../../src/runtime/errors.ts";
+
+const fail = async () => { throw new Error("mkfs failed"); };
+
+describe("breaker registry", () => {
+  test("opens after the threshold of consecutive failures and fails fast as unavailable naming the key", async () => {
+    const changes: string[] = [];
+    const reg = createBreakerRegistry({ threshold: 3, initialOpenMs: 60_000, onStateChange: (k, s) => changes.push(`${k}=${s}`) });
+    for (let i = 0; i < 3; i++) await expect(reg.execute("volume:a", fail)).rejects.toThrow("mkfs failed");
+    let calls = 0;
+    const err = await reg.execute("volume:a", async () => { calls++; }).catch((e) => e);
+    expect(err).toBeInstanceOf(DomainError);
+    expect(err.kind).toBe("unavailable");
+    expect(err.message).toContain("volume:a");
+    expect(err.message).toContain("rds-csi breaker reset volume:a");
+    expect(calls).toBe(0);
+    expect(reg.isOpen("volume:a")).toBe(true);
+    expect(changes).toContain("volume:a=open");
+    // Other keys are independent.
+    await expect(reg.execute("volume:b", async () => 7)).resolves.toBe(7);
+  });
+
+  test("a success resets the consecutive count", async () => {
+    const reg = createBreakerRegistry({ threshold: 3 });
+    await reg.execute("k", fail).catch(() => {});
+    await reg.execute("k", fail).catch(() => {});
+    await reg.execute("k", async () => 1);
+    await reg.execute("k", fail).catch(() => {});
+    await reg.execute("k", fail).catch(() => {});
+    expect(reg.isOpen("k")).toBe(false);
+    expect(reg.get("k")?.failures).toBe(2);
+  });
+
+  test("caller mistakes do not count as failures", async () => {
+    const reg = createBreakerRegistry({ threshold: 2 });
+    for (let i = 0; i < 5; i++) await reg.execute("k", async () => { throw invalidArgument("volume_id", "missing"); }).catch(() => {});
+    expect(reg.isOpen("k")).toBe(false);
+  });
+
+  test("half-opens after the open period, and the period doubles on re-open up to the maximum", async () => {
+    const reg = createBreakerRegistry({ threshold: 1, initialOpenMs: 80, maxOpenMs: 200 });
+    await reg.execute("k", fail).catch(() => {});
+    const first = reg.get("k")!;
+    expect(first.state).toBe("open");
+    await Bun.sleep(100);
+    // Trial call fails: opens again, now for 160 ms.
+    await reg.execute("k", fail).catch(() => {});
+    const second = reg.get("k")!;
+    expect(second.opens).toBe(2);
+    expect(second.openUntil! - Date.now()).toBeGreaterThan(100);
+    await Bun.sleep(180);
+    await reg.execute("k", fail).catch(() => {});
+    const third = reg.get("k")!;
+    expect(third.openUntil! - Date.now()).toBeLessThanOrEqual(200);
+    await Bun.sleep(220);
+    await expect(reg.execute("k", async () => "ok")).resolves.toBe("ok");
+    expect(reg.get("k")!.state).toBe("closed");
+  });
+
+  test("reset closes an open breaker at once and lists it no more", async () => {
+    const reg = createBreakerRegistry({ threshold: 1 });
+    await reg.execute("volume:x", fail).catch(() => {});
+    expect(reg.list().map((b) => [b.key, b.state])).toEqual([["volume:x", "open"]]);
+    expect(reg.reset("volume:x")).toBe(true);
+    expect(reg.reset("volume:unknown")).toBe(false);
+    await expect(reg.execute("volume:x", async () => 1)).resolves.toBe(1);
+  });
+});
