@@ -1,0 +1,385 @@
+import { createHash } from "node:crypto";
+import * as v from "valibot";
+import type { Backend, Disk, Snapshot, VolumeParams } from "../backends/backend.ts";
+import { isSnapshotId, isVolumeId, snapshotIdForName, volumeIdForName } from "../backends/ids.ts";
+import type { Handlers, RpcContext } from "../csi/server.ts";
+import { parseRequest } from "../csi/validate.ts";
+import type { BreakerRegistry } from "../runtime/breakers.ts";
+import { aborted, alreadyExists, errorMessage, failedPrecondition, invalidArgument, notFound, outOfRange } from "../runtime/errors.ts";
+import { createKeyLock, type KeyLock } from "../runtime/key-lock.ts";
+import type { Logger } from "../runtime/log.ts";
+import { parseNodeId } from "./node-id.ts";
+import { paginate } from "./pagination.ts";
+import { createSerializer } from "./serialize.ts";
+import { MAX_VOLUME_BYTES, MIN_VOLUME_BYTES, sizeFits, sizeForRange } from "./sizing.ts";
+import {
+  CapabilitiesSchema, CapabilitySchema, NameSchema, isMultiNode, parseParams, unsupportedCapability, type VolumeCapability,
+} from "./validation.ts";
+
+export interface ControllerDeps {
+  backend: Backend;
+  breakers: BreakerRegistry;
+  log: Logger;
+  defaults: VolumeParams;
+  /** Host of the RouterOS management URL; StorageClasses naming another rdsAddress are refused. */
+  managementHost?: string;
+  keyLock?: KeyLock;
+  /** Deadline for Probe's backend check. */
+  probeTimeoutMs?: number;
+}
+
+const CAPABILITIES = [
+  "CREATE_DELETE_VOLUME", "PUBLISH_UNPUBLISH_VOLUME", "LIST_VOLUMES", "GET_CAPACITY", "CREATE_DELETE_SNAPSHOT",
+  "LIST_SNAPSHOTS", "CLONE_VOLUME", "EXPAND_VOLUME", "LIST_VOLUMES_PUBLISHED_NODES", "GET_VOLUME", "VOLUME_CONDITION",
+  "SINGLE_NODE_MULTI_WRITER",
+];
+
+const RangeSchema = v.nullish(v.looseObject({ required_bytes: v.optional(v.number()), limit_bytes: v.optional(v.number()) }));
+const ParamsSchema = v.nullish(v.record(v.string(), v.string()));
+const IdSchema = (field: string) => v.pipe(v.string(), v.minLength(1, `${field} is required`), v.maxLength(256, `${field} is too long`));
+
+const CreateVolumeSchema = v.looseObject({
+  name: NameSchema("name"),
+  capacity_range: RangeSchema,
+  volume_capabilities: CapabilitiesSchema,
+  parameters: ParamsSchema,
+  volume_content_source: v.nullish(v.looseObject({
+    snapshot: v.nullish(v.looseObject({ snapshot_id: IdSchema("volume_content_source.snapshot.snapshot_id") })),
+    volume: v.nullish(v.looseObject({ volume_id: IdSchema("volume_content_source.volume.volume_id") })),
+  })),
+});
+const VolumeIdOnly = v.looseObject({ volume_id: IdSchema("volume_id") });
+const PublishSchema = v.looseObject({
+  volume_id: IdSchema("volume_id"), node_id: IdSchema("node_id"),
+  volume_capability: v.nonNullish(CapabilitySchema, "volume_capability is required"), readonly: v.optional(v.boolean()),
+});
+const UnpublishSchema = v.looseObject({ volume_id: IdSchema("volume_id"), node_id: v.optional(v.string()) });
+const ValidateSchema = v.looseObject({ volume_id: IdSchema("volume_id"), volume_capabilities: CapabilitiesSchema, parameters: ParamsSchema });
+const ExpandSchema = v.looseObject({
+  volume_id: IdSchema("volume_id"),
+  capacity_range: v.nonNullish(v.looseObject({ required_bytes: v.optional(v.number()), limit_bytes: v.optional(v.number()) }), "capacity_range is required"),
+  volume_capability: v.nullish(CapabilitySchema),
+});
+const ListSchema = v.looseObject({
+  max_entries: v.optional(v.pipe(v.number(), v.minValue(0, "max_entries must not be negative"))),
+  starting_token: v.optional(v.string()),
+});
+const CreateSnapshotSchema = v.looseObject({ name: NameSchema("name"), source_volume_id: IdSchema("source_volume_id"), parameters: ParamsSchema });
+const SnapshotIdOnly = v.looseObject({ snapshot_id: IdSchema("snapshot_id") });
+const ListSnapshotsSchema = v.looseObject({
+  max_entries: v.optional(v.pipe(v.number(), v.minValue(0, "max_entries must not be negative"))),
+  starting_token: v.optional(v.string()), source_volume_id: v.optional(v.string()), snapshot_id: v.optional(v.string()),
+});
+
+const digestParams = (p: VolumeParams) =>
+  createHash("sha256").update(JSON.stringify(Object.entries(p).sort(([a], [b]) => a.localeCompare(b)))).digest("hex").slice(0, 16);
+
+const timestamp = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 });
+
+const contentSource = (source: string | undefined) =>
+  !source ? null : isSnapshotId(source) ? { snapshot: { snapshot_id: source } } : { volume: { volume_id: source } };
+
+function snapshotMessage(s: Snapshot) {
+  return { snapshot_id: s.id, source_volume_id: s.sourceVolumeId, size_bytes: s.sizeBytes, creation_time: timestamp(s.createdAt), ready_to_use: s.readyToUse };
+}
+
+export function controllerHandlers(deps: ControllerDeps): Handlers {
+  const { backend } = deps;
+  const locks = deps.keyLock ?? createKeyLock();
+  const byName = createSerializer();
+  const paramCtx = { defaults: deps.defaults, managementHost: deps.managementHost };
+
+  /** One mutating operation per volume at a time; the CO retries an ABORTED call. */
+  async function exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const release = locks.tryAcquire(`volume:${id}`);
+    if (!release) throw aborted(`an operation on ${id} is already in progress`);
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  function volumeMessage(d: Disk, params: VolumeParams) {
+    return {
+      volume_id: d.id, capacity_bytes: d.sizeBytes, volume_context: backend.volumeContext(d, params),
+      content_source: contentSource(d.meta.source), accessible_topology: [],
+    };
+  }
+
+  async function createVolume(req: unknown, ctx: RpcContext) {
+    const r = parseRequest(CreateVolumeSchema, req);
+    for (const [i, c] of r.volume_capabilities.entries()) {
+      const why = unsupportedCapability(c as VolumeCapability);
+      if (why) throw invalidArgument(`volume_capabilities.${i}`, why);
+    }
+    const params = parseParams(r.parameters, paramCtx);
+    const src = r.volume_content_source;
+    const source = src?.snapshot ? { kind: "snapshot" as const, id: src.snapshot.snapshot_id }
+      : src?.volume ? { kind: "volume" as const, id: src.volume.volume_id } : undefined;
+    if (src && !source) throw invalidArgument("volume_content_source", "must name a snapshot or a volume");
+    const id = volumeIdForName(r.name);
+    const digest = digestParams(params);
+    const log = ctx.log.child({ volume_id: id, name: r.name });
+
+    return byName.run(id, () => exclusive(id, async () => {
+      const existing = await backend.getDisk(id, ctx.signal);
+      if (existing) {
+        if (!sizeFits(existing.sizeBytes, r.capacity_range)) {
+          throw alreadyExists(`volume ${r.name} exists as ${id} with ${existing.sizeBytes} bytes, outside the requested capacity range`);
+        }
+        if ((existing.meta.source ?? "") !== (source?.id ?? "") && (existing.meta.source || existing.meta.paramsDigest)) {
+          throw alreadyExists(`volume ${r.name} exists as ${id} with content source ${existing.meta.source || "none"}, not ${source?.id || "none"}`);
+        }
+        if (existing.meta.paramsDigest && existing.meta.paramsDigest !== digest) {
+          throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters`);
+        }
+        if (existing.copying) {
+          // Same request: let the copy go on; the CO retries and picks the volume up when done.
+          const done = await backend.createDisk({ id, sizeBytes: existing.sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source, meta: existing.meta }, ctx.signal);
+          if (done.copying) throw aborted(`volume ${id} is still being copied from ${source?.id}; retry later`);
+          return { volume: volumeMessage(done, params) };
+        }
+        log.debug("volume exists, returning it");
+        return { volume: volumeMessage(existing, params) };
+      }
+      let floor = 0;
+      if (source?.kind === "snapshot") {
+        const snap = isSnapshotId(source.id) ? await backend.getSnapshot(source.id, ctx.signal) : null;
+        if (!snap) throw notFound(`snapshot ${source.id} does not exist`);
+        if (!snap.readyToUse) throw aborted(`snapshot ${source.id} is not ready yet`);
+        floor = snap.sizeBytes;
+      } else if (source?.kind === "volume") {
+        const vol = isVolumeId(source.id) ? await backend.getDisk(source.id, ctx.signal) : null;
+        if (!vol) throw notFound(`source volume ${source.id} does not exist`);
+        floor = vol.sizeBytes;
+      }
+      const sizeBytes = sizeForRange(r.capacity_range, floor);
+      const disk = await backend.createDisk({
+        id, sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source,
+        meta: { ...(source ? { source: source.id } : {}), paramsDigest: digest },
+      }, ctx.signal);
+      if (disk.copying) throw aborted(`volume ${id} is being copied from ${source?.id}; retry later`);
+      log.info({ size_bytes: disk.sizeBytes, source: source?.id }, "volume created");
+      return { volume: volumeMessage(disk, params) };
+    }));
+  }
+
+  async function deleteVolume(req: unknown, ctx: RpcContext) {
+    const { volume_id: id } = parseRequest(VolumeIdOnly, req);
+    // An id we could never have issued names nothing: success, and nothing reaches the backend.
+    if (!isVolumeId(id)) return {};
+    return exclusive(id, async () => {
+      const disk = await backend.getDisk(id, ctx.signal);
+      if (!disk) return {};
+      const users = disk.meta.publishedTo ?? [];
+      if (users.length) throw failedPrecondition(`volume ${id} is still published to ${users.join(", ")}; unpublish it first`);
+      await backend.deleteDisk(id, ctx.signal);
+      ctx.log.info({ volume_id: id }, "volume deleted");
+      return {};
+    });
+  }
+
+  async function getExisting(id: string, signal: AbortSignal): Promise<Disk> {
+    const disk = isVolumeId(id) ? await backend.getDisk(id, signal) : null;
+    if (!disk) throw notFound(`volume ${id} does not exist`);
+    return disk;
+  }
+
+  /**
+   * Export restriction. RouterOS takes one allowed host NQN per disk: with one publication the
+   * export admits only that host; while a multi-node block volume (live migration) is published to
+   * several hosts, or to a node that reported no host NQN, the restriction is lifted and put back
+   * when the volume is down to one host again.
+   */
+  function allowedHostsFor(nodeIds: string[]): string[] {
+    const hosts = nodeIds.map((n) => parseNodeId(n)).map((p) => (typeof p === "string" ? undefined : p.hostNqn));
+    if (hosts.length !== 1 || !hosts[0]) return [];
+    return [hosts[0]];
+  }
+
+  async function publish(req: unknown, ctx: RpcContext) {
+    const r = parseRequest(PublishSchema, req);
+    const cap = r.volume_capability as VolumeCapability;
+    const why = unsupportedCapability(cap);
+    if (why) throw invalidArgument("volume_capability", why);
+    const node = parseNodeId(r.node_id);
+    if (typeof node === "string") throw notFound(`node ${JSON.stringify(r.node_id.slice(0, 80))} not found: ${node}`);
+    if (!isVolumeId(r.volume_id)) throw notFound(`volume ${r.volume_id} does not exist`);
+    return exclusive(r.volume_id, async () => {
+      const disk = await getExisting(r.volume_id, ctx.signal);
+      const mode = `${cap.access_mode.mode}${r.readonly ? ":ro" : ""}`;
+      const current = disk.meta.publishedTo ?? [];
+      const publishContext = { publish_context: node.hostNqn ? { hostNqn: node.hostNqn } : {} };
+      if (current.includes(r.node_id)) {
+        if (disk.meta.publishMode && disk.meta.publishMode !== mode) {
+          throw alreadyExists(`volume ${r.volume_id} is already published to ${r.node_id} as ${disk.meta.publishMode}, not ${mode}`);
+        }
+        return publishContext;
+      }
+      if (current.length) {
+        if (!isMultiNode(cap.access_mode.mode) || (disk.meta.publishMode && disk.meta.publishMode !== mode)) {
+          throw failedPrecondition(`volume ${r.volume_id} is published to ${current.join(", ")} (${disk.meta.publishMode ?? "unknown mode"}); a ${mode} publication to ${node.nodeName} is not allowed`);
+        }
+      }
+      const publishedTo = [...current, r.node_id];
+      const hosts = allowedHostsFor(publishedTo);
+      if (!node.hostNqn) ctx.log.warn({ node_id: r.node_id }, "node reported no host NQN: the export cannot be restricted to it");
+      await backend.setPublications(r.volume_id, { ...disk.meta, publishedTo, publishMode: mode }, hosts, ctx.signal);
+      ctx.log.info({ node_id: r.node_id, allowed_hosts: hosts }, "volume published");
+      return publishContext;
+    });
+  }
+
+  async function unpublish(req: unknown, ctx: RpcContext) {
+    const r = parseRequest(UnpublishSchema, req);
+    if (!isVolumeId(r.volume_id)) return {};
+    return exclusive(r.volume_id, async () => {
+      const disk = await backend.getDisk(r.volume_id, ctx.signal);
+      if (!disk) return {};
+      const current = disk.meta.publishedTo ?? [];
+      // An empty node_id means "from every node".
+      const publishedTo = r.node_id ? current.filter((n) => n !== r.node_id) : [];
+      if (publishedTo.length === current.length) return {};
+      const { publishMode: _mode, ...rest } = disk.meta;
+      const meta = publishedTo.length ? { ...disk.meta, publishedTo } : { ...rest, publishedTo: [] };
+      // The last host keeps its restriction: an unpublished volume is better closed to one known host than open to all.
+      const hosts = publishedTo.length ? allowedHostsFor(publishedTo) : disk.allowedHosts;
+      await backend.setPublications(r.volume_id, meta, hosts, ctx.signal);
+      ctx.log.info({ node_id: r.node_id || "(all)", remaining: publishedTo }, "volume unpublished");
+      return {};
+    });
+  }
+
+  async function validateCapabilities(req: unknown, ctx: RpcContext) {
+    const r = parseRequest(ValidateSchema, req);
+    await getExisting(r.volume_id, ctx.signal);
+    if (r.parameters && Object.keys(r.parameters).length) {
+      try { parseParams(r.parameters, paramCtx); } catch (e) { return { message: errorMessage(e) }; }
+    }
+    for (const c of r.volume_capabilities) {
+      const why = unsupportedCapability(c as VolumeCapability);
+      if (why) return { message: why };
+    }
+    return { confirmed: { volume_context: {}, volume_capabilities: r.volume_capabilities, parameters: r.parameters ?? {} } };
+  }
+
+  async function expand(req: unknown, ctx: RpcContext) {
+    const r = parseRequest(ExpandSchema, req);
+    if (!isVolumeId(r.volume_id)) throw notFound(`volume ${r.volume_id} does not exist`);
+    return exclusive(r.volume_id, async () => {
+      const disk = await getExisting(r.volume_id, ctx.signal);
+      const limit = r.capacity_range.limit_bytes ?? 0;
+      if (limit && limit < disk.sizeBytes) throw outOfRange(`volume ${r.volume_id} has ${disk.sizeBytes} bytes; shrinking to at most ${limit} is not supported`);
+      const target = Math.max(disk.sizeBytes, sizeForRange(r.capacity_range));
+      const grown = target > disk.sizeBytes ? await backend.growDisk(r.volume_id, target, ctx.signal) : disk;
+      const cap = r.volume_capability as VolumeCapability | null | undefined;
+      // Block volumes need nothing on the node; a filesystem (or an unknown capability) must be grown there.
+      return { capacity_bytes: grown.sizeBytes, node_expansion_required: cap?.access_type !== "block" };
+    });
+  }
+
+  async function getCapacity(req: any, ctx: RpcContext) {
+    const params = parseParams(req?.parameters, paramCtx);
+    const c = await backend.capacity(params.volumePath, ctx.signal);
+    return {
+      available_capacity: c.freeBytes,
+      maximum_volume_size: { value: Math.min(MAX_VOLUME_BYTES, c.freeBytes) },
+      minimum_volume_size: { value: MIN_VOLUME_BYTES },
+    };
+  }
+
+  const volumeStatus = (d: Disk) => ({
+    published_node_ids: d.meta.publishedTo ?? [],
+    volume_condition: { abnormal: d.copying, message: d.copying ? "still being copied" : "ok" },
+  });
+
+  async function listVolumes(req: unknown, ctx: RpcContext) {
+    const r = parseRequest(ListSchema, req);
+    const disks = await backend.listDisks(ctx.signal);
+    const { page, next } = paginate(disks, (d) => d.id, r.max_entries ?? 0, r.starting_token ?? "");
+    return {
+      entries: page.map((d) => ({ volume: { volume_id: d.id, capacity_bytes: d.sizeBytes, content_source: contentSource(d.meta.source) }, status: volumeStatus(d) })),
+      next_token: next,
+    };
+  }
+
+  async function getVolume(req: unknown, ctx: RpcContext) {
+    const { volume_id } = parseRequest(VolumeIdOnly, req);
+    const d = await getExisting(volume_id, ctx.signal);
+    return { volume: { volume_id: d.id, capacity_bytes: d.sizeBytes, content_source: contentSource(d.meta.source) }, status: volumeStatus(d) };
+  }
+
+  async function createSnapshot(req: unknown, ctx: RpcContext) {
+    const r = parseRequest(CreateSnapshotSchema, req);
+    const id = snapshotIdForName(r.name);
+    return byName.run(id, async () => {
+      const existing = await backend.getSnapshot(id, ctx.signal);
+      if (existing) {
+        if (existing.sourceVolumeId && existing.sourceVolumeId !== r.source_volume_id) {
+          throw alreadyExists(`snapshot ${r.name} exists as ${id} of volume ${existing.sourceVolumeId}, not ${r.source_volume_id}`);
+        }
+        if (existing.readyToUse) return { snapshot: snapshotMessage(existing) };
+      }
+      if (!isVolumeId(r.source_volume_id)) throw notFound(`source volume ${r.source_volume_id} does not exist`);
+      const vol = await backend.getDisk(r.source_volume_id, ctx.signal);
+      if (!vol) throw notFound(`source volume ${r.source_volume_id} does not exist`);
+      const snap = await backend.createSnapshot(id, r.source_volume_id, deps.defaults.volumePath, ctx.signal);
+      ctx.log.info({ snapshot_id: id, volume_id: r.source_volume_id, ready: snap.readyToUse }, "snapshot created");
+      return { snapshot: snapshotMessage(snap) };
+    });
+  }
+
+  async function deleteSnapshot(req: unknown, ctx: RpcContext) {
+    const { snapshot_id } = parseRequest(SnapshotIdOnly, req);
+    if (!isSnapshotId(snapshot_id)) return {};
+    await backend.deleteSnapshot(snapshot_id, ctx.signal);
+    return {};
+  }
+
+  async function listSnapshots(req: unknown, ctx: RpcContext) {
+    const r = parseRequest(ListSnapshotsSchema, req);
+    let snaps: Snapshot[];
+    if (r.snapshot_id) {
+      const s = isSnapshotId(r.snapshot_id) ? await backend.getSnapshot(r.snapshot_id, ctx.signal) : null;
+      snaps = s ? [s] : [];
+    } else {
+      snaps = await backend.listSnapshots(ctx.signal);
+    }
+    if (r.source_volume_id) snaps = snaps.filter((s) => s.sourceVolumeId === r.source_volume_id);
+    const { page, next } = paginate(snaps, (s) => s.id, r.max_entries ?? 0, r.starting_token ?? "");
+    return { entries: page.map((s) => ({ snapshot: snapshotMessage(s) })), next_token: next };
+  }
+
+  return {
+    CreateVolume: createVolume,
+    DeleteVolume: deleteVolume,
+    ControllerPublishVolume: publish,
+    ControllerUnpublishVolume: unpublish,
+    ValidateVolumeCapabilities: validateCapabilities,
+    ListVolumes: listVolumes,
+    GetCapacity: getCapacity,
+    ControllerGetCapabilities: async () => ({ capabilities: CAPABILITIES.map((type) => ({ rpc: { type } })) }),
+    CreateSnapshot: createSnapshot,
+    DeleteSnapshot: deleteSnapshot,
+    ListSnapshots: listSnapshots,
+    ControllerExpandVolume: expand,
+    ControllerGetVolume: getVolume,
+  };
+}
+
+/** Readiness for Identity.Probe: the backend answers and its breaker is closed. */
+export function controllerProbe(deps: Pick<ControllerDeps, "backend" | "breakers" | "probeTimeoutMs">) {
+  const key = `backend:${deps.backend.address}`;
+  return async (): Promise<{ ready: boolean; reason?: string }> => {
+    if (deps.backend.kind === "routeros" && deps.breakers.isOpen(key)) {
+      return { ready: false, reason: `circuit breaker ${key} is open` };
+    }
+    try {
+      await deps.backend.probe(AbortSignal.timeout(deps.probeTimeoutMs ?? 5_000));
+      return { ready: true };
+    } catch (e) {
+      return { ready: false, reason: `backend ${deps.backend.address}: ${errorMessage(e)}` };
+    }
+  };
+}
