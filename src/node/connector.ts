@@ -35,6 +35,8 @@ export interface Connector {
   find(volume: VolumeTarget, signal?: AbortSignal): Promise<AttachedDevice | null>;
   /** Idempotent: a volume that is not attached is success. */
   detach(volume: VolumeTarget, signal?: AbortSignal): Promise<void>;
+  /** Make the kernel re-read the device size after the backend grew it. */
+  refreshSize?(volume: VolumeTarget, signal?: AbortSignal): Promise<void>;
 }
 
 export type Connectors = Record<Transport, Connector>;

@@ -62,6 +62,12 @@ export function createLoopConnector(deps: LoopDeps): Connector {
       if (!d) throw unavailable(`losetup attached ${file} as ${r.stdout.trim()} but it cannot be found again`);
       return withSize(d, signal);
     },
+    async refreshSize(v, signal) {
+      for (const d of await devicesOf(fileOf(v), signal)) {
+        const r = await deps.runner("losetup", ["--set-capacity", d.devicePath], { timeoutMs, signal, log: deps.log, logLevel: "info" });
+        if (!ok(r)) throw unavailable(`refreshing the size of ${d.devicePath} failed: ${describeFailure(r)}`);
+      }
+    },
     async detach(v, signal) {
       for (const d of await devicesOf(fileOf(v), signal)) {
         const r = await deps.runner("losetup", ["--detach", d.devicePath], { timeoutMs, signal, log: deps.log, logLevel: "info" });

@@ -1,0 +1,64 @@
+import { isAbsolute } from "node:path";
+import { invalidArgument } from "../runtime/errors.ts";
+import { SUPPORTED_FS, type FsType } from "../fs/mkfs.ts";
+
+/**
+ * Validation of Node RPC requests as decoded by proto-loader (snake_case, enums as names,
+ * `access_type` naming the oneof). Every error names the field; nothing is touched before.
+ */
+
+export interface Capability {
+  accessType: "mount" | "block";
+  accessMode: string;
+  fsType: FsType;
+  mountFlags: string[];
+}
+
+const NODE_MODES = new Set([
+  "SINGLE_NODE_WRITER", "SINGLE_NODE_READER_ONLY", "SINGLE_NODE_SINGLE_WRITER", "SINGLE_NODE_MULTI_WRITER",
+  "MULTI_NODE_READER_ONLY", "MULTI_NODE_SINGLE_WRITER", "MULTI_NODE_MULTI_WRITER",
+]);
+/** One filesystem mounted by several nodes at once corrupts it; only a raw device can be shared. */
+const MULTI_NODE_WRITE = new Set(["MULTI_NODE_SINGLE_WRITER", "MULTI_NODE_MULTI_WRITER"]);
+export const SINGLE_WRITER_MODES = new Set(["SINGLE_NODE_WRITER", "SINGLE_NODE_SINGLE_WRITER"]);
+const SAFE_FLAG = /^[A-Za-z0-9_][A-Za-z0-9_=.:-]*$/;
+
+export function requireString(req: any, field: string): string {
+  const v = req?.[field];
+  if (typeof v !== "string" || v.length === 0) throw invalidArgument(field, "is required");
+  if (v.includes("\0")) throw invalidArgument(field, "must not contain NUL");
+  return v;
+}
+
+export function requirePath(req: any, field: string): string {
+  const v = requireString(req, field);
+  if (!isAbsolute(v) || v.split("/").includes("..")) throw invalidArgument(field, `must be an absolute path without '..', got ${JSON.stringify(v)}`);
+  return v.length > 1 && v.endsWith("/") ? v.replace(/\/+$/, "") : v;
+}
+
+export function parseCapability(req: any, field = "volume_capability"): Capability {
+  const cap = req?.[field];
+  if (!cap || typeof cap !== "object") throw invalidArgument(field, "is required");
+  const accessType = cap.access_type ?? (cap.mount ? "mount" : cap.block ? "block" : undefined);
+  if (accessType !== "mount" && accessType !== "block") throw invalidArgument(`${field}.access_type`, "must be mount or block");
+  const accessMode = cap.access_mode?.mode;
+  if (typeof accessMode !== "string" || !NODE_MODES.has(accessMode)) throw invalidArgument(`${field}.access_mode.mode`, `is missing or unknown: ${JSON.stringify(accessMode)}`);
+  if (accessType === "mount" && MULTI_NODE_WRITE.has(accessMode)) {
+    throw invalidArgument(`${field}.access_mode.mode`, `${accessMode} is only supported for block volumes (a filesystem cannot be written by several nodes)`);
+  }
+  let fsType: FsType = "ext4";
+  let mountFlags: string[] = [];
+  if (accessType === "mount") {
+    const raw = cap.mount?.fs_type ?? "";
+    if (raw !== "") {
+      if (!(SUPPORTED_FS as readonly string[]).includes(raw)) throw invalidArgument(`${field}.mount.fs_type`, `must be one of ${SUPPORTED_FS.join(", ")}, got ${JSON.stringify(raw)}`);
+      fsType = raw as FsType;
+    }
+    const flags = cap.mount?.mount_flags ?? [];
+    if (!Array.isArray(flags)) throw invalidArgument(`${field}.mount.mount_flags`, "must be a list");
+    mountFlags = flags.flatMap((f: unknown) => String(f).split(",")).filter(Boolean);
+    const bad = mountFlags.find((f) => !SAFE_FLAG.test(f));
+    if (bad !== undefined) throw invalidArgument(`${field}.mount.mount_flags`, `contains an unsafe flag ${JSON.stringify(bad)}`);
+  }
+  return { accessType, accessMode, fsType, mountFlags };
+}

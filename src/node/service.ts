@@ -1,0 +1,409 @@
+import { isBreakerOpenError, type BreakerRegistry } from "../runtime/breakers.ts";
+import { alreadyExists, DomainError, failedPrecondition, invalidArgument, isDeadlineError, notFound, outOfRange, unavailable, aborted } from "../runtime/errors.ts";
+import type { Runner, RunnerStats } from "../runtime/exec.ts";
+import type { KeyLock } from "../runtime/key-lock.ts";
+import type { Logger } from "../runtime/log.ts";
+import { checkFilesystem } from "../fs/health-check.ts";
+import { growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
+import { probeFilesystem } from "../fs/probe-filesystem.ts";
+import { readMountinfo, type MountEntry } from "../mount/mountinfo.ts";
+import { bindMount, makeBlockNode, makeDirectory, mountDevice, pathKind, removePath, unmount, type OpsOptions } from "../mount/ops.ts";
+import type { ProbeRegistry } from "../mount/probe.ts";
+import { assertNoStorm, assertTableSane } from "../mount/storm-guard.ts";
+import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
+import { parseCapability, requirePath, requireString, SINGLE_WRITER_MODES, type Capability } from "./requests.ts";
+import type { StagingRecord, StagingRecords } from "./staging-records.ts";
+import { parseVolumeContext } from "./volume-context.ts";
+import { filesystemStats } from "./volume-stats.ts";
+
+export const TOPOLOGY_KEY = "topology.rds.csi.srvlab.io/node";
+export const RESET_ANNOTATION = "rds.csi.srvlab.io/reset-circuit-breaker=true";
+
+export interface NodeTimeouts {
+  mountinfoMs: number;
+  healthCheckMs: number;
+  mkfsMs: number;
+  mountMs: number;
+  growMs: number;
+  probeMs: number;
+  /** stat, mkdir, mknod, blkid and other short commands. */
+  commandMs: number;
+}
+
+export const DEFAULT_NODE_TIMEOUTS: NodeTimeouts = {
+  mountinfoMs: 10_000, healthCheckMs: 120_000, mkfsMs: 300_000, mountMs: 60_000, growMs: 120_000, probeMs: 5_000, commandMs: 15_000,
+};
+
+export interface NodeServiceDeps {
+  runner: Runner & Partial<RunnerStats>;
+  log: Logger;
+  nodeName: string;
+  hostNqn?: string;
+  /** 0: no limit reported. */
+  maxVolumes: number;
+  connectors: Connectors;
+  records: StagingRecords;
+  breakers: BreakerRegistry;
+  locks: KeyLock;
+  probes: ProbeRegistry;
+  procRoot: string;
+  stormThreshold: number;
+  stormTotal: number;
+  timeouts?: Partial<NodeTimeouts>;
+}
+
+type Req = any;
+
+const NODE_CAPABILITIES = ["STAGE_UNSTAGE", "EXPAND_VOLUME", "GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER"];
+/** ext4's driver mounts its ancestors too; asking for ext4 on an ext3 volume is fine. */
+const COMPATIBLE_FS: Record<FsType, string[]> = { ext4: ["ext4", "ext3", "ext2"], xfs: ["xfs"] };
+/** Stacked mounts at one path are unmounted one by one; more than this is a storm for gc. */
+const MAX_UNMOUNT_ROUNDS = 5;
+
+export function targetOf(r: StagingRecord): VolumeTarget {
+  return {
+    volumeId: r.volume_id, transport: r.transport, nqn: r.nqn, address: r.nvme_address, port: r.nvme_port,
+    ctrlLossTmo: r.ctrl_loss_tmo, reconnectDelay: r.reconnect_delay, keepAliveTmo: r.keep_alive_tmo, backingFile: r.backing_file,
+  };
+}
+
+/** Compares what the CO asks now with what was staged; differences are ALREADY_EXISTS. */
+function stagingConflict(r: StagingRecord, t: VolumeTarget, cap: Capability, stagingPath: string): string | null {
+  if (r.staging_path !== stagingPath) return `already staged at ${r.staging_path}`;
+  if (r.access_type !== cap.accessType) return `already staged as ${r.access_type}`;
+  if (cap.accessType === "mount" && r.fs_type !== cap.fsType) return `already staged with fs_type ${r.fs_type}`;
+  if (r.transport !== t.transport) return `already staged over ${r.transport}`;
+  if ((r.nqn ?? "") !== (t.nqn ?? "") || (r.backing_file ?? "") !== (t.backingFile ?? "")) return "already staged from a different source";
+  return null;
+}
+
+/**
+ * The CSI Node service. Every RPC is idempotent; operations on one volume are exclusive
+ * (a second → ABORTED) while different volumes run in parallel. Error paths never tear down:
+ * what a failed stage set up stays, and teardown happens only in Unpublish/Unstage.
+ */
+export function createNodeService(deps: NodeServiceDeps) {
+  const t = { ...DEFAULT_NODE_TIMEOUTS, ...deps.timeouts };
+  const ops = (timeoutMs = t.commandMs, log = deps.log): OpsOptions => ({ runner: deps.runner, log, timeoutMs });
+
+  async function exclusive<T>(volumeId: string, op: string, fn: () => Promise<T>): Promise<T> {
+    const release = deps.locks.tryAcquire(volumeId);
+    if (!release) throw aborted(`an operation on volume ${volumeId} is already in progress; retry later (${op})`);
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  /** Reads the mount table and refuses when mounting would hang or add to a storm. */
+  async function preflight(): Promise<MountEntry[]> {
+    const stuck = deps.runner.stuck?.() ?? 0;
+    if (stuck > 0) {
+      throw unavailable(`${stuck} earlier command(s) could not be killed (likely stuck in the kernel, D state); refusing to start more mount work; run rds-csi doctor`);
+    }
+    let mounts: MountEntry[];
+    try {
+      mounts = await readMountinfo({ runner: deps.runner, procRoot: deps.procRoot, timeoutMs: t.mountinfoMs });
+    } catch (e) {
+      if (isDeadlineError(e)) throw unavailable(`the mount table could not be read within ${t.mountinfoMs} ms; mount operations are likely to hang; run rds-csi doctor`);
+      throw e;
+    }
+    assertTableSane(mounts, deps.stormTotal);
+    return mounts;
+  }
+
+  const mountsAt = (mounts: readonly MountEntry[], path: string) => mounts.filter((m) => m.mountPoint === path);
+
+  async function unmountAll(path: string, log: Logger): Promise<MountEntry[]> {
+    let mounts = await preflight();
+    for (let i = 0; mountsAt(mounts, path).length > 0; i++) {
+      if (i >= MAX_UNMOUNT_ROUNDS) throw failedPrecondition(`${path} still has ${mountsAt(mounts, path).length} mounts stacked after ${i} unmounts; run rds-csi doctor and rds-csi gc`);
+      await unmount(path, ops(t.mountMs, log));
+      mounts = await preflight();
+    }
+    return mounts;
+  }
+
+  async function withVolumeBreaker<T>(volumeId: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await deps.breakers.execute(`volume:${volumeId}`, fn);
+    } catch (e) {
+      if (isBreakerOpenError(e) && !(e as Error).message.includes(RESET_ANNOTATION)) {
+        throw unavailable(`${(e as Error).message}; to reset: annotate the PV with ${RESET_ANNOTATION}, or run \`rds-csi breaker reset volume:${volumeId}\` on this node`);
+      }
+      throw e;
+    }
+  }
+
+  /** Health check, mkfs when certain, mount, grow: the stage path the breaker watches. */
+  async function stageFilesystem(record: StagingRecord, device: AttachedDevice, cap: Capability, mounts: MountEntry[], log: Logger) {
+    const stagingPath = record.staging_path;
+    assertNoStorm(mounts, { dev: device.dev, target: stagingPath, source: device.devicePath }, deps.stormThreshold);
+    const content = await probeFilesystem(device.devicePath, { runner: deps.runner, log, timeoutMs: t.commandMs });
+    let fsType: string = cap.fsType;
+    let grow = false;
+    switch (content.state) {
+      case "filesystem": {
+        if (!COMPATIBLE_FS[cap.fsType].includes(content.type)) {
+          throw failedPrecondition(`volume ${record.volume_id} holds a ${content.type} filesystem but the capability asks for ${cap.fsType}; not mounting, not formatting`);
+        }
+        fsType = content.type;
+        const verdict = await checkFilesystem(device.devicePath, fsType, { runner: deps.runner, log, timeoutMs: t.healthCheckMs });
+        if (!verdict.healthy) {
+          if (verdict.timedOut) throw unavailable(`health check of ${device.devicePath}: ${verdict.verdict}`);
+          log.error({ device: device.devicePath, verdict: verdict.verdict }, "filesystem failed its read-only check; not mounting");
+          throw failedPrecondition(`filesystem on ${device.devicePath} (volume ${record.volume_id}) failed its read-only check: ${verdict.verdict}; repair it offline (fsck) before use`);
+        }
+        if (verdict.warning) log.warn({ device: device.devicePath, warning: verdict.warning }, "health check passed with a warning");
+        grow = true;
+        break;
+      }
+      case "none":
+        log.info({ device: device.devicePath, fs_type: cap.fsType }, "device is blank: making a filesystem");
+        await makeFilesystem(device.devicePath, cap.fsType, { runner: deps.runner, log, timeoutMs: t.mkfsMs });
+        break;
+      case "data": {
+        const verdict = await checkFilesystem(device.devicePath, cap.fsType, { runner: deps.runner, log, timeoutMs: t.healthCheckMs });
+        const said = verdict.healthy ? "the checker found nothing wrong" : verdict.verdict;
+        throw failedPrecondition(`device ${device.devicePath} (volume ${record.volume_id}) holds data but no recognisable filesystem (${content.reason}); refusing to format it; ${cap.fsType} check: ${said}`);
+      }
+      case "unknown":
+        throw unavailable(`could not tell whether ${device.devicePath} holds a filesystem (${content.reason}); not formatting; retry later`);
+    }
+    const kind = await pathKind(stagingPath, ops(t.commandMs, log));
+    if (kind.kind === "missing") {
+      await makeDirectory(stagingPath, ops(t.commandMs, log));
+      record.created_staging_dir = true;
+      await deps.records.write(record);
+    } else if (kind.kind !== "directory") {
+      throw failedPrecondition(`staging_target_path ${stagingPath} exists and is not a directory (${kind.kind})`);
+    }
+    await mountDevice(device.devicePath, stagingPath, fsType, cap.mountFlags, ops(t.mountMs, log));
+    // The backend may have grown the volume while it was not staged anywhere.
+    if (grow) await growFilesystem(device.devicePath, stagingPath, fsType as FsType, { runner: deps.runner, log, timeoutMs: t.growMs });
+  }
+
+  async function NodeStageVolume(req: Req) {
+    const volumeId = requireString(req, "volume_id");
+    const stagingPath = requirePath(req, "staging_target_path");
+    const cap = parseCapability(req);
+    const target = parseVolumeContext(volumeId, req.volume_context);
+    const log = deps.log.child({ op: "NodeStageVolume", volume_id: volumeId, ...(target.nqn ? { nqn: target.nqn } : {}) });
+    return exclusive(volumeId, "NodeStageVolume", async () => {
+      const existing = await deps.records.read(volumeId);
+      if (existing) {
+        const conflict = stagingConflict(existing, target, cap, stagingPath);
+        if (conflict) throw alreadyExists(`volume ${volumeId} is ${conflict}`);
+      }
+      const mounts = await preflight();
+      if (!existing && deps.maxVolumes > 0 && (await deps.records.list()).length >= deps.maxVolumes) {
+        throw new DomainError("resource-exhausted", `this node already has ${deps.maxVolumes} volumes staged (max-volumes)`);
+      }
+      const record: StagingRecord = existing ?? {
+        volume_id: volumeId, transport: target.transport, nqn: target.nqn, nvme_address: target.address, nvme_port: target.port,
+        ctrl_loss_tmo: target.ctrlLossTmo, reconnect_delay: target.reconnectDelay, keep_alive_tmo: target.keepAliveTmo,
+        backing_file: target.backingFile, staging_path: stagingPath, fs_type: cap.accessType === "mount" ? cap.fsType : "",
+        access_type: cap.accessType, access_mode: cap.accessMode, mount_flags: cap.mountFlags, staged_at: new Date().toISOString(),
+        state: "staging", created_staging_dir: false, publications: [],
+      };
+      // Recorded before the first change, so unstage can undo a stage that crashed halfway.
+      if (!existing) await deps.records.write(record);
+      const device = await deps.connectors[target.transport].attach(target).catch((e) => {
+        log.error({ err: (e as Error).message, gc_would: "detach the volume if it stays unstaged" }, "attach failed; leaving whatever was set up in place");
+        throw e;
+      });
+      if (cap.accessType === "mount") {
+        const staged = mountsAt(mounts, stagingPath);
+        if (staged.length > 0) {
+          if (!staged.some((m) => m.dev === device.dev)) {
+            throw alreadyExists(`staging_target_path ${stagingPath} has another filesystem mounted (${staged.at(-1)!.source}, ${staged.at(-1)!.dev})`);
+          }
+        } else {
+          await withVolumeBreaker(volumeId, () => stageFilesystem(record, device, cap, mounts, log)).catch((e) => {
+            log.error({ err: (e as Error).message, gc_would: `nothing while ${volumeId} is staged; after NodeUnstage: detach` }, "stage failed; leaving the attachment in place");
+            throw e;
+          });
+        }
+      }
+      if (record.state !== "staged") {
+        record.state = "staged";
+        await deps.records.write(record);
+        log.info({ device: device.devicePath, dev: device.dev, access_type: cap.accessType }, "volume staged");
+      }
+      return {};
+    });
+  }
+
+  async function NodeUnstageVolume(req: Req) {
+    const volumeId = requireString(req, "volume_id");
+    const stagingPath = requirePath(req, "staging_target_path");
+    const log = deps.log.child({ op: "NodeUnstageVolume", volume_id: volumeId });
+    return exclusive(volumeId, "NodeUnstageVolume", async () => {
+      const record = await deps.records.read(volumeId);
+      const mounts = await unmountAll(stagingPath, log);
+      if (!record) return {};
+      const volume = targetOf(record);
+      const device = await deps.connectors[record.transport].find(volume);
+      if (device) {
+        const users = mounts.filter((m) => m.dev === device.dev);
+        if (users.length > 0) {
+          throw failedPrecondition(`volume ${volumeId} is still mounted at ${users.slice(0, 3).map((m) => m.mountPoint).join(", ")}${users.length > 3 ? " …" : ""}; unpublish it first`);
+        }
+      }
+      if (record.created_staging_dir) await removePath(stagingPath, ops(t.commandMs, log));
+      await deps.connectors[record.transport].detach(volume);
+      await deps.records.remove(volumeId);
+      log.info("volume unstaged");
+      return {};
+    });
+  }
+
+  async function NodePublishVolume(req: Req) {
+    const volumeId = requireString(req, "volume_id");
+    const stagingPath = requirePath(req, "staging_target_path");
+    const targetPath = requirePath(req, "target_path");
+    const cap = parseCapability(req);
+    const readonly = req.readonly === true;
+    const log = deps.log.child({ op: "NodePublishVolume", volume_id: volumeId });
+    return exclusive(volumeId, "NodePublishVolume", async () => {
+      const record = await deps.records.read(volumeId);
+      if (!record || record.state !== "staged") throw failedPrecondition(`volume ${volumeId} is not staged on this node`);
+      if (record.staging_path !== stagingPath) throw failedPrecondition(`volume ${volumeId} is staged at ${record.staging_path}, not ${stagingPath}`);
+      if (record.access_type !== cap.accessType) throw invalidArgument("volume_capability.access_type", `volume ${volumeId} was staged as ${record.access_type}`);
+      const previous = record.publications.find((p) => p.target_path === targetPath);
+      if (previous && (previous.readonly !== readonly || previous.access_mode !== cap.accessMode)) {
+        throw alreadyExists(`volume ${volumeId} is already published at ${targetPath} with readonly=${previous.readonly} mode=${previous.access_mode}`);
+      }
+      if (SINGLE_WRITER_MODES.has(cap.accessMode)) {
+        const other = record.publications.find((p) => p.target_path !== targetPath);
+        if (other) throw failedPrecondition(`volume ${volumeId} is ${cap.accessMode} and already published at ${other.target_path}`);
+      }
+      const mounts = await preflight();
+      const device = await deps.connectors[record.transport].find(targetOf(record));
+      if (!device) throw failedPrecondition(`volume ${volumeId} is staged but its device is gone; NodeStageVolume must run again`);
+      if (cap.accessType === "mount") await publishMount(record, device, targetPath, readonly, cap, mounts, log);
+      else await publishBlock(device, targetPath, readonly, !!previous, log);
+      if (!previous) {
+        record.publications.push({ target_path: targetPath, readonly, access_mode: cap.accessMode });
+        await deps.records.write(record);
+      }
+      return {};
+    });
+  }
+
+  async function publishMount(record: StagingRecord, device: AttachedDevice, targetPath: string, readonly: boolean, cap: Capability, mounts: MountEntry[], log: Logger) {
+    const staged = mountsAt(mounts, record.staging_path).find((m) => m.dev === device.dev);
+    if (!staged) throw failedPrecondition(`staging path ${record.staging_path} of volume ${record.volume_id} is not mounted; NodeStageVolume must run again`);
+    const here = mountsAt(mounts, targetPath);
+    if (here.length > 0) {
+      const top = here.at(-1)!;
+      if (top.dev !== device.dev) throw alreadyExists(`target_path ${targetPath} has another filesystem mounted (${top.source})`);
+      const isRo = top.options.split(",").includes("ro");
+      if (isRo !== readonly) throw alreadyExists(`target_path ${targetPath} is already mounted ${isRo ? "read-only" : "read-write"}`);
+      return;
+    }
+    assertNoStorm(mounts, { dev: device.dev, target: targetPath, source: record.staging_path }, deps.stormThreshold);
+    await makeDirectory(targetPath, ops(t.commandMs, log));
+    await bindMount(record.staging_path, targetPath, readonly, cap.mountFlags.filter((f) => f !== "rw"), ops(t.mountMs, log));
+  }
+
+  async function publishBlock(device: AttachedDevice, targetPath: string, readonly: boolean, ours: boolean, log: Logger) {
+    const o = ops(t.commandMs, log);
+    const k = await pathKind(targetPath, o);
+    if (k.kind === "block") {
+      if (k.dev === device.dev) return;
+      // A node we made earlier for this volume, now stale after a reconnect renumbered the device.
+      if (!ours) throw alreadyExists(`target_path ${targetPath} is a device node for another device (${k.dev})`);
+      log.warn({ target: targetPath, old_dev: k.dev, dev: device.dev }, "replacing a stale device node");
+      await removePath(targetPath, o);
+    } else if (k.kind === "file" && k.size === 0) {
+      await removePath(targetPath, o);
+    } else if (k.kind !== "missing") {
+      throw alreadyExists(`target_path ${targetPath} exists and is not a device node (${k.kind})`);
+    }
+    await makeBlockNode(targetPath, device.dev, readonly, o);
+  }
+
+  async function NodeUnpublishVolume(req: Req) {
+    const volumeId = requireString(req, "volume_id");
+    const targetPath = requirePath(req, "target_path");
+    const log = deps.log.child({ op: "NodeUnpublishVolume", volume_id: volumeId });
+    return exclusive(volumeId, "NodeUnpublishVolume", async () => {
+      await unmountAll(targetPath, log);
+      await removePath(targetPath, ops(t.commandMs, log));
+      const record = await deps.records.read(volumeId);
+      if (record && record.publications.some((p) => p.target_path === targetPath)) {
+        record.publications = record.publications.filter((p) => p.target_path !== targetPath);
+        await deps.records.write(record);
+      }
+      return {};
+    });
+  }
+
+  /** The record of a volume whose path the CO names, or NOT_FOUND. */
+  async function knownPath(volumeId: string, path: string): Promise<StagingRecord> {
+    const record = await deps.records.read(volumeId);
+    if (!record) throw notFound(`volume ${volumeId} is not staged on this node`);
+    if (record.staging_path !== path && !record.publications.some((p) => p.target_path === path)) {
+      throw notFound(`${path} is neither the staging path nor a published path of volume ${volumeId}`);
+    }
+    return record;
+  }
+
+  async function NodeExpandVolume(req: Req) {
+    const volumeId = requireString(req, "volume_id");
+    const volumePath = requirePath(req, "volume_path");
+    const required = Number(req.capacity_range?.required_bytes ?? 0);
+    const limit = Number(req.capacity_range?.limit_bytes ?? 0);
+    if (!Number.isFinite(required) || required < 0) throw invalidArgument("capacity_range.required_bytes", "must be a non-negative number");
+    const log = deps.log.child({ op: "NodeExpandVolume", volume_id: volumeId });
+    const record = await knownPath(volumeId, volumePath);
+    return exclusive(volumeId, "NodeExpandVolume", async () => {
+      const connector = deps.connectors[record.transport];
+      await connector.refreshSize?.(targetOf(record));
+      const device = await connector.find(targetOf(record));
+      if (!device) throw notFound(`volume ${volumeId} has no device on this node`);
+      const size = device.sizeBytes ?? 0;
+      if (required > 0 && size < required) {
+        throw outOfRange(`device of volume ${volumeId} is ${size} bytes, less than the required ${required}; expand it on the controller first`);
+      }
+      if (limit > 0 && size > limit) log.warn({ size, limit }, "device is larger than the limit; growing to the device size");
+      if (record.access_type === "mount") {
+        await growFilesystem(device.devicePath, record.staging_path, record.fs_type as FsType, { runner: deps.runner, log, timeoutMs: t.growMs });
+      }
+      return { capacity_bytes: size };
+    });
+  }
+
+  async function NodeGetVolumeStats(req: Req) {
+    const volumeId = requireString(req, "volume_id");
+    const volumePath = requirePath(req, "volume_path");
+    const record = await knownPath(volumeId, volumePath);
+    if (record.access_type === "block") {
+      const device = await deps.connectors[record.transport].find(targetOf(record));
+      if (!device) return { usage: [], volume_condition: { abnormal: true, message: "the volume's device is not attached" } };
+      return {
+        usage: [{ unit: "BYTES", total: device.sizeBytes ?? 0, available: 0, used: 0 }],
+        volume_condition: { abnormal: false, message: "device attached" },
+      };
+    }
+    return filesystemStats(deps.probes, volumePath, t.probeMs);
+  }
+
+  return {
+    NodeStageVolume, NodeUnstageVolume, NodePublishVolume, NodeUnpublishVolume, NodeExpandVolume, NodeGetVolumeStats,
+    async NodeGetCapabilities() {
+      return { capabilities: NODE_CAPABILITIES.map((type) => ({ rpc: { type } })) };
+    },
+    async NodeGetInfo() {
+      return {
+        node_id: deps.hostNqn ? `${deps.nodeName}/${deps.hostNqn}` : deps.nodeName,
+        max_volumes_per_node: deps.maxVolumes,
+        accessible_topology: { segments: { [TOPOLOGY_KEY]: deps.nodeName } },
+      };
+    },
+  };
+}
+
+export type NodeService = ReturnType<typeof createNodeService>;
