@@ -1,6 +1,7 @@
 import type { Mode } from "./types.ts";
 import { mode as breaker } from "./breaker.ts";
+import { mode as doctor } from "./doctor.ts";
 import { mode as version } from "./version.ts";
 
 /** Every mode of the binary; main.ts builds the CLI from this list. */
-export const MODES: Mode[] = [breaker, version];
+export const MODES: Mode[] = [breaker, doctor, version];

@@ -1,0 +1,143 @@
+import * as v from "valibot";
+import { AbsolutePath, DurationMs, PositiveInt } from "../config/schemas.ts";
+import { createProbeRegistry } from "../mount/probe.ts";
+import { renderPrometheus, pushMetrics, writeTextfile } from "../health/prometheus.ts";
+import { exitCodeOf, renderTable, type Report } from "../health/report.ts";
+import { createChecks, runRound } from "../health/round.ts";
+import type { HealthDeps } from "../health/types.ts";
+import { sleep } from "../runtime/deadline.ts";
+import { errorMessage } from "../runtime/errors.ts";
+import { parseHostPort } from "../runtime/metrics.ts";
+import type { Mode, ModeContext } from "./types.ts";
+
+const HttpUrl = v.pipe(v.string(), v.url("must be a URL like http://pushgateway:9091"), v.regex(/^https?:\/\//, "must be an http:// or https:// URL"));
+
+function depsFrom(ctx: ModeContext): HealthDeps {
+  const c = ctx.config;
+  const probeTimeoutMs = c.probeTimeout as number;
+  return {
+    runner: ctx.runner,
+    log: ctx.log,
+    sysfsRoot: c.sysfsRoot as string,
+    procRoot: c.procRoot as string,
+    devRoot: c.devRoot as string,
+    stateDir: c.stateDir as string,
+    kubeletDir: c.kubeletDir as string,
+    ...(c.nqnPrefix ? { nqnPrefix: c.nqnPrefix as string } : {}),
+    protectedNqns: (c.protectedNqn as string[] | undefined) ?? [],
+    hostnqnFile: c.hostnqnFile as string,
+    nvmeCommand: "nvme",
+    probes: createProbeRegistry({ timeoutMs: probeTimeoutMs, concurrency: c.probeConcurrency as number, log: ctx.log }),
+    probeTimeoutMs,
+    stormThreshold: c.stormThreshold as number,
+    sampleMs: c.sampleInterval as number,
+    kernelLogWindowMs: c.kernelLogWindow as number,
+  };
+}
+
+/** Exports never change the verdict's severity, but a failed export must not pass silently. */
+async function exportReport(ctx: ModeContext, report: Report): Promise<boolean> {
+  const text = renderPrometheus(report);
+  let ok = true;
+  const file = ctx.config.prometheusTextfile as string | undefined;
+  if (file) {
+    try { writeTextfile(file, text); } catch (e) {
+      ok = false;
+      ctx.log.error({ path: file, err: errorMessage(e) }, "could not write the Prometheus textfile");
+    }
+  }
+  const gateway = ctx.config.pushgateway as string | undefined;
+  if (gateway) {
+    try { await pushMetrics(gateway, text, { timeoutMs: 5000, ...(ctx.config.nodeId ? { instance: ctx.config.nodeId as string } : {}) }); } catch (e) {
+      ok = false;
+      ctx.log.error({ url: gateway, err: errorMessage(e) }, "could not push to the Pushgateway");
+    }
+  }
+  return ok;
+}
+
+function logRound(ctx: ModeContext, r: Report) {
+  const line = `Checked ${r.mounts.total} mounts; ${r.mounts.dead.length} are dead`;
+  const problems = r.findings.filter((f) => f.severity === "warning" || f.severity === "critical")
+    .map((f) => ({ check: f.check, class: f.class, severity: f.severity, message: f.message }));
+  ctx.log[r.status === "critical" ? "error" : r.status === "warning" ? "warn" : "info"](
+    { total_mountpoints: r.mounts.total, dead_mountpoints: r.mounts.dead.length, status: r.status, duration_ms: r.durationMs, problems }, line);
+  for (const d of r.mounts.dead) ctx.log.error({ path: d.path, reason: d.reason, dead_since: new Date(d.sinceMs).toISOString() }, `Mount failed health-check: ${d.path}`);
+}
+
+async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Promise<number> {
+  const checks = createChecks();
+  const checkTimeoutMs = ctx.config.checkTimeout as number;
+  let last: Report | undefined;
+  const address = ctx.config.metricsAddress as string | undefined;
+  if (address) {
+    const { hostname, port } = parseHostPort(address);
+    const server = Bun.serve({
+      hostname, port,
+      async fetch(req) {
+        const path = new URL(req.url).pathname;
+        if (path === "/metrics") {
+          const body = (last ? renderPrometheus(last) : "") + (await ctx.metrics.registry.metrics());
+          return new Response(body, { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+        }
+        if (path === "/healthz") return new Response("ok\n");
+        return new Response("not found\n", { status: 404 });
+      },
+    });
+    ctx.log.info({ address, port: server.port }, "doctor metrics endpoint listening");
+    ctx.shutdown.onClose(() => server.stop(true));
+  }
+  ctx.shutdown.onClose(() => deps.probes.close());
+  const exited = new Promise<number>((resolve) => ctx.shutdown.install(resolve));
+  const signal = ctx.shutdown.signal;
+  while (!signal.aborted) {
+    try {
+      last = await ctx.shutdown.track("doctor-round", "round", () => runRound(checks, deps, { checkTimeoutMs, signal }));
+      logRound(ctx, last);
+      await exportReport(ctx, last);
+    } catch (e) {
+      if (signal.aborted) break;
+      ctx.log.error({ err: errorMessage(e) }, "doctor round failed");
+    }
+    await sleep(intervalMs, signal).catch(() => {});
+  }
+  return exited;
+}
+
+export const mode: Mode = {
+  command: "doctor",
+  logToStderr: true,
+  describe: "Health report of this node: every mount probed without hanging, mount storms, NVMe, kernel, resources, breakers. Exit 0 healthy, 1 warnings, 2 critical",
+  options: [
+    { name: "probe-timeout", type: "string", describe: "How long a mount may take to answer before it is reported dead", default: "5s", schema: DurationMs },
+    { name: "probe-concurrency", type: "number", describe: "Probe children running at once", default: 64, schema: PositiveInt },
+    { name: "storm-threshold", type: "number", describe: "Mount entries per source or target above which it is a mount storm", default: 100, schema: PositiveInt },
+    { name: "check-timeout", type: "string", describe: "Deadline of each check (the mounts check gets at least the probe timeout + 10s)", default: "15s", schema: DurationMs },
+    { name: "sample-interval", type: "string", describe: "Sample length for I/O wait and for confirming D-state processes", default: "1s", schema: DurationMs },
+    { name: "kernel-log-window", type: "string", describe: "How far back kernel log errors count as recent", default: "1h", schema: DurationMs },
+    { name: "hostnqn-file", type: "string", describe: "Host NQN file to check", default: "/etc/nvme/hostnqn", schema: AbsolutePath },
+    { name: "json", type: "boolean", describe: "Print the report as JSON", default: false },
+    { name: "prometheus-textfile", type: "string", describe: "Write metrics to this file atomically (node_exporter textfile collector)", schema: AbsolutePath },
+    { name: "pushgateway", type: "string", describe: "Push metrics to this Prometheus Pushgateway URL", schema: HttpUrl },
+    { name: "watch", type: "string", describe: "Run rounds forever at this interval (e.g. 30s); logs one line per round and per dead mount", schema: DurationMs },
+  ],
+  async run(ctx) {
+    const deps = depsFrom(ctx);
+    const interval = ctx.config.watch as number | undefined;
+    if (interval !== undefined) {
+      if (interval <= 0) { process.stderr.write("watch: interval must be greater than 0\n"); return 2; }
+      return watch(ctx, deps, interval);
+    }
+    try {
+      const report = await runRound(createChecks(), deps, { checkTimeoutMs: ctx.config.checkTimeout as number, signal: ctx.shutdown.signal });
+      if (ctx.config.json) process.stdout.write(JSON.stringify(report, null, 2) + "\n");
+      else process.stdout.write(renderTable(report, Boolean(process.stdout.isTTY) && !process.env.NO_COLOR));
+      const exported = await exportReport(ctx, report);
+      const code = exitCodeOf(report);
+      return exported ? code : Math.max(code, 1);
+    } finally {
+      // Stuck probe children would otherwise outlive a one-shot run, blocked on their dead mounts.
+      deps.probes.close();
+    }
+  },
+};
