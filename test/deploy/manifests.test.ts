@@ -218,21 +218,25 @@ describe("configuration from the environment", () => {
     }
   });
 
-  test("every RDS_CSI_* variable in the manifests and the NixOS module is an option of the binary", () => {
-    const byMode = new Map(MODES.map((m) => [m.command, m.options]));
-    const known = (mode: string) => new Set([...COMMON_OPTIONS, ...(byMode.get(mode) ?? [])].map((o) => envName(o.name)));
-    const unknown: string[] = [];
-    for (const w of [one("DaemonSet", "rds-csi-node"), one("Deployment", "rds-csi-controller")]) {
-      const c = container(w, "rds-csi");
+  const byMode = new Map(MODES.map((m) => [m.command, m.options]));
+  const knownEnv = (mode: string) => new Set([...COMMON_OPTIONS, ...(byMode.get(mode) ?? [])].map((o) => envName(o.name)));
+
+  for (const [kind, name] of [["DaemonSet", "rds-csi-node"], ["Deployment", "rds-csi-controller"]] as const) {
+    test(`${name}: its mode is a mode of the binary and every RDS_CSI_* variable is one of its options`, () => {
+      const c = container(one(kind, name), "rds-csi");
       const mode = c.args[0] as string;
+      expect({ mode, registered: byMode.has(mode) }).toEqual({ mode, registered: true });
       const names = (c.env as Obj[]).map((e) => e.name as string).filter((n) => n.startsWith("RDS_CSI_"));
-      for (const n of names) if (!known(mode).has(n)) unknown.push(`${w.metadata.name} (${mode}): ${n}`);
-    }
+      expect(names.filter((n) => !knownEnv(mode).has(n))).toEqual([]);
+    });
+  }
+
+  test("nix/module.nix: every RDS_CSI_* variable it sets is a common option of the binary", () => {
     const module = readFileSync(join(ROOT, "nix/module.nix"), "utf8");
-    const moduleNames = [...new Set(module.match(/RDS_CSI_[A-Z_]+(?= =)/g) ?? [])];
-    expect(moduleNames.length).toBeGreaterThanOrEqual(8);
-    for (const n of moduleNames) if (!known("csi-node").has(n)) unknown.push(`nix/module.nix: ${n}`);
-    expect(unknown).toEqual([]);
+    const names = [...new Set(module.match(/RDS_CSI_[A-Z_]+(?= =)/g) ?? [])];
+    expect(names.length).toBeGreaterThanOrEqual(8);
+    const common = new Set(COMMON_OPTIONS.map((o) => envName(o.name)));
+    expect(names.filter((n) => !common.has(n))).toEqual([]);
   });
 });
 

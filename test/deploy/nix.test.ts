@@ -21,11 +21,12 @@ afterAll(() => {
 });
 
 /**
- * nix-instantiate without a daemon: a private state dir and HOME, and --readonly-mode so
- * evaluation never writes to the store (works as root or not, with or without /nix).
+ * nix-instantiate without a daemon or a store: nothing here builds, so the dummy store is enough,
+ * and a private state dir and HOME keep it off the machine's /nix and ~/.cache (works as root
+ * or not, on a fresh host where nix-bin never initialised /nix).
  */
 function nix(args: string[]): Promise<ExecResult> {
-  return runner("nix-instantiate", ["--readonly-mode", ...args], {
+  return runner("nix-instantiate", ["--store", "dummy://", ...args], {
     timeoutMs: 30_000,
     maxOutputBytes: 16 * 1024 * 1024,
     cwd: ROOT,
