@@ -34,7 +34,7 @@ let
   command = mode: args: lib.escapeShellArgs ([ exe mode ] ++ args ++ cfg.extraArgs);
 
   # A periodic oneshot with its timer; used by doctor and gc.
-  periodic = name: description: interval: execStart: {
+  periodic = name: description: interval: execStart: extraServiceConfig: {
     services.${name} = {
       inherit description;
       after = [ "network-online.target" ];
@@ -44,7 +44,7 @@ let
       serviceConfig = {
         Type = "oneshot";
         ExecStart = execStart;
-      };
+      } // extraServiceConfig;
     };
     timers.${name} = {
       wantedBy = [ "timers.target" ];
@@ -229,12 +229,15 @@ in
     (mkIf cfg.doctor.enable {
       systemd = periodic "rds-csi-doctor" "rds-csi health report for node_exporter" cfg.doctor.interval
         (command "doctor" [ "--prometheus-textfile" "${cfg.doctor.textfileDir}/rds_csi.prom" ])
+        # doctor exits 1 for warnings (already in the metrics) and 2 for critical findings:
+        # only a critical finding marks the unit failed.
+        { SuccessExitStatus = "1"; }
       // { tmpfiles.rules = [ "d ${cfg.doctor.textfileDir} 0755 root root - -" ]; };
     })
 
     (mkIf cfg.gc.enable {
       systemd = periodic "rds-csi-gc" "rds-csi garbage collection (${if cfg.gc.force then "acting" else "plan only"})" cfg.gc.interval
-        (command "gc" (lib.optional cfg.gc.force "--force"));
+        (command "gc" (lib.optional cfg.gc.force "--force")) { };
     })
   ]);
 }

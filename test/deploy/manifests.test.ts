@@ -231,6 +231,36 @@ describe("configuration from the environment", () => {
     });
   }
 
+  /** The env value as the binary would see it: literal, or the ConfigMap's; secrets are not checked. */
+  const envLiteral = (e: Obj): string | undefined => {
+    if (typeof e.value === "string") return e.value;
+    const ref = e.valueFrom?.configMapKeyRef;
+    return ref ? objects.find((o) => o.kind === "ConfigMap" && o.metadata.name === ref.name)?.data?.[ref.key] : undefined;
+  };
+
+  for (const [kind, name] of [["DaemonSet", "rds-csi-node"], ["Deployment", "rds-csi-controller"]] as const) {
+    test(`${name}: every RDS_CSI_* value passes the binary's own validation of that option`, () => {
+      const c = container(one(kind, name), "rds-csi");
+      const specs = [...COMMON_OPTIONS, ...(byMode.get(c.args[0]) ?? [])];
+      const problems: string[] = [];
+      let checked = 0;
+      for (const e of c.env as Obj[]) {
+        const spec = specs.find((o) => envName(o.name) === e.name);
+        const raw = envLiteral(e);
+        if (!spec || raw === undefined) continue;
+        const value = spec.type === "number" ? Number(raw) : spec.type === "array" ? raw.split(",").map((x) => x.trim()) : spec.type === "boolean" ? raw === "true" : raw;
+        checked++;
+        if (spec.choices && !spec.choices.includes(String(value))) problems.push(`${e.name}=${raw}: not one of ${spec.choices.join("|")}`);
+        if (spec.schema) {
+          const r = v.safeParse(spec.schema, value);
+          if (!r.success) problems.push(`${e.name}=${raw}: ${r.issues[0].message}`);
+        }
+      }
+      expect(problems).toEqual([]);
+      expect(checked).toBeGreaterThanOrEqual(4);
+    });
+  }
+
   test("nix/module.nix: every RDS_CSI_* variable it sets is a common option of the binary", () => {
     const module = readFileSync(join(ROOT, "nix/module.nix"), "utf8");
     const names = [...new Set(module.match(/RDS_CSI_[A-Z_]+(?= =)/g) ?? [])];
