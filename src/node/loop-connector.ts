@@ -21,12 +21,12 @@ export function createLoopConnector(deps: LoopDeps): Connector {
   };
 
   async function devicesOf(file: string, signal?: AbortSignal): Promise<AttachedDevice[]> {
-    const r = await deps.runner("losetup", ["--list", "--noheadings", "--bytes", "--output", "NAME,MAJ:MIN,SIZELIMIT,BACK-FILE", "-j", file],
+    const r = await deps.runner("losetup", ["--list", "--noheadings", "--output", "NAME,MAJ:MIN,BACK-FILE", "-j", file],
       { timeoutMs, signal, log: deps.log });
     if (!ok(r)) throw unavailable(`listing loop devices of ${file} failed: ${describeFailure(r)}`);
     const found: AttachedDevice[] = [];
     for (const line of r.stdout.split("\n")) {
-      const [name, dev, , ...back] = line.trim().split(/\s+/);
+      const [name, dev, ...back] = line.trim().split(/\s+/);
       // `-j` matches by inode; make sure the path is ours too (a deleted file shows "(deleted)").
       if (name && dev && back.join(" ") === file) found.push({ devicePath: name, dev: dev.trim() });
     }

@@ -179,9 +179,12 @@ export function createNodeService(deps: NodeServiceDeps) {
     } else if (kind.kind !== "directory") {
       throw failedPrecondition(`staging_target_path ${stagingPath} exists and is not a directory (${kind.kind})`);
     }
+    // The backend may have grown the volume while it was not staged anywhere. ext4 grows best
+    // before the mount (offline resize needs no extra capability); xfs only grows mounted.
+    const growOpts = { runner: deps.runner, log, timeoutMs: t.growMs };
+    if (grow && fsType !== "xfs") await growFilesystem(device.devicePath, stagingPath, "ext4", growOpts);
     await mountDevice(device.devicePath, stagingPath, fsType, cap.mountFlags, ops(t.mountMs, log));
-    // The backend may have grown the volume while it was not staged anywhere.
-    if (grow) await growFilesystem(device.devicePath, stagingPath, fsType as FsType, { runner: deps.runner, log, timeoutMs: t.growMs });
+    if (grow && fsType === "xfs") await growFilesystem(device.devicePath, stagingPath, "xfs", growOpts);
   }
 
   async function NodeStageVolume(req: Req) {
