@@ -1,6 +1,6 @@
 import { access, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { classifyNqn } from "../config/nqn.ts";
+import { classifyNqn, globToRegExp } from "../config/nqn.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { listSubsystems, nativeMultipath, type NvmeSubsystem } from "../nvme/sysfs.ts";
 import { systemVolumeNqns } from "../nvme/system-volumes.ts";
@@ -20,11 +20,12 @@ const HEAD = /^nvme\d+n\d+$/;
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
+/** What an operator needs to know first: the node's own volumes, then what is fenced off, then ours. */
 function classify(s: NvmeSubsystem, deps: HealthDeps, systemNqns: ReadonlySet<string>): string {
-  if (!deps.nqnPrefix) return systemNqns.has(s.nqn) ? "system" : "unmanaged";
-  const v = classifyNqn(s.nqn, { prefix: deps.nqnPrefix, protectedPatterns: deps.protectedNqns }, systemNqns);
-  if (v.managed) return "managed";
-  return v.reason === "outside-prefix" ? "foreign" : v.reason === "protected-pattern" ? "protected" : "system";
+  if (systemNqns.has(s.nqn)) return "system";
+  if (deps.protectedNqns.some((p) => globToRegExp(p).test(s.nqn))) return "protected";
+  if (!deps.nqnPrefix) return "unmanaged";
+  return classifyNqn(s.nqn, { prefix: deps.nqnPrefix, protectedPatterns: deps.protectedNqns }, systemNqns).managed ? "managed" : "foreign";
 }
 
 async function subsystemFindings(deps: HealthDeps, facts: RoundFacts, signal: AbortSignal): Promise<Finding[]> {
