@@ -1,0 +1,35 @@
+import { DeadlineError, DomainError } from "../runtime/errors.ts";
+import { describeFailure, type Runner } from "../runtime/exec.ts";
+import type { LoopDevice } from "./types.ts";
+
+const DELETED = " (deleted)";
+
+/** `losetup -J -l` output → loop devices. Devices without a backing file (unbound) are left out. */
+export function parseLosetupJson(text: string): LoopDevice[] {
+  if (text.trim() === "") return []; // losetup prints nothing at all when no device is bound
+  const data = JSON.parse(text) as { loopdevices?: Record<string, unknown>[] };
+  const out: LoopDevice[] = [];
+  for (const row of data.loopdevices ?? []) {
+    const device = row["name"];
+    const dev = row["maj:min"];
+    const back = row["back-file"];
+    if (typeof device !== "string" || typeof dev !== "string" || typeof back !== "string" || back === "") continue;
+    const deleted = back.endsWith(DELETED);
+    out.push({ device, dev, backingFile: deleted ? back.slice(0, -DELETED.length) : back, backingFileDeleted: deleted });
+  }
+  return out;
+}
+
+/** Every bound loop device, from losetup in a child with a deadline. */
+export async function listLoopDevices(runner: Runner, opts: { timeoutMs: number; signal?: AbortSignal; losetupBin?: string }): Promise<LoopDevice[]> {
+  const r = await runner(opts.losetupBin ?? "losetup", ["--json", "--list", "--output", "NAME,MAJ:MIN,BACK-FILE"], {
+    timeoutMs: opts.timeoutMs, ...(opts.signal ? { signal: opts.signal } : {}), maxOutputBytes: 16 * 1024 * 1024,
+  });
+  if (r.timedOut) throw new DeadlineError("losetup --list", opts.timeoutMs);
+  if (r.exitCode !== 0) throw new DomainError("unavailable", `listing loop devices failed: ${describeFailure(r)}`);
+  try {
+    return parseLosetupJson(r.stdout);
+  } catch (e) {
+    throw new DomainError("internal", `losetup --json printed something that is not JSON: ${(e as Error).message}`);
+  }
+}

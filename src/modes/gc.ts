@@ -1,0 +1,139 @@
+import { join } from "node:path";
+import { VOLUME_PREFIX } from "../backends/ids.ts";
+import type { Backend } from "../backends/backend.ts";
+import { DurationMs } from "../config/schemas.ts";
+import { BACKEND_OPTIONS, backendFromConfig } from "../gc/backend.ts";
+import { executePlan, freshPlanRecheck, type ItemResult } from "../gc/execute.ts";
+import { gatherFacts, type FactDeps } from "../gc/facts.ts";
+import { plan } from "../gc/plan.ts";
+import { inClusterAccess, referencedFromKubernetes, referencedFromOption } from "../gc/referenced.ts";
+import { progressLine, renderJson, renderPlanText, renderResultsText, type Notes } from "../gc/render.ts";
+import type { ReferencedFacts } from "../gc/types.ts";
+import { errorMessage } from "../runtime/errors.ts";
+import { acquireLock, readLock, type HeldLock } from "../runtime/lockfile.ts";
+import type { Mode, ModeContext } from "./types.ts";
+
+export const EXIT_NOTHING = 0;
+export const EXIT_CANDIDATES = 1;
+export const EXIT_ERROR = 2;
+
+const DESCRIBE = [
+  "Fail-dumb garbage collection of what the driver leaked: dead mounts, NVMe subsystems, loop devices,",
+  "staging records and (with --backend) unreferenced disks. Shows the plan by default; --force acts.",
+  "Exit codes: plan: 0 nothing to collect, 1 candidates exist, 2 error (including a refused lock).",
+  "--force: 0 every candidate was collected (or there were none), 1 some were skipped, failed,",
+  "timed out or not run (SIGTERM), 2 error before acting.",
+].join("\n");
+
+function referencedSource(ctx: ModeContext, timeoutMs: number): (() => Promise<ReferencedFacts>) | undefined {
+  const given = ctx.config.referencedVolumes as string[] | undefined;
+  if (given !== undefined) return () => referencedFromOption(given, timeoutMs);
+  return async () => {
+    const access = await inClusterAccess();
+    if (!access) return { state: "unknown", reason: "not running in-cluster; give --referenced-volumes" };
+    return referencedFromKubernetes(access, timeoutMs);
+  };
+}
+
+/** Lock rules: a live csi-node blocks gc (unless overridden), stale locks are reported, gc runs alone. */
+function takeLocks(ctx: ModeContext, notes: Notes): HeldLock | number {
+  const stateDir = ctx.config.stateDir as string;
+  const nodeLock = readLock(join(stateDir, "csi-node.lock"));
+  if (nodeLock?.alive) {
+    const who = `csi-node (pid ${nodeLock.pid}, since ${nodeLock.startedAt}) holds ${join(stateDir, "csi-node.lock")}`;
+    if (!ctx.config.ignoreLock) {
+      process.stderr.write(`rds-csi gc: refusing to run: ${who}. Stop it first, or pass --ignore-lock if you are sure it is idle.\n`);
+      return EXIT_ERROR;
+    }
+    ctx.log.warn({ pid: nodeLock.pid }, "gc: --ignore-lock: running although a live csi-node holds its lock");
+    notes.warnings.push(`--ignore-lock: ${who}`);
+  } else if (nodeLock) {
+    notes.warnings.push(`stale csi-node lock ignored (pid ${nodeLock.pid} is not running, ${nodeLock.command})`);
+  }
+  try {
+    const held = acquireLock(join(stateDir, "gc.lock"), { command: "rds-csi gc" });
+    if (held.replacedStale) notes.warnings.push(`stale gc lock replaced (pid ${held.replacedStale.pid} is not running)`);
+    return held;
+  } catch (e) {
+    process.stderr.write(`rds-csi gc: refusing to run: another gc is running: ${errorMessage(e)}\n`);
+    return EXIT_ERROR;
+  }
+}
+
+async function run(ctx: ModeContext): Promise<number> {
+  const cfg = ctx.config;
+  const notes: Notes = { warnings: [] };
+  const stepTimeoutMs = cfg.stepTimeout as number;
+  const policy = { prefix: cfg.nqnPrefix as string, protectedPatterns: (cfg.protectedNqn as string[] | undefined) ?? [] };
+
+  let backend: Backend | undefined;
+  try {
+    backend = backendFromConfig(ctx, policy.prefix);
+  } catch (e) {
+    process.stderr.write(`rds-csi gc: ${errorMessage(e)}\n`);
+    return EXIT_ERROR;
+  }
+  const lock = takeLocks(ctx, notes);
+  if (typeof lock === "number") return lock;
+  try {
+    const factDeps: FactDeps = {
+      runner: ctx.runner, log: ctx.log, policy, driverName: cfg.driverName as string,
+      sysfsRoot: cfg.sysfsRoot as string, procRoot: cfg.procRoot as string,
+      kubeletDir: cfg.kubeletDir as string, stateDir: cfg.stateDir as string,
+      ownedFileDirs: [cfg.fileDir as string],
+      timeoutMs: stepTimeoutMs, probeTimeoutMs: stepTimeoutMs,
+      ...(backend ? { backend } : {}),
+      referenced: referencedSource(ctx, stepTimeoutMs),
+      slotPrefix: VOLUME_PREFIX, graceMs: cfg.grace as number,
+    };
+    let facts;
+    try {
+      facts = await gatherFacts(factDeps);
+    } catch (e) {
+      process.stderr.write(`rds-csi gc: cannot see the node well enough to plan, nothing was touched: ${errorMessage(e)}\n`);
+      return EXIT_ERROR;
+    }
+    const thePlan = plan(facts);
+    const verbose = !!cfg.verbose;
+    if (!cfg.force) {
+      process.stdout.write(cfg.json ? renderJson(thePlan, null, notes) : renderPlanText(thePlan, { verbose, notes }));
+      return thePlan.candidates.length ? EXIT_CANDIDATES : EXIT_NOTHING;
+    }
+
+    // SIGTERM aborts ctx.shutdown.signal; the current step finishes, the rest are reported as not run.
+    let running = true;
+    ctx.shutdown.install((code) => { if (running) process.exit(code); });
+    const results: ItemResult[] = await ctx.shutdown.track("gc", "force", () => executePlan(thePlan.candidates, {
+      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeBin as string,
+      recheck: freshPlanRecheck(factDeps, facts.referenced),
+      ...(backend ? { backend } : {}),
+      stop: ctx.shutdown.signal,
+      onProgress: progressLine(process.stderr),
+    }));
+    running = false;
+    process.stdout.write(cfg.json ? renderJson(thePlan, results, notes) : renderResultsText(results, thePlan, { verbose, notes }));
+    return results.every((r) => r.status === "done") ? EXIT_NOTHING : EXIT_CANDIDATES;
+  } finally {
+    lock.release();
+    await backend?.close?.().catch(() => undefined);
+  }
+}
+
+export const mode: Mode = {
+  command: "gc",
+  describe: DESCRIBE,
+  logToStderr: true,
+  required: ["nqn-prefix"],
+  options: [
+    { name: "force", type: "boolean", describe: "Act on the plan (default: only show it)", default: false },
+    { name: "json", type: "boolean", describe: "Print JSON instead of a table", default: false },
+    { name: "verbose", type: "boolean", describe: "Also list what was left alone and why", default: false },
+    { name: "step-timeout", type: "string", describe: "Deadline of each step and each read (a step that misses it is not retried in this run)", default: "10s", schema: DurationMs },
+    { name: "grace", type: "string", describe: "Backend disks younger than this are never collected", default: "5m", schema: DurationMs },
+    { name: "ignore-lock", type: "boolean", describe: "Run although a live csi-node holds its lock (logged as a warning)", default: false },
+    { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
+    { name: "nvme-bin", type: "string", describe: "nvme-cli executable", default: "nvme" },
+    ...BACKEND_OPTIONS,
+  ],
+  run,
+};
