@@ -54,7 +54,7 @@ export interface NodeServiceDeps {
 
 type Req = any;
 
-const NODE_CAPABILITIES = ["STAGE_UNSTAGE", "EXPAND_VOLUME", "GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER"];
+const NODE_CAPABILITIES = ["STAGE_UNSTAGE_VOLUME", "EXPAND_VOLUME", "GET_VOLUME_STATS", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER"];
 /** ext4's driver mounts its ancestors too; asking for ext4 on an ext3 volume is fine. */
 const COMPATIBLE_FS: Record<FsType, string[]> = { ext4: ["ext4", "ext3", "ext2"], xfs: ["xfs"] };
 /** Stacked mounts at one path are unmounted one by one; more than this is a storm for gc. */

@@ -173,7 +173,7 @@ describe("codes", () => {
 
   test("capabilities and info", async () => {
     const caps = (await h.service.NodeGetCapabilities()).capabilities.map((c) => c.rpc.type);
-    expect(caps.sort()).toEqual(["EXPAND_VOLUME", "GET_VOLUME_STATS", "SINGLE_NODE_MULTI_WRITER", "STAGE_UNSTAGE", "VOLUME_CONDITION"]);
+    expect(caps.sort()).toEqual(["EXPAND_VOLUME", "GET_VOLUME_STATS", "SINGLE_NODE_MULTI_WRITER", "STAGE_UNSTAGE_VOLUME", "VOLUME_CONDITION"]);
     expect(await h.service.NodeGetInfo()).toEqual({
       node_id: "node-a/nqn.2014-08.org.nvmexpress:uuid:node-a", max_volumes_per_node: 0,
       accessible_topology: { segments: { "topology.rds.csi.srvlab.io/node": "node-a" } },

@@ -1,0 +1,138 @@
+import { hostname } from "node:os";
+import { join } from "node:path";
+import * as v from "valibot";
+import { GO_DRIVER_DEFAULT_PREFIX, nqnPrefixProblem, type NqnPolicy } from "../config/nqn.ts";
+import { AbsolutePath, DurationMs, NonNegativeInt, PositiveInt } from "../config/schemas.ts";
+import { identityHandlers } from "../csi/identity.ts";
+import { startCsiServer } from "../csi/server.ts";
+import { readMountinfo } from "../mount/mountinfo.ts";
+import { createProbeRegistry } from "../mount/probe.ts";
+import { DEFAULT_STORM_THRESHOLD, DEFAULT_STORM_TOTAL } from "../mount/storm-guard.ts";
+import { createLoopConnector } from "../node/loop-connector.ts";
+import { createNodeService } from "../node/service.ts";
+import { stagingRecords } from "../node/staging-records.ts";
+import { createNvmeTcpConnector } from "../nvme/nvme-tcp-connector.ts";
+import { nativeMultipath } from "../nvme/sysfs.ts";
+import { systemVolumeNqns } from "../nvme/system-volumes.ts";
+import { errorMessage } from "../runtime/errors.ts";
+import { ok, type Runner } from "../runtime/exec.ts";
+import { createKeyLock } from "../runtime/key-lock.ts";
+import { acquireLock } from "../runtime/lockfile.ts";
+import type { Logger } from "../runtime/log.ts";
+import { runDaemon } from "./daemon.ts";
+import type { Mode, ModeContext } from "./types.ts";
+
+/** Everything the node path runs; a node without one of them cannot serve every volume. */
+export const REQUIRED_TOOLS = ["blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat"];
+
+async function missingTools(runner: Runner, tools: readonly string[], log: Logger): Promise<string[]> {
+  const missing: string[] = [];
+  for (const tool of tools) {
+    const r = await runner("sh", ["-c", 'command -v "$1"', "sh", tool], { timeoutMs: 5_000, log });
+    if (!ok(r)) missing.push(tool);
+  }
+  return missing;
+}
+
+/** The host NQN, read by a child with a deadline; absent is allowed (node_id is then the bare name). */
+async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<string | undefined> {
+  const r = await runner("cat", ["--", file], { timeoutMs: 5_000, log });
+  const nqn = r.stdout.trim();
+  if (!ok(r) || !nqn) {
+    log.warn({ file }, "no host NQN; node_id will not carry one and exports cannot be restricted to this host");
+    return undefined;
+  }
+  return nqn;
+}
+
+export const mode: Mode = {
+  command: "csi-node",
+  describe: "CSI Identity + Node: NVMe/TCP (or loop) attach, check/mkfs/mount, publish on this node",
+  options: [
+    { name: "max-volumes", type: "number", describe: "max_volumes_per_node reported to the CO (0 = no limit)", default: 0, schema: NonNegativeInt },
+    { name: "storm-threshold", type: "number", describe: "Refuse a mount when its source or target already has this many entries", default: DEFAULT_STORM_THRESHOLD, schema: PositiveInt },
+    { name: "storm-total", type: "number", describe: "Refuse all mount work while the mount table has this many entries", default: DEFAULT_STORM_TOTAL, schema: PositiveInt },
+    { name: "probe-timeout", type: "string", describe: "Deadline of a volume stats probe", default: "5s", schema: DurationMs },
+    { name: "health-check-timeout", type: "string", describe: "Deadline of the read-only filesystem check before a first mount", default: "2m", schema: DurationMs },
+    { name: "mountinfo-timeout", type: "string", describe: "Deadline for reading the mount table", default: "10s", schema: DurationMs },
+    { name: "mkfs-timeout", type: "string", describe: "Deadline of mkfs", default: "5m", schema: DurationMs },
+    { name: "mount-timeout", type: "string", describe: "Deadline of one mount or umount", default: "1m", schema: DurationMs },
+    { name: "connect-timeout", type: "string", describe: "Deadline of one nvme connect or disconnect", default: "30s", schema: DurationMs },
+    { name: "host-nqn-file", type: "string", describe: "Host NQN file", default: "/etc/nvme/hostnqn", schema: AbsolutePath },
+    { name: "nvme-command", type: "string", describe: "nvme-cli executable", default: "nvme", schema: v.pipe(v.string(), v.minLength(1)) },
+    { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
+  ],
+  async run(ctx: ModeContext) {
+    const c = ctx.config;
+    // The prefix first: nothing is scanned, locked or served before it is known to be safe.
+    const prefix = (c.nqnPrefix as string | undefined) ?? GO_DRIVER_DEFAULT_PREFIX;
+    const problem = nqnPrefixProblem(prefix);
+    if (problem) {
+      ctx.log.fatal({ nqn_prefix: prefix }, `csi-node: NQN prefix ${problem}`);
+      return 2;
+    }
+    const policy: NqnPolicy = { prefix, protectedPatterns: (c.protectedNqn as string[] | undefined) ?? [] };
+    const stateDir = c.stateDir as string;
+    let lock: ReturnType<typeof acquireLock>;
+    try {
+      lock = acquireLock(join(stateDir, "csi-node.lock"), { command: "csi-node" });
+    } catch (e) {
+      ctx.log.fatal({ err: errorMessage(e) }, "csi-node: cannot take the node lock");
+      return 1;
+    }
+    ctx.shutdown.onClose(() => lock.release());
+
+    const nvmeBin = c.nvmeCommand as string;
+    const missing = await missingTools(ctx.runner, [nvmeBin, ...REQUIRED_TOOLS], ctx.log);
+    if (missing.length) ctx.log.error({ missing }, "required tools are missing; Probe reports not ready");
+    const sysfsRoot = c.sysfsRoot as string;
+    const multipath = await nativeMultipath(sysfsRoot).catch(() => undefined);
+    if (multipath !== true) ctx.log.warn({ multipath: multipath ?? "unknown" }, "nvme_core native multipath is off: controller renumbering on reconnect is more likely (set nvme_core.multipath=Y)");
+    const hostNqn = await readHostNqn(ctx.runner, c.hostNqnFile as string, ctx.log);
+
+    const procRoot = c.procRoot as string;
+    const mountinfoMs = c.mountinfoTimeout as number;
+    const kubeletDir = c.kubeletDir as string;
+    const systemNqns = async (signal?: AbortSignal) => {
+      const mounts = await readMountinfo({ runner: ctx.runner, procRoot, timeoutMs: mountinfoMs, ...(signal ? { signal } : {}) });
+      return systemVolumeNqns(sysfsRoot, mounts, { workloadTrees: [kubeletDir], signal });
+    };
+    const probes = createProbeRegistry({ timeoutMs: c.probeTimeout as number, log: ctx.log });
+    ctx.shutdown.onClose(() => probes.close());
+    const nodeName = (c.nodeId as string | undefined) ?? hostname();
+    const service = createNodeService({
+      runner: ctx.runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes as number,
+      connectors: {
+        "nvme-tcp": createNvmeTcpConnector({
+          runner: ctx.runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot as string, policy, systemNqns, nvmeBin,
+          ...(hostNqn ? { hostNqn } : {}),
+          timeouts: { connectMs: c.connectTimeout as number, disconnectMs: c.connectTimeout as number },
+        }),
+        loop: createLoopConnector({ runner: ctx.runner, log: ctx.log }),
+      },
+      records: stagingRecords(stateDir),
+      breakers: ctx.breakers, locks: createKeyLock(), probes, procRoot,
+      stormThreshold: c.stormThreshold as number, stormTotal: c.stormTotal as number,
+      timeouts: {
+        mountinfoMs, healthCheckMs: c.healthCheckTimeout as number, mkfsMs: c.mkfsTimeout as number,
+        mountMs: c.mountTimeout as number, probeMs: c.probeTimeout as number,
+      },
+    });
+    const ready = missing.length === 0;
+    const server = await startCsiServer({
+      endpoint: c.endpoint as string,
+      socketMode: c.socketMode as number,
+      handlers: {
+        Identity: identityHandlers({
+          driverName: c.driverName as string, version: ctx.version, pluginCapabilities: [],
+          probe: async () => (ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` }),
+        }),
+        Node: service as unknown as Record<string, (req: any) => Promise<unknown>>,
+      },
+      shutdown: ctx.shutdown, log: ctx.log, metrics: ctx.metrics,
+    });
+    ctx.shutdown.onClose(() => server.close());
+    ctx.log.info({ address: server.address, node_id: nodeName, nqn_prefix: prefix, protected: policy.protectedPatterns }, "csi-node ready");
+    return runDaemon(ctx, { adminSocket: (c.adminSocket as string | undefined) ?? join(stateDir, "admin.sock") });
+  },
+};
