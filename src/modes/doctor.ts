@@ -88,7 +88,8 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
     ctx.shutdown.onClose(() => server.stop(true));
   }
   ctx.shutdown.onClose(() => deps.probes.close());
-  const exited = new Promise<number>((resolve) => ctx.shutdown.install(resolve));
+  // SIGTERM/SIGINT drain the round in flight; a second signal exits at once.
+  ctx.shutdown.install();
   const signal = ctx.shutdown.signal;
   while (!signal.aborted) {
     try {
@@ -101,7 +102,8 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
     }
     await sleep(intervalMs, signal).catch(() => {});
   }
-  return exited;
+  // Memoized: the same drain whether a signal or a caller started it.
+  return ctx.shutdown.shutdown("doctor watch stopped");
 }
 
 export const mode: Mode = {
