@@ -164,7 +164,8 @@ export function createNodeService(deps: NodeServiceDeps) {
         await makeFilesystem(device.devicePath, cap.fsType, { runner: deps.runner, log, timeoutMs: t.mkfsMs });
         break;
       case "data": {
-        const verdict = await checkFilesystem(device.devicePath, cap.fsType, { runner: deps.runner, log, timeoutMs: t.healthCheckMs });
+        // Only for the operator's message: a checker hunting backup superblocks on a big device is slow.
+        const verdict = await checkFilesystem(device.devicePath, cap.fsType, { runner: deps.runner, log, timeoutMs: Math.min(t.healthCheckMs, 15_000) });
         const said = verdict.healthy ? "the checker found nothing wrong" : verdict.verdict;
         throw failedPrecondition(`device ${device.devicePath} (volume ${record.volume_id}) holds data but no recognisable filesystem (${content.reason}); refusing to format it; ${cap.fsType} check: ${said}`);
       }

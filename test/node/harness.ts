@@ -30,6 +30,7 @@ export function nodeHarness(over: Partial<NodeServiceDeps> = {}) {
     records: stagingRecords(join(base, "state")),
     breakers: createBreakerRegistry({ threshold: 3, initialOpenMs: 60_000 }),
     locks: createKeyLock(), probes, procRoot: "/proc", stormThreshold: 100, stormTotal: 20_000,
+    timeouts: { probeMs: 2_000 },
     ...over,
   };
   const service = createNodeService(deps);
