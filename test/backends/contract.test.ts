@@ -1,0 +1,163 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { closeSync, existsSync, openSync, readSync, writeFileSync } from "node:fs";
+import { isDomainError } from "../../src/runtime/errors.ts";
+import { snapshotIdForName, volumeIdForName } from "../../src/backends/ids.ts";
+import { findOrphans } from "../../src/backends/orphans.ts";
+import type { VolumeParams } from "../../src/backends/backend.ts";
+import { fileFixture, routerOsFixture, type BackendFixture } from "./harness.ts";
+
+const GiB = 2 ** 30;
+const VP = "/storage-pool/metal-csi";
+const params: VolumeParams = { volumePath: VP, nvmePort: 4420, ctrlLossTmo: -1, reconnectDelay: 5, keepAliveTmo: 0, fsType: "ext4" };
+
+/** The first bytes of a (large, sparse) file without reading all of it. */
+function head(path: string, n: number): string {
+  const fd = openSync(path, "r");
+  try {
+    const buf = Buffer.alloc(n);
+    readSync(fd, buf, 0, n, 0);
+    return buf.toString();
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function kindOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "ok";
+  } catch (e) {
+    return isDomainError(e) ? e.kind : `non-domain: ${String(e)}`;
+  }
+}
+
+/** One suite, two backends: whatever the controller relies on must hold for both. */
+for (const kind of ["file", "routeros"] as const) {
+  describe(`backend contract: ${kind}`, () => {
+    let f: BackendFixture;
+    beforeAll(async () => { f = kind === "file" ? await fileFixture() : await routerOsFixture({ copyMs: 30 }); });
+    afterAll(async () => { await f.close(); });
+    /** Is the backing file of this disk present where the backend keeps it? */
+    const fileExists = (path: string) =>
+      kind === "file" ? existsSync(path) : f.sim!.state.files().some((x) => x.name === path.replace(/^\//, ""));
+
+    test("create is idempotent by id and shows up in get and list", async () => {
+      const id = volumeIdForName("contract-a");
+      const a = await f.backend.createDisk({ id, sizeBytes: GiB, volumePath: VP, meta: { paramsDigest: "d1" } });
+      const b = await f.backend.createDisk({ id, sizeBytes: GiB, volumePath: VP, meta: { paramsDigest: "d1" } });
+      expect(a.id).toBe(id);
+      expect(b).toEqual(a);
+      expect(a.sizeBytes).toBe(GiB);
+      expect(a.meta.paramsDigest).toBe("d1");
+      expect(fileExists(a.filePath)).toBe(true);
+      expect((await f.backend.getDisk(id))?.sizeBytes).toBe(GiB);
+      expect((await f.backend.listDisks()).filter((d) => d.id === id)).toHaveLength(1);
+      expect(await f.backend.getDisk(volumeIdForName("never-made"))).toBeNull();
+    });
+
+    test("grow grows and never shrinks", async () => {
+      const id = volumeIdForName("contract-grow");
+      await f.backend.createDisk({ id, sizeBytes: GiB, volumePath: VP, meta: {} });
+      expect((await f.backend.growDisk(id, 3 * GiB)).sizeBytes).toBe(3 * GiB);
+      expect((await f.backend.growDisk(id, 2 * GiB)).sizeBytes).toBe(3 * GiB);
+      expect(await kindOf(f.backend.growDisk(volumeIdForName("nope"), 2 * GiB))).toBe("not-found");
+    });
+
+    test("capacity reports total and free", async () => {
+      const c = await f.backend.capacity(VP);
+      expect(c.totalBytes).toBeGreaterThan(0);
+      expect(c.freeBytes).toBeGreaterThan(0);
+      expect(c.freeBytes).toBeLessThanOrEqual(c.totalBytes);
+    });
+
+    test("snapshot, restore and clone carry the source and may be larger", async () => {
+      const vol = volumeIdForName("contract-src");
+      const d = await f.backend.createDisk({ id: vol, sizeBytes: GiB, volumePath: VP, meta: {} });
+      if (kind === "file") writeFileSync(d.filePath, "payload-before-snapshot", { flag: "r+" });
+      const snapId = snapshotIdForName("contract-snap");
+      const s = await f.backend.createSnapshot(snapId, vol, VP);
+      expect(s).toMatchObject({ id: snapId, sourceVolumeId: vol, sizeBytes: GiB, readyToUse: true });
+      expect((await f.backend.createSnapshot(snapId, vol, VP)).id).toBe(snapId);
+      expect((await f.backend.listSnapshots()).map((x) => x.id)).toContain(snapId);
+      if (kind === "file") writeFileSync(d.filePath, "payload-AFTER--snapshot", { flag: "r+" });
+
+      const restored = await f.backend.createDisk({ id: volumeIdForName("contract-restore"), sizeBytes: 2 * GiB, volumePath: VP, source: { kind: "snapshot", id: snapId }, meta: { source: snapId } });
+      expect(restored).toMatchObject({ sizeBytes: 2 * GiB, copying: false, meta: { source: snapId } });
+      const clone = await f.backend.createDisk({ id: volumeIdForName("contract-clone"), sizeBytes: GiB, volumePath: VP, source: { kind: "volume", id: vol }, meta: { source: vol } });
+      expect(clone.meta.source).toBe(vol);
+      if (kind === "file") {
+        expect(head(restored.filePath, 23)).toBe("payload-before-snapshot");
+        expect(head(clone.filePath, 23)).toBe("payload-AFTER--snapshot");
+      }
+      expect(await kindOf(f.backend.createDisk({ id: volumeIdForName("contract-bad-src"), sizeBytes: GiB, volumePath: VP, source: { kind: "snapshot", id: snapshotIdForName("missing") }, meta: {} }))).toBe("not-found");
+      expect(await kindOf(f.backend.createSnapshot(snapshotIdForName("contract-snap-2"), volumeIdForName("missing"), VP))).toBe("not-found");
+
+      await f.backend.deleteSnapshot(snapId);
+      await f.backend.deleteSnapshot(snapId);
+      expect(await f.backend.getSnapshot(snapId)).toBeNull();
+      // A restored volume does not depend on its snapshot.
+      expect((await f.backend.getDisk(restored.id))?.sizeBytes).toBe(2 * GiB);
+    });
+
+    test("delete removes the disk and its backing file; a missing disk is fine", async () => {
+      const id = volumeIdForName("contract-del");
+      const d = await f.backend.createDisk({ id, sizeBytes: GiB, volumePath: VP, meta: {} });
+      expect(fileExists(d.filePath)).toBe(true);
+      await f.backend.deleteDisk(id);
+      expect(await f.backend.getDisk(id)).toBeNull();
+      expect(fileExists(d.filePath)).toBe(false);
+      await f.backend.deleteDisk(id);
+      await f.backend.deleteDisk("pvc-not-a-uuid");
+    });
+
+    test("publications and the export restriction are recorded", async () => {
+      const id = volumeIdForName("contract-pub");
+      await f.backend.createDisk({ id, sizeBytes: GiB, volumePath: VP, meta: { paramsDigest: "p" } });
+      const host = "nqn.2014-08.org.nvmexpress:uuid:node-a";
+      const d = await f.backend.setPublications(id, { paramsDigest: "p", publishedTo: [`node-a/${host}`], publishMode: "SINGLE_NODE_WRITER" }, [host]);
+      expect(d.allowedHosts).toEqual([host]);
+      expect(d.meta).toEqual({ paramsDigest: "p", publishedTo: [`node-a/${host}`], publishMode: "SINGLE_NODE_WRITER" });
+      expect((await f.backend.getDisk(id))?.meta.publishedTo).toEqual([`node-a/${host}`]);
+      if (kind === "routeros") {
+        expect(f.sim!.state.disks().find((r) => r.slot === id)?.["nvme-tcp-server-allow-host-name"]).toBe(host);
+      }
+    });
+
+    test("a disk larger than the free space is resource-exhausted and leaves nothing", async () => {
+      const id = volumeIdForName("contract-huge");
+      if (kind === "routeros") f.sim!.state.setPoolBytes(2 ** 40 - f.sim!.state.poolFree() + 20 * GiB);
+      const free = (await f.backend.capacity(VP)).freeBytes;
+      expect(await kindOf(f.backend.createDisk({ id, sizeBytes: free + GiB, volumePath: VP, meta: {} }))).toBe("resource-exhausted");
+      expect(await f.backend.getDisk(id)).toBeNull();
+      if (kind === "routeros") f.sim!.state.setPoolBytes(2 ** 40);
+    });
+
+    test("volume_context follows the cross-team contract", async () => {
+      const d = (await f.backend.getDisk(volumeIdForName("contract-a")))!;
+      const ctx = f.backend.volumeContext(d, params);
+      if (kind === "file") {
+        expect(ctx).toEqual({ transport: "loop", backingFile: d.filePath });
+        expect(d.filePath.startsWith("/")).toBe(true);
+      } else {
+        expect(ctx).toEqual({
+          transport: "nvme-tcp", nqn: `nqn.2000-02.com.mikrotik:${d.id}`, nvmeAddress: "127.0.0.1", nvmePort: "4420",
+          volumePath: VP, ctrlLossTmo: "-1", reconnectDelay: "5", keepAliveTmo: "0",
+        });
+      }
+    });
+
+    test("orphan report: unreferenced, old, unpublished disks with the prefix only", async () => {
+      const all = await f.backend.listDisks();
+      const referenced = new Set([volumeIdForName("contract-a")]);
+      const later = Date.now() + 3_600_000;
+      const r = await findOrphans(f.backend, { referencedVolumeIds: referenced, slotPrefix: "pvc-", graceMs: 60_000, now: later });
+      const ids = r.candidates.map((c) => c.volumeId);
+      expect(ids).not.toContain(volumeIdForName("contract-a"));
+      expect(ids).not.toContain(volumeIdForName("contract-pub"));
+      expect(ids).toContain(volumeIdForName("contract-grow"));
+      expect(ids.length + r.kept.length).toBe(all.length);
+      expect((await findOrphans(f.backend, { referencedVolumeIds: new Set(), slotPrefix: "pvc-", graceMs: 60_000, now: Date.now() })).candidates).toEqual([]);
+      expect((await findOrphans(f.backend, { referencedVolumeIds: undefined, slotPrefix: "pvc-", graceMs: 0, now: later })).candidates).toEqual([]);
+    });
+  });
+}
