@@ -15,7 +15,8 @@ export function parseLosetupJson(text: string): LoopDevice[] {
     const back = row["back-file"];
     if (typeof device !== "string" || typeof dev !== "string" || typeof back !== "string" || back === "") continue;
     const deleted = back.endsWith(DELETED);
-    out.push({ device, dev, backingFile: deleted ? back.slice(0, -DELETED.length) : back, backingFileDeleted: deleted });
+    // losetup pads maj:min for column alignment even in JSON ("  7:0  ").
+    out.push({ device, dev: dev.trim(), backingFile: deleted ? back.slice(0, -DELETED.length) : back, backingFileDeleted: deleted });
   }
   return out;
 }
