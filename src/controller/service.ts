@@ -171,11 +171,11 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     if (!isVolumeId(id)) return {};
     return exclusive(id, async () => {
       const disk = await backend.getDisk(id, ctx.signal);
-      if (!disk) return {};
-      const users = disk.meta.publishedTo ?? [];
+      const users = disk?.meta.publishedTo ?? [];
       if (users.length) throw failedPrecondition(`volume ${id} is still published to ${users.join(", ")}; unpublish it first`);
+      // Even when the disk is gone: an earlier attempt may have died before removing the backing file.
       await backend.deleteDisk(id, ctx.signal);
-      ctx.log.info({ volume_id: id }, "volume deleted");
+      if (disk) ctx.log.info({ volume_id: id }, "volume deleted");
       return {};
     });
   }

@@ -14,8 +14,18 @@ import type { BackendFixture } from "../backends/harness.ts";
 export const GiB = 2 ** 30;
 export const DEFAULT_PARAMS: VolumeParams = { volumePath: "/storage-pool/metal-csi", nvmePort: 4420, ctrlLossTmo: -1, reconnectDelay: 5, keepAliveTmo: 0, fsType: "ext4" };
 
+type Rpc = (req?: unknown, opts?: { deadlineMs?: number }) => Promise<any>;
+type ControllerRpc =
+  | "CreateVolume" | "DeleteVolume" | "ControllerPublishVolume" | "ControllerUnpublishVolume" | "ValidateVolumeCapabilities"
+  | "ListVolumes" | "GetCapacity" | "ControllerGetCapabilities" | "CreateSnapshot" | "DeleteSnapshot" | "ListSnapshots"
+  | "ControllerExpandVolume" | "ControllerGetVolume";
+export type ControllerApi = { [K in ControllerRpc]: Rpc };
+export type IdentityApi = { [K in "GetPluginInfo" | "GetPluginCapabilities" | "Probe"]: Rpc };
+
 export interface ControllerFixture {
   client: CsiClient;
+  ctl: ControllerApi;
+  identity: IdentityApi;
   endpoint: string;
   close(): Promise<void>;
 }
@@ -37,6 +47,8 @@ export async function startController(f: BackendFixture): Promise<ControllerFixt
   const client = csiClient(endpoint, { defaultDeadlineMs: 30_000 });
   return {
     client, endpoint,
+    ctl: client.controller as unknown as ControllerApi,
+    identity: client.identity as unknown as IdentityApi,
     async close() {
       client.close();
       await server.close();

@@ -20,16 +20,16 @@ for (const kind of ["file", "routeros"] as const) {
       await c.close();
       await f.close();
     });
-    const ctl = () => c.client.controller;
+    const ctl = () => c.ctl;
     const create = (name: string, extra: Record<string, unknown> = {}) =>
       ctl().CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()], parameters: {}, ...extra });
     const diskCount = async () => (await f.backend.listDisks()).length;
 
     test("identity: name, version, probe ready, capabilities", async () => {
-      const info = await c.client.identity.GetPluginInfo({});
+      const info = await c.identity.GetPluginInfo({});
       expect(info.name).toBe("rds.csi.srvlab.io");
       expect(info.vendor_version).not.toBe("");
-      expect((await c.client.identity.Probe({})).ready.value).toBe(true);
+      expect((await c.identity.Probe({})).ready.value).toBe(true);
       const caps = (await ctl().ControllerGetCapabilities({})).capabilities.map((x: any) => x.rpc.type);
       for (const want of ["CREATE_DELETE_VOLUME", "PUBLISH_UNPUBLISH_VOLUME", "LIST_VOLUMES", "GET_CAPACITY", "CREATE_DELETE_SNAPSHOT", "LIST_SNAPSHOTS", "CLONE_VOLUME", "EXPAND_VOLUME", "GET_VOLUME"]) {
         expect(caps).toContain(want);

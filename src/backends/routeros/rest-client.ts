@@ -1,6 +1,6 @@
 import type { BreakerRegistry } from "../../runtime/breakers.ts";
 import { withDeadline, sleep } from "../../runtime/deadline.ts";
-import { DomainError, errorMessage, isDomainError, unavailable } from "../../runtime/errors.ts";
+import { DeadlineError, DomainError, errorMessage, unavailable } from "../../runtime/errors.ts";
 import type { Logger } from "../../runtime/log.ts";
 
 export interface RestClientOptions {
@@ -44,13 +44,18 @@ type Answer = { status: number; body: unknown };
 export interface RestClient {
   readonly address: string;
   get<T = Row[]>(path: string, query?: Record<string, string>, signal?: AbortSignal): Promise<T>;
+  /** `timeoutMs` given = a request expected to outlive its deadline (a copy): its timeout is not a failure. */
   put(path: string, body: Row, signal?: AbortSignal, timeoutMs?: number): Promise<Row>;
   patch(path: string, body: Row, signal?: AbortSignal): Promise<Row>;
   remove(path: string, signal?: AbortSignal): Promise<void>;
 }
 
 /** Unreachable, timed out, reset or 5xx: a health signal for the breaker and a reason to retry reads. */
-class TransportFailure extends Error {}
+class TransportFailure extends Error {
+  constructor(message: string, readonly timedOut = false) {
+    super(message);
+  }
+}
 
 export function createRestClient(opts: RestClientOptions): RestClient {
   const base = new URL(opts.url);
@@ -75,6 +80,9 @@ export function createRestClient(opts: RestClientOptions): RestClient {
           headers: { authorization: auth, ...(body ? { "content-type": "application/json" } : {}) },
           body: body ? JSON.stringify(body) : undefined,
           signal: sig,
+          // A fresh connection per request: on a reused one, the HTTP client silently re-sends a
+          // request whose connection dropped, and a re-sent add is exactly the blind retry we forbid.
+          keepalive: false,
           tls,
         } as RequestInit);
         const text = await res.text();
@@ -88,14 +96,21 @@ export function createRestClient(opts: RestClientOptions): RestClient {
     } catch (e) {
       if (signal?.aborted) throw e;
       log.warn({ method, path: url.pathname, duration_ms: Math.round(performance.now() - started), err: errorMessage(e) }, "routeros request failed");
-      throw new TransportFailure(`${what}: ${errorMessage(e)}`);
+      throw new TransportFailure(`${what}: ${errorMessage(e)}`, e instanceof DeadlineError);
     }
   }
 
   /** 5xx and transport failures throw (they count for the breaker); 4xx come back as answers. */
-  async function guarded(method: string, path: string, body: Row | undefined, timeoutMs: number, signal?: AbortSignal): Promise<Answer> {
+  async function guarded(method: string, path: string, body: Row | undefined, timeoutMs: number, signal?: AbortSignal, slowIsNormal = false): Promise<Answer | TransportFailure> {
     return opts.breakers.execute(breakerKey, async () => {
-      const a = await exchange(method, path, body, timeoutMs, signal);
+      let a: Answer;
+      try {
+        a = await exchange(method, path, body, timeoutMs, signal);
+      } catch (e) {
+        // A copy outlives its request by design: that deadline passing says nothing about health.
+        if (slowIsNormal && e instanceof TransportFailure && e.timedOut) return e;
+        throw e;
+      }
       if (a.status >= 500) throw new TransportFailure(`RouterOS ${method} /rest/${path}: HTTP ${a.status} ${detailOf(a.body)}`);
       return a;
     });
@@ -129,7 +144,7 @@ export function createRestClient(opts: RestClientOptions): RestClient {
       let last: unknown;
       for (let i = 0; i < attempts; i++) {
         try {
-          const a = await guarded("GET", path + qs, undefined, opts.requestTimeoutMs, signal);
+          const a = (await guarded("GET", path + qs, undefined, opts.requestTimeoutMs, signal)) as Answer;
           if (a.status >= 400) refuse("GET", path, a);
           return a.body as T;
         } catch (e) {
@@ -143,7 +158,8 @@ export function createRestClient(opts: RestClientOptions): RestClient {
     },
     async put(path, body, signal, timeoutMs) {
       try {
-        const a = await guarded("PUT", path, body, timeoutMs ?? opts.requestTimeoutMs, signal);
+        const a = await guarded("PUT", path, body, timeoutMs ?? opts.requestTimeoutMs, signal, timeoutMs !== undefined);
+        if (a instanceof TransportFailure) throw a;
         if (a.status >= 400) refuse("PUT", path, a);
         return a.body as Row;
       } catch (e) {
@@ -153,7 +169,7 @@ export function createRestClient(opts: RestClientOptions): RestClient {
     },
     async patch(path, body, signal) {
       try {
-        const a = await guarded("PATCH", path, body, opts.requestTimeoutMs, signal);
+        const a = (await guarded("PATCH", path, body, opts.requestTimeoutMs, signal)) as Answer;
         if (a.status >= 400) refuse("PATCH", path, a);
         return a.body as Row;
       } catch (e) {
@@ -163,7 +179,7 @@ export function createRestClient(opts: RestClientOptions): RestClient {
     },
     async remove(path, signal) {
       try {
-        const a = await guarded("DELETE", path, undefined, opts.requestTimeoutMs, signal);
+        const a = (await guarded("DELETE", path, undefined, opts.requestTimeoutMs, signal)) as Answer;
         if (a.status >= 400) refuse("DELETE", path, a);
       } catch (e) {
         if (e instanceof TransportFailure) throw new OutcomeUnknownError(`RouterOS DELETE /rest/${path}`, e.message);

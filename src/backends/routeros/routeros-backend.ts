@@ -34,6 +34,7 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend {
   const log = opts.log.child({ backend: "routeros", address: client.address });
   const copyTimeoutMs = opts.copyTimeoutMs ?? 50_000;
   const pollMs = opts.pollIntervalMs ?? 500;
+  const copyStartMs = opts.copyStartTimeoutMs ?? 10_000;
 
   async function rowBySlot(slot: string, signal?: AbortSignal): Promise<Row | null> {
     const rows = await client.get<Row[]>("disk", { slot }, signal);
@@ -157,7 +158,7 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend {
           const valid = req.source.kind === "snapshot" ? isSnapshotId(req.source.id) : isVolumeId(req.source.id);
           const src = valid ? await rowBySlot(req.source.id, signal) : null;
           if (!src || isCopying(src)) throw notFound(`content source ${req.source.kind} ${req.source.id} does not exist${src ? " yet (still copying)" : ""}`);
-          row = await addDisk(req.id, { ...base, "copy-from": src[".id"]! }, "copy disk", signal, opts.copyStartTimeoutMs);
+          row = await addDisk(req.id, { ...base, "copy-from": src[".id"]! }, "copy disk", signal, copyStartMs);
         } else {
           row = await addDisk(req.id, { ...base, "file-size": String(req.sizeBytes) }, "create disk", signal);
         }
@@ -225,7 +226,7 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend {
         row = await addDisk(id, {
           type: "file", slot: id, "file-path": imgPath(dir, id), "copy-from": src[".id"]!, "nvme-tcp-export": "no",
           comment: encodeMeta({ source: sourceVolumeId }),
-        }, "snapshot", signal, opts.copyStartTimeoutMs);
+        }, "snapshot", signal, copyStartMs);
       }
       if (isCopying(row)) row = (await awaitCopy(id, signal)) ?? row;
       return rowToSnapshot(row);
