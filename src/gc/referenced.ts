@@ -19,7 +19,7 @@ export function parseIdList(text: string, where: string): string[] {
     if (!Array.isArray(data) || data.some((x) => typeof x !== "string")) throw invalidArgument("referenced-volumes", `${where} must be a JSON array of volume ids`);
     return data as string[];
   }
-  return t.split(/[\s,]+/).filter((s) => s !== "" && !s.startsWith("#"));
+  return t.split("\n").map((line) => line.replace(/#.*/, "")).flatMap((line) => line.split(/[\s,]+/)).filter((s) => s !== "");
 }
 
 /**
