@@ -1,3 +1,6 @@
+import { readdir, readFile, realpath } from "node:fs/promises";
+import { join } from "node:path";
+import { withDeadline } from "../runtime/deadline.ts";
 import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
 import { internal, notFound, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
@@ -7,6 +10,13 @@ export interface LoopDeps {
   runner: Runner;
   log: Logger;
   timeoutMs?: number;
+  /** Real sysfs: loop devices exist on every test machine, unlike NVMe. */
+  sysfsRoot?: string;
+  devRoot?: string;
+}
+
+async function readText(path: string): Promise<string | undefined> {
+  try { return (await readFile(path, "utf8")).trim(); } catch { return undefined; }
 }
 
 /**
@@ -15,44 +25,44 @@ export interface LoopDeps {
  */
 export function createLoopConnector(deps: LoopDeps): Connector {
   const timeoutMs = deps.timeoutMs ?? 15_000;
+  const blockDir = join(deps.sysfsRoot ?? "/sys", "block");
   const fileOf = (v: VolumeTarget) => {
     if (!v.backingFile) throw internal(`volume ${v.volumeId} has no backing file recorded`);
     return v.backingFile;
   };
 
-  async function devicesOf(file: string, signal?: AbortSignal): Promise<AttachedDevice[]> {
-    const r = await deps.runner("losetup", ["--list", "--noheadings", "--output", "NAME,MAJ:MIN,BACK-FILE", "-j", file],
-      { timeoutMs, signal, log: deps.log });
-    if (!ok(r)) throw unavailable(`listing loop devices of ${file} failed: ${describeFailure(r)}`);
-    const found: AttachedDevice[] = [];
-    for (const line of r.stdout.split("\n")) {
-      const [name, dev, ...back] = line.trim().split(/\s+/);
-      // `-j` matches by inode; make sure the path is ours too (a deleted file shows "(deleted)").
-      if (name && dev && back.join(" ") === file) found.push({ devicePath: name, dev: dev.trim() });
-    }
-    return found;
+  /**
+   * Loop devices backed by `file`, from /sys/block/loopN/loop/backing_file: no child process, so a
+   * repeated NodeStage/NodePublish stays cheap. sysfs is kernel memory, but still read under a deadline.
+   */
+  function devicesOf(file: string, signal?: AbortSignal): Promise<AttachedDevice[]> {
+    return withDeadline(`scan of ${blockDir} for loop devices`, timeoutMs, async () => {
+      const found: AttachedDevice[] = [];
+      // The kernel records the resolved path; compare like with like.
+      const wanted = await realpath(file).catch(() => file);
+      let names: string[] = [];
+      try { names = (await readdir(blockDir)).filter((n) => /^loop\d+$/.test(n)); } catch { return found; }
+      for (const name of names) {
+        const back = await readText(join(blockDir, name, "loop", "backing_file"));
+        if (back !== wanted && back !== file) continue;
+        const dev = await readText(join(blockDir, name, "dev"));
+        const sectors = Number(await readText(join(blockDir, name, "size")));
+        if (!dev) continue;
+        found.push({ devicePath: join(deps.devRoot ?? "/dev", name), dev, ...(sectors > 0 ? { sizeBytes: sectors * 512 } : {}) });
+      }
+      return found;
+    }, signal);
   }
-
-  async function sizeOf(device: string, signal?: AbortSignal): Promise<number | undefined> {
-    const r = await deps.runner("blockdev", ["--getsize64", device], { timeoutMs, signal, log: deps.log });
-    const n = Number(r.stdout.trim());
-    return ok(r) && Number.isFinite(n) ? n : undefined;
-  }
-
-  const withSize = async (d: AttachedDevice, signal?: AbortSignal): Promise<AttachedDevice> => {
-    const sizeBytes = await sizeOf(d.devicePath, signal);
-    return sizeBytes === undefined ? d : { ...d, sizeBytes };
-  };
 
   return {
     async find(v, signal) {
       const [d] = await devicesOf(fileOf(v), signal);
-      return d ? withSize(d, signal) : null;
+      return d ?? null;
     },
     async attach(v, signal) {
       const file = fileOf(v);
       const [existing] = await devicesOf(file, signal);
-      if (existing) return withSize(existing, signal);
+      if (existing) return existing;
       const r = await deps.runner("losetup", ["--find", "--show", file], { timeoutMs, signal, log: deps.log, logLevel: "info" });
       if (!ok(r)) {
         if (/No such file/i.test(r.stderr)) throw notFound(`backing file ${file} of volume ${v.volumeId} does not exist`);
@@ -60,7 +70,7 @@ export function createLoopConnector(deps: LoopDeps): Connector {
       }
       const [d] = await devicesOf(file, signal);
       if (!d) throw unavailable(`losetup attached ${file} as ${r.stdout.trim()} but it cannot be found again`);
-      return withSize(d, signal);
+      return d;
     },
     async refreshSize(v, signal) {
       for (const d of await devicesOf(fileOf(v), signal)) {

@@ -42,9 +42,9 @@ describe("csi-node over gRPC", () => {
     const n = await startNode();
     writeFileSync(join(n.fake, "connect-mode"), "slow");
     writeFileSync(join(n.fake, "connect-delay"), "2");
-    expect((await n.client.identity.Probe({})).ready.value).toBe(true);
+    expect((await n.client.identity.Probe!({})).ready.value).toBe(true);
     const staging = join(n.base, "kubelet", "plugins", "x", "globalmount");
-    const stage = n.client.node.NodeStageVolume({
+    const stage = n.client.node.NodeStageVolume!({
       volume_id: "pvc-slow", staging_target_path: staging,
       volume_capability: { block: {}, access_mode: { mode: "SINGLE_NODE_WRITER" } },
       volume_context: { nqn: PVC, nvmeAddress: "10.42.0.1", nvmePort: "4420" },
@@ -70,12 +70,12 @@ describe("csi-node over gRPC", () => {
         created_staging_dir: false, publications: [{ target_path: fuse.mountPoint, readonly: false, access_mode: "SINGLE_NODE_WRITER" }],
       }));
       fuse.freeze();
-      const stats = n.client.node.NodeGetVolumeStats({ volume_id: "pvc-fz", volume_path: fuse.mountPoint });
+      const stats = n.client.node.NodeGetVolumeStats!({ volume_id: "pvc-fz", volume_path: fuse.mountPoint });
       await Bun.sleep(300);
       const worst = [];
       for (let i = 0; i < 5; i++) {
         const t0 = performance.now();
-        expect((await n.client.identity.Probe({})).ready.value).toBe(true);
+        expect((await n.client.identity.Probe!({})).ready.value).toBe(true);
         worst.push(performance.now() - t0);
       }
       expect(Math.max(...worst)).toBeLessThan(100);

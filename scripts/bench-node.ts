@@ -1,0 +1,102 @@
+/**
+ * Node benchmarks (root; prints figures, asserts nothing):
+ *   1. mountinfo parse of synthetic 10k / 100k tables next to `findmnt --raw -F` on the same file;
+ *   2. a full stage+publish+unpublish+unstage cycle on loop devices, next to the bare commands;
+ *   3. idempotent NodeStage/NodePublish repeats with 1,000 extra mounts present (goal ≤ 5 ms).
+ * Usage: bun scripts/bench-node.ts [--quick]
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseMountinfo, readMountinfo } from "../src/mount/mountinfo.ts";
+import { blockCap, mountCap, nodeHarness } from "../test/node/harness.ts";
+
+const quick = process.argv.includes("--quick");
+const ms = (x: number) => `${x.toFixed(2)} ms`;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const p95 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))]!;
+async function time(fn: () => unknown | Promise<unknown>): Promise<number> { const t = performance.now(); await fn(); return performance.now() - t; }
+
+function syntheticMountinfo(n: number): string {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const mp = i % 7 === 0 ? `/var/lib/kubelet/pods/p${i}/volumes/kubernetes.io~csi/pvc\\040with\\040space/mount` : `/var/lib/kubelet/pods/p${i}/volumes/kubernetes.io~csi/pvc-${i}/mount`;
+    lines.push(`${100 + i} 1 259:${i % 512} / ${mp} rw,relatime shared:${i} - ext4 /dev/nvme${i % 64}n1 rw,seclabel`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+const h = nodeHarness({ stormThreshold: 5_000 });
+try {
+  console.log("## mountinfo parse (median of runs)");
+  for (const n of quick ? [10_000] : [10_000, 100_000]) {
+    const text = syntheticMountinfo(n);
+    const file = join(h.base, `mountinfo-${n}`);
+    writeFileSync(file, text);
+    const runs = n >= 100_000 ? 5 : 15;
+    const ours: number[] = [], theirs: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      ours.push(await time(() => parseMountinfo(text)));
+      theirs.push(await time(() => execFileSync("findmnt", ["--raw", "-F", file], { maxBuffer: 1 << 30 })));
+    }
+    const ratio = median(ours) / median(theirs);
+    console.log(`${n} entries: parseMountinfo ${ms(median(ours))}  findmnt --raw -F ${ms(median(theirs))}  ratio ${ratio.toFixed(2)} (goal ≤ 0.50)`);
+  }
+
+  console.log("\n## stage+publish+unpublish+unstage cycle, ext4 on loop (first stage includes mkfs)");
+  const cycles = quick ? 3 : 8;
+  const cycleTimes: number[] = [];
+  const bareTimes: number[] = [];
+  for (let i = 0; i < cycles; i++) {
+    const id = `pvc-bench-${i}`;
+    const file = h.backingFile(64 * 1024 * 1024);
+    execFileSync("mkfs.ext4", ["-q", "-F", file]);
+    const { staging, target } = h.paths(id);
+    const ctx = { transport: "loop", backingFile: file };
+    cycleTimes.push(await time(async () => {
+      await h.service.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: mountCap(), volume_context: ctx });
+      await h.service.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: mountCap(), readonly: false });
+      await h.service.NodeUnpublishVolume({ volume_id: id, target_path: target });
+      await h.service.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
+    }));
+    // Reference: the same kernel work as bare commands, without our checks.
+    const s2 = staging + "-bare", t2 = target + "-bare";
+    mkdirSync(s2, { recursive: true }); mkdirSync(t2, { recursive: true });
+    bareTimes.push(await time(() => {
+      const dev = execFileSync("losetup", ["--find", "--show", file], { encoding: "utf8" }).trim();
+      execFileSync("blkid", ["-p", dev]);
+      execFileSync("fsck.ext4", ["-n", dev], { stdio: "ignore" });
+      execFileSync("mount", [dev, s2]); execFileSync("mount", ["--bind", s2, t2]);
+      execFileSync("umount", [t2]); execFileSync("umount", [s2]); execFileSync("losetup", ["-d", dev]);
+    }));
+  }
+  console.log(`rds-csi cycle median ${ms(median(cycleTimes))} (p95 ${ms(p95(cycleTimes))}); bare commands median ${ms(median(bareTimes))}`);
+
+  console.log("\n## idempotent repeats with 1,000 extra mounts present");
+  const extra = join(h.base, "extra");
+  for (let i = 0; i < 1_000; i++) {
+    const d = join(extra, String(i)); mkdirSync(d, { recursive: true });
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "bench", d]);
+  }
+  const id = "pvc-bench-repeat";
+  const file = h.backingFile(64 * 1024 * 1024);
+  const { staging, target } = h.paths(id);
+  const stageReq = { volume_id: id, staging_target_path: staging, volume_capability: mountCap(), volume_context: { transport: "loop", backingFile: file } };
+  const pubReq = { volume_id: id, staging_target_path: staging, target_path: target, volume_capability: mountCap(), readonly: false };
+  await h.service.NodeStageVolume(stageReq);
+  await h.service.NodePublishVolume(pubReq);
+  const reps = quick ? 20 : 100;
+  const st: number[] = [], pu: number[] = [], mi: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    st.push(await time(() => h.service.NodeStageVolume(stageReq)));
+    pu.push(await time(() => h.service.NodePublishVolume(pubReq)));
+    mi.push(await time(() => readMountinfo({ runner: h.runner, timeoutMs: 10_000 })));
+  }
+  console.log(`NodeStageVolume repeat median ${ms(median(st))} p95 ${ms(p95(st))}; NodePublishVolume repeat median ${ms(median(pu))} p95 ${ms(p95(pu))} (goal ≤ 5 ms)`);
+  console.log(`reference: one readMountinfo (child cat + parse) with ${(await readMountinfo({ runner: h.runner })).length} entries: median ${ms(median(mi))}`);
+  await h.service.NodeUnpublishVolume({ volume_id: id, target_path: target });
+  await h.service.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
+  void blockCap;
+} finally {
+  h.cleanup();
+}
