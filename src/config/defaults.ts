@@ -5,6 +5,7 @@ export const DEFAULTS = {
   shutdownGraceSeconds: 30,
   stateDir: "/var/lib/rds-csi",
   kubeletDir: "/var/lib/kubelet",
-  fileDir: "/var/lib/rds-csi/volumes",
+  // Not <state-dir>/volumes: that directory holds the node's staging records.
+  fileDir: "/var/lib/rds-csi/disks",
   socketMode: "0600",
 } as const;
