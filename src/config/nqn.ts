@@ -45,6 +45,8 @@ export function globToRegExp(glob: string): RegExp {
 export const ProtectedPatternSchema = v.pipe(
   v.string(),
   v.check((s) => PRINTABLE_NO_SPACE.test(s) && s.startsWith("nqn."), () => "must start with 'nqn.' and be printable ASCII without whitespace"),
+  // The environment form of the list is comma-separated: a comma inside a pattern would split it silently.
+  v.check((s) => !s.includes(","), () => "must not contain ',' (RDS_CSI_PROTECTED_NQN separates patterns with commas)"),
 );
 
 export interface NqnPolicy {
