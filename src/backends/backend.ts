@@ -41,6 +41,13 @@ export interface Snapshot {
   readyToUse: boolean;
 }
 
+export interface StrayFile {
+  volumeId: string;
+  path: string;
+  sizeBytes: number;
+  createdAt?: number;
+}
+
 export interface Capacity {
   totalBytes: number;
   freeBytes: number;
@@ -81,6 +88,11 @@ export interface Backend {
   listSnapshots(signal?: AbortSignal): Promise<Snapshot[]>;
   deleteSnapshot(id: string, signal?: AbortSignal): Promise<void>;
 
+  /**
+   * Backing files named like a volume (`<pvc-uuid>.img`) that no disk uses: what a delete that died
+   * between removing the disk and removing its file leaves behind. Empty where files are the disks.
+   */
+  strayFiles(signal?: AbortSignal): Promise<StrayFile[]>;
   /** Throws (unavailable) when the backend cannot serve requests. */
   probe(signal?: AbortSignal): Promise<void>;
   /** volume_context handed to the node for this disk. */

@@ -1,4 +1,4 @@
-import type { Backend, Disk } from "./backend.ts";
+import type { Backend, Disk, StrayFile } from "./backend.ts";
 
 export interface OrphanQuery {
   /**
@@ -22,6 +22,8 @@ export interface OrphanCandidate {
 
 export interface OrphanReport {
   candidates: OrphanCandidate[];
+  /** Backing files of no disk (a delete died half-way), unreferenced and older than the grace. */
+  strayFiles: StrayFile[];
   /** Disks with the prefix that were looked at and kept, with why (for the gc plan's output). */
   kept: { volumeId: string; reason: string }[];
 }
@@ -43,9 +45,11 @@ export async function findOrphans(backend: Backend, q: OrphanQuery, signal?: Abo
   if (q.slotPrefix.length < 2) throw new Error(`slot prefix ${JSON.stringify(q.slotPrefix)} is too broad`);
   const disks = (await backend.listDisks(signal)).filter((d) => d.id.startsWith(q.slotPrefix));
   if (q.referencedVolumeIds === undefined) {
-    return { candidates: [], kept: disks.map((d) => ({ volumeId: d.id, reason: "PersistentVolume references unknown (no Kubernetes credentials and no list given)" })) };
+    return { candidates: [], strayFiles: [], kept: disks.map((d) => ({ volumeId: d.id, reason: "PersistentVolume references unknown (no Kubernetes credentials and no list given)" })) };
   }
-  const report: OrphanReport = { candidates: [], kept: [] };
+  const strays = (await backend.strayFiles(signal)).filter((f) =>
+    f.volumeId.startsWith(q.slotPrefix) && !q.referencedVolumeIds!.has(f.volumeId) && f.createdAt !== undefined && q.now - f.createdAt >= q.graceMs);
+  const report: OrphanReport = { candidates: [], strayFiles: strays, kept: [] };
   for (const d of disks) {
     const why = keepReason(d, q);
     if (why) report.kept.push({ volumeId: d.id, reason: why });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { closeSync, existsSync, openSync, readSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import { isDomainError } from "../../src/runtime/errors.ts";
 import { snapshotIdForName, volumeIdForName } from "../../src/backends/ids.ts";
 import { findOrphans } from "../../src/backends/orphans.ts";
@@ -157,7 +157,28 @@ for (const kind of ["file", "routeros"] as const) {
       expect(ids).toContain(volumeIdForName("contract-grow"));
       expect(ids.length + r.kept.length).toBe(all.length);
       expect((await findOrphans(f.backend, { referencedVolumeIds: new Set(), slotPrefix: "pvc-", graceMs: 60_000, now: Date.now() })).candidates).toEqual([]);
+      expect(r.strayFiles).toEqual([]);
       expect((await findOrphans(f.backend, { referencedVolumeIds: undefined, slotPrefix: "pvc-", graceMs: 0, now: later })).candidates).toEqual([]);
     });
+
+    if (kind === "routeros") {
+      test("stray backing files (disk gone, file left) are reported, referenced ones are not", async () => {
+        const id = volumeIdForName("contract-stray");
+        const kept = volumeIdForName("contract-stray-referenced");
+        for (const v of [id, kept]) {
+          f.sim!.state.seedDisk({ slot: `tmp-${v}`, "file-path": `/storage-pool/metal-csi/${v}.img`, "file-size": String(GiB) });
+        }
+        // The disks go, the files stay: what a half-finished delete leaves.
+        for (const d of f.sim!.state.disks().filter((x) => x.slot?.startsWith("tmp-"))) {
+          await fetch(`${f.sim!.url}/rest/disk/${encodeURIComponent(d[".id"]!)}`, {
+            method: "DELETE", headers: { authorization: `Basic ${Buffer.from(`${f.sim!.user}:${f.sim!.password}`).toString("base64")}` },
+            tls: { ca: readFileSync(f.sim!.caFile, "utf8") },
+          } as RequestInit);
+        }
+        const r = await findOrphans(f.backend, { referencedVolumeIds: new Set([kept]), slotPrefix: "pvc-", graceMs: 1_000, now: Date.now() + 3_600_000 });
+        expect(r.strayFiles.map((s) => s.volumeId)).toEqual([id]);
+        expect(r.strayFiles[0]!.path).toBe(`/storage-pool/metal-csi/${id}.img`);
+      });
+    }
   });
 }

@@ -227,6 +227,9 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
       log.info({ snapshot_id: id }, "snapshot deleted");
     }, signal),
 
+    // Here the file is the disk: a file without a disk cannot exist.
+    strayFiles: async () => [],
+
     async probe() {
       await fsCall("probe directory", ensureDirs);
       await capacity();

@@ -4,7 +4,7 @@ import { DomainError, internal, notFound, resourceExhausted, unavailable } from 
 import type { Logger } from "../../runtime/log.ts";
 import type { Backend, Capacity, CreateDiskRequest, Disk, DiskMeta, Snapshot, VolumeParams } from "../backend.ts";
 import { SNAPSHOT_PREFIX, VOLUME_PREFIX, isSnapshotId, isVolumeId, nqnForVolume } from "../ids.ts";
-import { encodeMeta, isCopying, rowToDisk, rowToSnapshot } from "./disk-row.ts";
+import { encodeMeta, isCopying, parseCreationTime, rowToDisk, rowToSnapshot } from "./disk-row.ts";
 import { isOutcomeUnknown, isRestError, type RestClient, type Row } from "./rest-client.ts";
 
 export interface RouterOsBackendOptions {
@@ -244,6 +244,16 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend {
     },
 
     deleteSnapshot: (id, signal) => deleteSlot(id, isSnapshotId, signal),
+
+    async strayFiles(signal) {
+      const [files, disks] = await Promise.all([client.get<Row[]>("file", undefined, signal), client.get<Row[]>("disk", { type: "file" }, signal)]);
+      const used = new Set(disks.map((d) => fileName(d["file-path"] ?? "")));
+      return files
+        .filter((f) => !used.has(f.name ?? ""))
+        .map((f) => ({ f, id: /\/([^/]+)\.img$/.exec(f.name ?? "")?.[1] ?? "" }))
+        .filter(({ id }) => isVolumeId(id))
+        .map(({ f, id }) => ({ volumeId: id, path: `/${f.name}`, sizeBytes: Number(f.size ?? 0), createdAt: parseCreationTime(f["creation-time"]) }));
+    },
 
     async probe(signal) {
       await client.get("system/resource", undefined, signal);
