@@ -43,7 +43,7 @@ try {
     console.log(`${n} entries: parseMountinfo ${ms(median(ours))}  findmnt --raw -F ${ms(median(theirs))}  ratio ${ratio.toFixed(2)} (goal ≤ 0.50)`);
   }
 
-  console.log("\n## stage+publish+unpublish+unstage cycle, ext4 on loop (first stage includes mkfs)");
+  console.log("\n## stage+publish+unpublish+unstage cycle, ext4 on loop (pre-formatted: stage runs blkid, fsck -n, resize2fs, mount)");
   const cycles = quick ? 3 : 8;
   const cycleTimes: number[] = [];
   const bareTimes: number[] = [];
