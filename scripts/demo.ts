@@ -2,6 +2,7 @@
 /**
  * Drives dist/rds-csi the way kubelet and the CSI sidecars would, on the local `file` backend:
  * two processes (controller, node), one volume through its whole life, then a SIGTERM drain.
+ * The volume is xfs: growing a mounted ext4 needs CAP_SYS_RESOURCE, which containers often lack.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { csiClient } from "../src/csi/client.ts";
@@ -41,7 +42,7 @@ try {
   const ctl = await ready(ctlSock);
   const nd = await ready(nodeSock);
   say(`plugin: ${JSON.stringify(await ctl.identity.GetPluginInfo({}))}`);
-  const cap = { mount: { fs_type: "ext4", mount_flags: [] }, access_mode: { mode: "SINGLE_NODE_WRITER" } };
+  const cap = { mount: { fs_type: "xfs", mount_flags: [] }, access_mode: { mode: "SINGLE_NODE_WRITER" } };
 
   say("CreateVolume demo-claim, 1 GiB");
   const { volume } = await ctl.controller.CreateVolume({ name: "demo-claim", capacity_range: { required_bytes: GiB }, volume_capabilities: [cap], parameters: {} });
@@ -53,7 +54,7 @@ try {
 
   const staging = `${root}/kubelet/plugins/kubernetes.io/csi/rds.csi.srvlab.io/demo/globalmount`;
   const target = `${root}/kubelet/pods/demo-pod/volumes/kubernetes.io~csi/demo-claim/mount`;
-  say("NodeStageVolume (attach loop device, fsck -n, mkfs.ext4, mount)");
+  say("NodeStageVolume (attach loop device, xfs_repair -n, mkfs.xfs, mount)");
   await nd.node.NodeStageVolume({ volume_id: volume.volume_id, staging_target_path: staging, volume_capability: cap, volume_context: volume.volume_context, publish_context: {} });
   say("NodePublishVolume (bind mount into the pod directory)");
   await nd.node.NodePublishVolume({ volume_id: volume.volume_id, staging_target_path: staging, target_path: target, volume_capability: cap, readonly: false, volume_context: volume.volume_context });
