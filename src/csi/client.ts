@@ -2,7 +2,17 @@ import * as grpc from "@grpc/grpc-js";
 import { csiPackage, grpcAddress } from "./proto.ts";
 
 type Call = (req?: unknown, opts?: { deadlineMs?: number }) => Promise<any>;
-export type ServiceClient = Record<string, Call>;
+
+type RpcName =
+  | "GetPluginInfo" | "GetPluginCapabilities" | "Probe"
+  | "CreateVolume" | "DeleteVolume" | "ControllerPublishVolume" | "ControllerUnpublishVolume"
+  | "ValidateVolumeCapabilities" | "ListVolumes" | "GetCapacity" | "ControllerGetCapabilities"
+  | "CreateSnapshot" | "DeleteSnapshot" | "ListSnapshots" | "ControllerExpandVolume" | "ControllerGetVolume"
+  | "ControllerModifyVolume"
+  | "NodeStageVolume" | "NodeUnstageVolume" | "NodePublishVolume" | "NodeUnpublishVolume"
+  | "NodeGetVolumeStats" | "NodeExpandVolume" | "NodeGetCapabilities" | "NodeGetInfo";
+
+export type ServiceClient = Record<RpcName, Call>;
 
 export interface CsiClient {
   identity: ServiceClient;
