@@ -108,7 +108,7 @@ async function randomTree(seed: number): Promise<Tree> {
   }));
   const referenced = new Set(disks.filter(() => r.int(2) === 0).map((d) => d.id));
   const graceMs = 5 * 60_000;
-  const backend = withDiskList({ kind: "routeros", address: "sim" } as Backend, disks);
+  const backend = withDiskList({ kind: "routeros", address: "sim", strayFiles: async () => [] } as unknown as Backend, disks);
   const orphans = await findOrphans(backend, { referencedVolumeIds: referenced, slotPrefix: "pvc-", graceMs, now });
   const facts: GcFacts = {
     now, policy: { prefix, protectedPatterns }, driverName: "rds.csi.srvlab.io", kubeletDir: KUBELET, stateDir: "/var/lib/rds-csi",
