@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { join } from "node:path";
 import * as v from "valibot";
-import { GO_DRIVER_DEFAULT_PREFIX, nqnPrefixProblem, type NqnPolicy } from "../config/nqn.ts";
+import { nqnPrefixProblem, type NqnPolicy } from "../config/nqn.ts";
 import { AbsolutePath, DurationMs, NonNegativeInt, PositiveInt } from "../config/schemas.ts";
 import { identityHandlers } from "../csi/identity.ts";
 import { startCsiServer } from "../csi/server.ts";
@@ -10,6 +10,10 @@ import { createProbeRegistry } from "../mount/probe.ts";
 import { DEFAULT_STORM_THRESHOLD, DEFAULT_STORM_TOTAL } from "../mount/storm-guard.ts";
 import { createLoopConnector } from "../node/loop-connector.ts";
 import { createNodeService } from "../node/service.ts";
+import { nqnForVolume } from "../backends/ids.ts";
+
+/** Volume ids of the Go driver: its NQN is the managed prefix plus the id's uuid. */
+const GO_DRIVER_VOLUME_ID = /^pvc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 import { stagingRecords } from "../node/staging-records.ts";
 import { createNvmeTcpConnector } from "../nvme/nvme-tcp-connector.ts";
 import { nativeMultipath } from "../nvme/sysfs.ts";
@@ -47,6 +51,8 @@ async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<s
 
 export const mode: Mode = {
   command: "csi-node",
+  // No default: a guessed prefix is how the Go driver disconnected a node's own system volume.
+  required: ["nqn-prefix"],
   describe: "CSI Identity + Node: NVMe/TCP (or loop) attach, check/mkfs/mount, publish on this node",
   options: [
     { name: "max-volumes", type: "number", describe: "max_volumes_per_node reported to the CO (0 = no limit)", default: 0, schema: NonNegativeInt },
@@ -65,7 +71,7 @@ export const mode: Mode = {
   async run(ctx: ModeContext) {
     const c = ctx.config;
     // The prefix first: nothing is scanned, locked or served before it is known to be safe.
-    const prefix = (c.nqnPrefix as string | undefined) ?? GO_DRIVER_DEFAULT_PREFIX;
+    const prefix = c.nqnPrefix as string;
     const problem = nqnPrefixProblem(prefix);
     if (problem) {
       ctx.log.fatal({ nqn_prefix: prefix }, `csi-node: NQN prefix ${problem}`);
@@ -111,6 +117,7 @@ export const mode: Mode = {
         loop: createLoopConnector({ runner: ctx.runner, log: ctx.log }),
       },
       records: stagingRecords(stateDir),
+      legacyNqnFor: (id) => (GO_DRIVER_VOLUME_ID.test(id) ? nqnForVolume(prefix, id) : undefined),
       breakers: ctx.breakers, locks: createKeyLock(), probes, procRoot,
       stormThreshold: c.stormThreshold as number, stormTotal: c.stormTotal as number,
       timeouts: {

@@ -50,6 +50,11 @@ export interface NodeServiceDeps {
   stormThreshold: number;
   stormTotal: number;
   timeouts?: Partial<NodeTimeouts>;
+  /**
+   * NQN a volume staged by the Go driver would have (no staging record exists for it). Unstage
+   * uses it to disconnect after an upgrade; the connector's NQN gate still applies.
+   */
+  legacyNqnFor?: (volumeId: string) => string | undefined;
 }
 
 type Req = any;
@@ -239,6 +244,24 @@ export function createNodeService(deps: NodeServiceDeps) {
     });
   }
 
+  /**
+   * A volume staged by the Go driver we replace has no record. Its NQN follows from the volume id;
+   * disconnect it when it is connected and nothing mounts it. A volume we cannot place stays as it is.
+   */
+  async function unstageWithoutRecord(volumeId: string, mounts: { dev: string; mountPoint: string }[], log: Logger) {
+    const nqn = deps.legacyNqnFor?.(volumeId);
+    if (!nqn) return;
+    const volume = { volumeId, transport: "nvme-tcp" as const, nqn };
+    const device = await deps.connectors["nvme-tcp"].find(volume);
+    if (!device) return;
+    const users = mounts.filter((m) => m.dev === device.dev);
+    if (users.length > 0) {
+      throw failedPrecondition(`volume ${volumeId} is still mounted at ${users.slice(0, 3).map((m) => m.mountPoint).join(", ")}; unpublish it first`);
+    }
+    log.info({ nqn }, "no staging record (staged by an earlier driver): disconnecting by the NQN its id implies");
+    await deps.connectors["nvme-tcp"].detach(volume);
+  }
+
   async function NodeUnstageVolume(req: Req) {
     const volumeId = requireString(req, "volume_id");
     const stagingPath = requirePath(req, "staging_target_path");
@@ -246,7 +269,10 @@ export function createNodeService(deps: NodeServiceDeps) {
     return exclusive(volumeId, "NodeUnstageVolume", async () => {
       const record = await deps.records.read(volumeId);
       const mounts = await unmountAll(stagingPath, log);
-      if (!record) return {};
+      if (!record) {
+        await unstageWithoutRecord(volumeId, mounts, log);
+        return {};
+      }
       const volume = targetOf(record);
       const device = await deps.connectors[record.transport].find(volume);
       if (device) {

@@ -68,9 +68,12 @@ describe("compiled binary", () => {
     expect(r.stderr).toContain("nqn.2000-02.com.mikrotik:");
     expect(existsSync(state)).toBe(false);
     expect(existsSync(`${dir}/badprefix`)).toBe(false);
-    const empty = run(["gc", "--state-dir", state]);
-    expect(empty.code).toBe(2);
-    expect(empty.stderr).toContain("--nqn-prefix is required");
+    for (const mode of ["gc", "csi-node"]) {
+      const missing = run([mode, "--state-dir", state, "--endpoint", `unix://${sock}`]);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toContain("--nqn-prefix is required");
+    }
+    expect(existsSync(state)).toBe(false);
   });
 
   test("csi-controller (file backend) and csi-node serve Identity on their sockets; SIGTERM exits 0 and removes the socket", async () => {

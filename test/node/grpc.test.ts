@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { csiClient } from "../../src/csi/client.ts";
 import { createFrozenFuse } from "../helpers/frozen-fuse.ts";
-import { makeFakeSysfs } from "../helpers/fake-sysfs.ts";
+import { addSubsystem, makeFakeSysfs } from "../helpers/fake-sysfs.ts";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
 const FAKE_NVME = join(import.meta.dir, "..", "helpers", "fake-nvme");
@@ -25,7 +25,7 @@ async function startNode(extra: string[] = []) {
   let out = "";
   const child = spawn(process.execPath, [MAIN, "csi-node", "--endpoint", endpoint, "--state-dir", state, "--node-id", "node-g",
     "--sysfs-root", sysfs, "--dev-root", join(base, "dev"), "--kubelet-dir", join(base, "kubelet"), "--nvme-command", FAKE_NVME,
-    "--host-nqn-file", join(base, "hostnqn"), "--probe-timeout", "2s", "--shutdown-grace", "20s", ...extra], {
+    "--host-nqn-file", join(base, "hostnqn"), "--probe-timeout", "2s", "--shutdown-grace", "20s", ...(extra.includes("--nqn-prefix") ? [] : ["--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-"]), ...extra], {
     env: { ...process.env, FAKE_NVME_DIR: fake, FAKE_SYSFS_ROOT: sysfs, BUN_BIN: process.execPath }, stdio: ["ignore", "pipe", "pipe"],
   });
   started.push(child);
@@ -87,6 +87,32 @@ describe("csi-node over gRPC", () => {
       await n.exited;
       n.client.close();
       await fuse.cleanup();
+    }
+  }, 30_000);
+
+  test("upgrade from the Go driver: unstaging a volume it staged (no record) disconnects the NQN its id implies, and only that", async () => {
+    const n = await startNode(["--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--protected-nqn", "nqn.2000-02.com.mikrotik:pvc-0000*"]);
+    try {
+      const goVolume = "pvc-5f0e6a55-1111-4000-8000-00000000cafe";
+      const goNqn = `nqn.2000-02.com.mikrotik:${goVolume}`;
+      const protectedVolume = "pvc-00000000-2222-4000-8000-00000000cafe";
+      addSubsystem(n.sysfs, { nqn: goNqn, controllers: [{ state: "live", transport: "tcp", address: "traddr=10.0.0.5,trsvcid=4420" }], namespaces: [{ dev: "259:71" }] });
+      addSubsystem(n.sysfs, { nqn: `nqn.2000-02.com.mikrotik:${protectedVolume}`, controllers: [{ state: "live" }], namespaces: [{ dev: "259:72" }] });
+      const staging = join(n.base, "kubelet", "plugins", "go", "globalmount");
+      expect(await n.client.node.NodeUnstageVolume({ volume_id: goVolume, staging_target_path: staging })).toEqual({});
+      const calls = () => (existsSync(join(n.fake, "calls.log")) ? readFileSync(join(n.fake, "calls.log"), "utf8") : "");
+      expect(calls()).toContain(`disconnect -n ${goNqn}`);
+      // A protected NQN is refused, never disconnected.
+      const refused = await n.client.node.NodeUnstageVolume({ volume_id: protectedVolume, staging_target_path: staging }).catch((e) => e);
+      expect(refused.code).toBe(9);
+      expect(calls()).not.toContain(protectedVolume);
+      // Ids the Go driver could not have made are left alone.
+      expect(await n.client.node.NodeUnstageVolume({ volume_id: "some-other-volume", staging_target_path: staging })).toEqual({});
+      expect(calls().trim().split("\n")).toHaveLength(1);
+    } finally {
+      if (n.child.pid) process.kill(n.child.pid, "SIGTERM");
+      await n.exited;
+      n.client.close();
     }
   }, 30_000);
 });
