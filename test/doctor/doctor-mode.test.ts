@@ -134,6 +134,27 @@ describe("doctor exit codes and Prometheus textfile", () => {
     } finally { fuse.thaw(); }
   });
 
+  test("--pushgateway PUTs the same exposition to this node's group", async () => {
+    const got: { method: string; path: string; body: string }[] = [];
+    const gw = Bun.serve({ hostname: "127.0.0.1", port: 0, async fetch(req) {
+      got.push({ method: req.method, path: new URL(req.url).pathname, body: await req.text() });
+      return new Response("", { status: 200 });
+    } });
+    try {
+      const node = healthyNode(["/"]);
+      const { code } = await runMode(context(node, { pushgateway: `http://127.0.0.1:${gw.port}/`, nodeId: "node-a" }).ctx);
+      expect(code).toBe(0);
+      expect(got.map((g) => `${g.method} ${g.path}`)).toEqual(["PUT /metrics/job/rds_csi_doctor/instance/node-a"]);
+      expect(parseExposition(got[0]!.body).get("total_mountpoints")).toBe(1);
+    } finally { gw.stop(true); }
+  });
+
+  test("an unreachable Pushgateway makes a healthy run exit 1, not 0", async () => {
+    const node = healthyNode(["/"]);
+    const { code } = await runMode(context(node, { pushgateway: "http://127.0.0.1:9/" }).ctx);
+    expect(code).toBe(1);
+  });
+
   test("the table output (not a TTY) has the summary line and no colour codes", async () => {
     const node = healthyNode(["/"]);
     const { out } = await runMode(context(node, { json: false }).ctx);
