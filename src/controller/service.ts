@@ -369,17 +369,30 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
 }
 
 /** Readiness for Identity.Probe: the backend answers and its breaker is closed. */
-export function controllerProbe(deps: Pick<ControllerDeps, "backend" | "breakers" | "probeTimeoutMs">) {
+export function controllerProbe(deps: Pick<ControllerDeps, "backend" | "breakers" | "probeTimeoutMs"> & { probeCacheMs?: number }) {
   const key = `backend:${deps.backend.address}`;
+  // The livenessprobe and kubelet call Probe often; one backend round trip answers all callers of the
+  // same moment, and a success is trusted for a short while. A failure is never cached, and an open
+  // breaker is always seen at once.
+  const cacheMs = deps.probeCacheMs ?? 1_000;
+  let lastSuccessAt = -Infinity;
+  let inFlight: Promise<{ ready: boolean; reason?: string }> | undefined;
+  const check = async (): Promise<{ ready: boolean; reason?: string }> => {
+    try {
+      await deps.backend.probe(AbortSignal.timeout(deps.probeTimeoutMs ?? 5_000));
+      lastSuccessAt = performance.now();
+      return { ready: true };
+    } catch (e) {
+      lastSuccessAt = -Infinity;
+      return { ready: false, reason: `backend ${deps.backend.address}: ${errorMessage(e)}` };
+    }
+  };
   return async (): Promise<{ ready: boolean; reason?: string }> => {
     if (deps.backend.kind === "routeros" && deps.breakers.isOpen(key)) {
       return { ready: false, reason: `circuit breaker ${key} is open` };
     }
-    try {
-      await deps.backend.probe(AbortSignal.timeout(deps.probeTimeoutMs ?? 5_000));
-      return { ready: true };
-    } catch (e) {
-      return { ready: false, reason: `backend ${deps.backend.address}: ${errorMessage(e)}` };
-    }
+    if (performance.now() - lastSuccessAt < cacheMs) return { ready: true };
+    inFlight ??= check().finally(() => { inFlight = undefined; });
+    return inFlight;
   };
 }
