@@ -1,103 +1,21 @@
 #!/usr/bin/env bun
-import yargs, { type Argv } from "yargs";
-import { COMMON_OPTIONS } from "./config/options.ts";
-import { ConfigError, camel, envName, loadConfig } from "./config/load.ts";
-import { MODES } from "./modes/index.ts";
-import type { Mode, OptionSpec } from "./modes/types.ts";
-import { createRuntime } from "./runtime/index.ts";
 import { VERSION } from "./version.ts";
 
-export const EXIT_USAGE = 2;
-
-function describeOption(spec: OptionSpec): string {
-  const bits = [spec.describe, `[env ${envName(spec.name)}${spec.env?.length ? `, ${spec.env.join(", ")}` : ""}]`];
-  return bits.join(" ");
+/**
+ * Entry point. `version` answers before the CLI, gRPC, protobuf and metrics libraries are even
+ * evaluated: package checks and health scripts call it often and it must be instant. Everything
+ * else loads the full CLI.
+ */
+const args = process.argv.slice(2);
+if (args.length === 1 && args[0] === "version") {
+  process.stdout.write(`rds-csi ${VERSION}\n`);
+  process.exit(0);
 }
-
-function addOptions(y: Argv, specs: readonly OptionSpec[]): Argv {
-  for (const spec of specs) {
-    // No yargs defaults: the config loader must see which flags were really given (flag > env > file > default).
-    y.option(spec.name, {
-      type: spec.type,
-      describe: describeOption(spec),
-      ...(spec.default !== undefined && !(Array.isArray(spec.default) && spec.default.length === 0)
-        ? { defaultDescription: JSON.stringify(spec.default) }
-        : {}),
-      ...(spec.choices ? { choices: spec.choices as string[] } : {}),
-      ...(spec.alias ? { alias: spec.alias } : {}),
-      ...(spec.type === "boolean" ? { default: undefined } : {}),
-    });
-  }
-  return y;
-}
-
-function givenFlags(argv: Record<string, unknown>, specs: readonly OptionSpec[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const s of specs) if (argv[s.name] !== undefined) out[s.name] = argv[s.name];
-  return out;
-}
-
-async function runMode(mode: Mode, argv: Record<string, unknown>): Promise<number> {
-  const specs = [...COMMON_OPTIONS, ...mode.options];
-  let loaded;
-  try {
-    loaded = loadConfig({ specs, flags: givenFlags(argv, specs), env: process.env, required: mode.required });
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`rds-csi ${mode.command}: ${e.message}\n`);
-      return EXIT_USAGE;
-    }
-    throw e;
-  }
-  const positionals = (argv["_"] as unknown[]).slice(1).map(String);
-  for (const p of (mode.positional ?? "").match(/[<[](\w+)[\]>]/g) ?? []) {
-    const name = p.slice(1, -1);
-    if (argv[name] !== undefined) positionals.push(String(argv[name]));
-  }
-  const ctx = createRuntime(loaded.config, { mode: mode.command, version: VERSION, positionals, logToStderr: mode.logToStderr });
-  return mode.run(ctx);
-}
-
-export async function main(args: string[]): Promise<number> {
-  let exitCode = 0;
-  let cli = yargs(args)
-    .scriptName("rds-csi")
-    .usage("$0 <mode> [options]\n\nKubernetes CSI driver for MikroTik RDS volumes over NVMe/TCP, with gc and doctor.")
-    .strict()
-    .demandCommand(1, "Name a mode: csi-controller, csi-node, gc, doctor, breaker, version")
-    .recommendCommands()
-    .help()
-    .alias("h", "help")
-    .version(false)
-    .wrap(Math.min(120, process.stdout.columns || 100))
-    .fail((msg, err) => {
-      if (err) throw err;
-      process.stderr.write(`rds-csi: ${msg}\nRun 'rds-csi --help' for usage.\n`);
-      process.exit(EXIT_USAGE);
-    });
-  for (const mode of MODES) {
-    const specs = mode.command === "version" ? [] : [...COMMON_OPTIONS, ...mode.options];
-    cli = cli.command(
-      `${mode.command}${mode.positional ? ` ${mode.positional}` : ""}`,
-      mode.describe,
-      (y) => addOptions(y, specs),
-      async (argv) => {
-        exitCode = await runMode(mode, argv as Record<string, unknown>);
-      },
-    );
-  }
-  await cli.parseAsync();
-  return exitCode;
-}
-
-if (import.meta.main) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (e) => {
-      process.stderr.write(`rds-csi: ${e instanceof Error ? e.message : String(e)}\n`);
-      process.exit(EXIT_USAGE);
-    },
-  );
-}
-
-export { camel };
+const { main } = await import("./cli.ts");
+main(args).then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`rds-csi: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(2);
+  },
+);

@@ -9,7 +9,7 @@ export interface ExecOptions {
   input?: string;
   env?: Record<string, string | undefined>;
   cwd?: string;
-  /** Per stream; output beyond this is dropped and `truncated` set. */
+  /** Bytes per stream; output beyond this is dropped and `truncated` set. */
   maxOutputBytes?: number;
   log?: Logger;
   /** Log the start and end at info instead of debug (state-changing commands). */
@@ -65,18 +65,21 @@ export function createRunner(defaults: { log?: Logger; onStuckChange?: (n: numbe
     log?.[opts.logLevel ?? "debug"]({ ...shown, timeout_ms: opts.timeoutMs }, "exec start");
 
     return new Promise<ExecResult>((resolve) => {
-      let stdout = "";
-      let stderr = "";
+      // Bytes, decoded once at the end: a multi-byte character split across chunks stays intact.
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      const size = { out: 0, err: 0 };
       let truncated = false;
       let timedOut = false;
       let aborted = false;
       let settled = false;
       let exited = false;
-      const append = (cur: string, chunk: Buffer) => {
-        if (cur.length >= max) { truncated = true; return cur; }
-        const s = chunk.toString("utf8");
-        if (cur.length + s.length > max) { truncated = true; return cur + s.slice(0, max - cur.length); }
-        return cur + s;
+      const append = (into: Buffer[], key: "out" | "err", chunk: Buffer) => {
+        const room = max - size[key];
+        if (room <= 0) { truncated = true; return; }
+        if (chunk.length > room) { truncated = true; chunk = chunk.subarray(0, room); }
+        into.push(chunk);
+        size[key] += chunk.length;
       };
 
       let child: ReturnType<typeof spawn>;
@@ -93,6 +96,8 @@ export function createRunner(defaults: { log?: Logger; onStuckChange?: (n: numbe
       }
 
       function finish(code: number | null, sig: string | null, spawnError?: string): ExecResult {
+        const stdout = Buffer.concat(out).toString("utf8");
+        const stderr = Buffer.concat(err).toString("utf8");
         const r: ExecResult = {
           command, args: [...args], durationMs: Math.round(performance.now() - started),
           exitCode: code, signal: sig, timedOut, aborted, stdout, stderr, truncated,
@@ -136,8 +141,8 @@ export function createRunner(defaults: { log?: Logger; onStuckChange?: (n: numbe
       if (opts.signal?.aborted) onAbort();
       else opts.signal?.addEventListener("abort", onAbort, { once: true });
 
-      child.stdout?.on("data", (c: Buffer) => { stdout = append(stdout, c); });
-      child.stderr?.on("data", (c: Buffer) => { stderr = append(stderr, c); });
+      child.stdout?.on("data", (c: Buffer) => append(out, "out", c));
+      child.stderr?.on("data", (c: Buffer) => append(err, "err", c));
       if (opts.input !== undefined) {
         child.stdin?.on("error", () => {});
         child.stdin?.end(opts.input);

@@ -73,6 +73,15 @@ describe("command runner", () => {
     expect(cap.text()).not.toContain("c2VjcmV0");
   });
 
+  test("multi-byte characters survive chunking; the bound counts bytes", async () => {
+    const run = createRunner();
+    const r = await run("sh", ["-c", "i=0; while [ $i -lt 5000 ]; do printf 'é€'; i=$((i+1)); done"], { timeoutMs: 5000 });
+    expect(r.stdout).toBe("é€".repeat(5000));
+    const bounded = await run("printf", ["ééé"], { timeoutMs: 5000, maxOutputBytes: 4 });
+    expect(Buffer.byteLength(bounded.stdout)).toBe(4);
+    expect(bounded.truncated).toBe(true);
+  });
+
   test("input is passed on stdin", async () => {
     const r = await createRunner()("cat", [], { timeoutMs: 2000, input: "hello" });
     expect(r.stdout).toBe("hello");
