@@ -17,5 +17,7 @@ export function runDaemon(ctx: ModeContext, opts: { adminSocket?: string }): Pro
     ctx.log.info({ address, port: m.port }, "metrics endpoint listening");
     ctx.shutdown.onClose(() => m.stop());
   }
+  // Module start-up leaves garbage behind; a daemon that then idles for days should not carry it.
+  setTimeout(() => Bun.gc(true), 1_000).unref();
   return new Promise<number>((resolve) => ctx.shutdown.install(resolve));
 }
