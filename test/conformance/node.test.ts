@@ -291,6 +291,27 @@ describe("expansion paths the kernel allows without CAP_SYS_RESOURCE", () => {
   });
 });
 
+describe("re-staging an ext4 volume that has been used", () => {
+  test("a pod moves twice: stage/unstage three times, with the second mount in a later second than mkfs → every NodeStage OK, data kept", async () => {
+    const p = await provision("restage");
+    await c.node.node.NodeStageVolume(p.stageReq);
+    await c.node.node.NodePublishVolume(p.publishReq());
+    writeFileSync(join(p.target, "keep"), "ext4-data");
+    await c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target });
+    await c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging });
+    // ext4 keeps mount and check times in whole seconds: this makes the next mount later than mkfs (as any real volume's is).
+    await Bun.sleep(1_100);
+    for (let round = 2; round <= 3; round++) {
+      const r = await outcome(c.node.node.NodeStageVolume(p.stageReq));
+      expect({ round, code: r.code, details: r.details }).toEqual({ round, code: Code.OK, details: "" });
+      await c.node.node.NodePublishVolume(p.publishReq());
+      expect(readFileSync(join(p.target, "keep"), "utf8")).toBe("ext4-data");
+      await c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target });
+      await c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging });
+    }
+  });
+});
+
 describe("raw block volume lifecycle", () => {
   test("stage (no mount), publish creates a block device node (not a bind mount of /dev), ×10, data round-trips, unpublish removes it, unstage detaches", async () => {
     const cap = blockCap();
