@@ -71,8 +71,17 @@ const ListSnapshotsSchema = v.looseObject({
   starting_token: v.optional(v.string()), source_volume_id: v.optional(v.string()), snapshot_id: v.optional(v.string()),
 });
 
-const digestParams = (p: VolumeParams) =>
-  createHash("sha256").update(JSON.stringify(Object.entries(p).sort(([a], [b]) => a.localeCompare(b)))).digest("hex").slice(0, 16);
+/** What a repeated CreateVolume must match: the parameters and the requested capabilities. */
+const digestParams = (p: VolumeParams, caps: readonly VolumeCapability[] = []) =>
+  createHash("sha256")
+    .update(JSON.stringify(Object.entries(p).sort(([a], [b]) => a.localeCompare(b))))
+    .update(JSON.stringify(caps.map(capabilitySignature).sort()))
+    .digest("hex").slice(0, 16);
+
+function capabilitySignature(c: VolumeCapability): string {
+  const fs = c.access_type === "mount" ? (c.mount?.fs_type || "default") : "";
+  return `${c.access_type}:${fs}:${c.access_mode.mode}`;
+}
 
 const timestamp = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 });
 
@@ -119,7 +128,7 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       : src?.volume ? { kind: "volume" as const, id: src.volume.volume_id } : undefined;
     if (src && !source) throw invalidArgument("volume_content_source", "must name a snapshot or a volume");
     const id = volumeIdForName(r.name);
-    const digest = digestParams(params);
+    const digest = digestParams(params, r.volume_capabilities as VolumeCapability[]);
     const log = ctx.log.child({ volume_id: id, name: r.name });
 
     return byName.run(id, () => exclusive(id, async () => {
@@ -132,7 +141,7 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
           throw alreadyExists(`volume ${r.name} exists as ${id} with content source ${existing.meta.source || "none"}, not ${source?.id || "none"}`);
         }
         if (existing.meta.paramsDigest && existing.meta.paramsDigest !== digest) {
-          throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters`);
+          throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters or capabilities`);
         }
         if (existing.copying) {
           // Same request: let the copy go on; the CO retries and picks the volume up when done.

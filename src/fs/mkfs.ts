@@ -1,5 +1,5 @@
 import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
-import { unavailable } from "../runtime/errors.ts";
+import { failedPrecondition, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 
 export const SUPPORTED_FS = ["ext4", "xfs"] as const;
@@ -22,9 +22,34 @@ export async function makeFilesystem(device: string, fsType: FsType, o: FsComman
   if (!ok(r)) throw unavailable(`${cmd} on ${device} failed: ${describeFailure(r)}`);
 }
 
-/** Grows the filesystem to the device: ext4 by device (online works), xfs through its mount point. */
-export async function growFilesystem(device: string, mountPoint: string, fsType: FsType, o: FsCommandOptions): Promise<void> {
-  const [cmd, args] = fsType === "xfs" ? ["xfs_growfs", [mountPoint]] : ["resize2fs", [device]];
+/**
+ * Grows the filesystem to the device: ext4 by device, xfs through its mount point. `offlineChecked`
+ * (ext4 only) says a read-only check of this unmounted filesystem just came back clean: offline
+ * resize2fs otherwise insists on its own `e2fsck -f` whenever the last mount is newer than the last
+ * check, which is true of almost every used volume.
+ */
+export async function growFilesystem(device: string, mountPoint: string, fsType: FsType, o: FsCommandOptions & { offlineChecked?: boolean }): Promise<void> {
+  const [cmd, args] = fsType === "xfs" ? ["xfs_growfs", [mountPoint]] : ["resize2fs", o.offlineChecked ? ["-f", device] : [device]];
   const r = await o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: "info" });
-  if (!ok(r)) throw unavailable(`${cmd} for ${device} failed: ${describeFailure(r)}`);
+  if (ok(r)) return;
+  if (fsType === "ext4" && /Permission denied to resize/i.test(r.stderr)) {
+    // Growing a mounted ext4 needs CAP_SYS_RESOURCE; without it the grow happens at the next stage (offline).
+    throw failedPrecondition(`resize2fs could not grow the mounted ext4 on ${device}: the driver lacks CAP_SYS_RESOURCE (add it to the node plugin's capabilities); the filesystem will be grown at its next NodeStageVolume`);
+  }
+  throw unavailable(`${cmd} for ${device} failed: ${describeFailure(r)}`);
+}
+
+/** Whether an ext4 filesystem is smaller than its device (by more than one block group's worth of slack). */
+export async function ext4SmallerThanDevice(device: string, o: FsCommandOptions): Promise<boolean> {
+  const [fs, dev] = await Promise.all([
+    o.runner("dumpe2fs", ["-h", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log }),
+    o.runner("blockdev", ["--getsize64", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log }),
+  ]);
+  if (!ok(fs) || !ok(dev)) throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(ok(fs) ? dev : fs)}`);
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(fs.stdout)?.[1] ?? NaN);
+  const fsBytes = field("Block count") * field("Block size");
+  const devBytes = Number(dev.stdout.trim());
+  if (!Number.isFinite(fsBytes) || !Number.isFinite(devBytes)) throw unavailable(`cannot read the size of ext4 on ${device}`);
+  // resize2fs rounds to whole blocks groups' alignment; a few MiB of slack is not worth a resize.
+  return devBytes - fsBytes > 8 * 1024 * 1024;
 }

@@ -4,7 +4,7 @@ import type { Runner, RunnerStats } from "../runtime/exec.ts";
 import type { KeyLock } from "../runtime/key-lock.ts";
 import type { Logger } from "../runtime/log.ts";
 import { checkFilesystem } from "../fs/health-check.ts";
-import { growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
+import { ext4SmallerThanDevice, growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
 import { probeFilesystem } from "../fs/probe-filesystem.ts";
 import { readMountinfo, type MountEntry } from "../mount/mountinfo.ts";
 import { bindMount, makeBlockNode, makeDirectory, mountDevice, pathKind, removePath, unmount, type OpsOptions } from "../mount/ops.ts";
@@ -161,7 +161,8 @@ export function createNodeService(deps: NodeServiceDeps) {
           throw failedPrecondition(`filesystem on ${device.devicePath} (volume ${record.volume_id}) failed its read-only check: ${verdict.verdict}; repair it offline (fsck) before use`);
         }
         if (verdict.warning) log.warn({ device: device.devicePath, warning: verdict.warning }, "health check passed with a warning");
-        grow = true;
+        // A forced offline resize is only safe on a filesystem the check found fully clean (no journal to replay).
+        grow = fsType === "xfs" || !verdict.warning;
         break;
       }
       case "none":
@@ -188,7 +189,9 @@ export function createNodeService(deps: NodeServiceDeps) {
     // The backend may have grown the volume while it was not staged anywhere. ext4 grows best
     // before the mount (offline resize needs no extra capability); xfs only grows mounted.
     const growOpts = { runner: deps.runner, log, timeoutMs: t.growMs };
-    if (grow && fsType !== "xfs") await growFilesystem(device.devicePath, stagingPath, "ext4", growOpts);
+    if (grow && fsType !== "xfs" && (await ext4SmallerThanDevice(device.devicePath, growOpts))) {
+      await growFilesystem(device.devicePath, stagingPath, "ext4", { ...growOpts, offlineChecked: true });
+    }
     await mountDevice(device.devicePath, stagingPath, fsType, cap.mountFlags, ops(t.mountMs, log));
     if (grow && fsType === "xfs") await growFilesystem(device.devicePath, stagingPath, "xfs", growOpts);
   }
