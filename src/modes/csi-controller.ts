@@ -32,7 +32,8 @@ function readPassword(cfg: Record<string, unknown>): string {
   throw new Error(`routeros backend needs a password: --routeros-password-file or ${PASSWORD_ENV}`);
 }
 
-function buildBackend(ctx: ModeContext, nqnPrefix: string): { backend: Backend; managementHost?: string } {
+/** Builds the backend from the controller's flags; gc reuses it to list and delete disks. */
+export function buildBackend(ctx: ModeContext, nqnPrefix: string): { backend: Backend; managementHost?: string } {
   const cfg = ctx.config;
   const requestTimeoutMs = cfg.requestTimeout as number;
   if (cfg.backend === "file") {
