@@ -1,4 +1,4 @@
-import { isBreakerOpenError, type BreakerRegistry } from "../runtime/breakers.ts";
+import type { BreakerRegistry } from "../runtime/breakers.ts";
 import { alreadyExists, DomainError, failedPrecondition, invalidArgument, isDeadlineError, notFound, outOfRange, unavailable, aborted } from "../runtime/errors.ts";
 import type { Runner, RunnerStats } from "../runtime/exec.ts";
 import type { KeyLock } from "../runtime/key-lock.ts";
@@ -17,7 +17,6 @@ import { parseVolumeContext } from "./volume-context.ts";
 import { filesystemStats } from "./volume-stats.ts";
 
 export const TOPOLOGY_KEY = "topology.rds.csi.srvlab.io/node";
-export const RESET_ANNOTATION = "rds.csi.srvlab.io/reset-circuit-breaker=true";
 
 export interface NodeTimeouts {
   mountinfoMs: number;
@@ -130,16 +129,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     return mounts;
   }
 
-  async function withVolumeBreaker<T>(volumeId: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await deps.breakers.execute(`volume:${volumeId}`, fn);
-    } catch (e) {
-      if (isBreakerOpenError(e) && !(e as Error).message.includes(RESET_ANNOTATION)) {
-        throw unavailable(`${(e as Error).message}; to reset: annotate the PV with ${RESET_ANNOTATION}, or run \`rds-csi breaker reset volume:${volumeId}\` on this node`);
-      }
-      throw e;
-    }
-  }
+  const withVolumeBreaker = <T>(volumeId: string, fn: () => Promise<T>): Promise<T> => deps.breakers.execute(`volume:${volumeId}`, fn);
 
   /** Health check, mkfs when certain, mount, grow: the stage path the breaker watches. */
   async function stageFilesystem(record: StagingRecord, device: AttachedDevice, cap: Capability, mounts: MountEntry[], log: Logger) {

@@ -2,7 +2,7 @@ import {
   BrokenCircuitError, CircuitState, ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen,
   noJitterGenerator, type CircuitBreakerPolicy,
 } from "cockatiel";
-import { DomainError, isDomainError, unavailable } from "./errors.ts";
+import { isDomainError, unavailable } from "./errors.ts";
 import type { Logger } from "./log.ts";
 
 export type BreakerStateName = "closed" | "open" | "half-open";
@@ -42,6 +42,16 @@ export interface BreakerRegistry {
  * of the volume or backend, so they do not count toward opening a breaker.
  */
 const NOT_A_HEALTH_SIGNAL = new Set(["invalid-argument", "aborted", "already-exists", "not-found", "out-of-range"]);
+/** PV annotation that asks the node to reset a volume's breaker (the Go driver's name). */
+export const RESET_ANNOTATION = "rds.csi.srvlab.io/reset-circuit-breaker=true";
+
+/** How an operator resets a key; volume breakers also answer to the PV annotation. */
+export function defaultResetHint(key: string): string {
+  return key.startsWith("volume:")
+    ? `to reset: annotate the PV with ${RESET_ANNOTATION}, or run \`rds-csi breaker reset ${key}\` on this node`
+    : `reset it with: rds-csi breaker reset ${key}`;
+}
+
 const countsAsFailure = (e: unknown) => !(isDomainError(e) && NOT_A_HEALTH_SIGNAL.has(e.kind));
 
 const stateName = (s: CircuitState): BreakerStateName =>
@@ -104,7 +114,7 @@ export function createBreakerRegistry(opts: BreakerRegistryOptions = {}): Breake
       } catch (e) {
         if (e instanceof BrokenCircuitError) {
           const until = info.openUntil ? new Date(info.openUntil).toISOString() : "later";
-          const hint = opts.hint?.(key) ?? `reset it with: rds-csi breaker reset ${key}`;
+          const hint = opts.hint?.(key) ?? defaultResetHint(key);
           throw unavailable(
             `circuit breaker ${key} is open after ${info.failures} consecutive failures (last: ${info.lastError ?? "unknown"}); next attempt allowed at ${until}; ${hint}`,
           );
@@ -130,5 +140,3 @@ export function createBreakerRegistry(opts: BreakerRegistryOptions = {}): Breake
     },
   };
 }
-
-export const isBreakerOpenError = (e: unknown) => e instanceof DomainError && e.kind === "unavailable" && /circuit breaker/.test(e.message);
