@@ -13,16 +13,24 @@ const SECRET_FLAGS = new Set([
   "-S", "--dhchap-secret", "-C", "--dhchap-ctrl-secret", "--password", "--token", "-p", "--secret",
 ]);
 
+/**
+ * Every pattern starts at a fixed word and every repetition is bounded, so one pass costs at most a
+ * constant per input character: a log line built from a hostile 1 MiB request field must not stall
+ * the main thread (an unanchored `[\w.-]*password` prefix was quadratic).
+ */
 const TEXT_PATTERNS: [RegExp, string][] = [
-  [/(authorization:\s*)(basic|bearer)\s+\S+/gi, `$1$2 ${REDACTED}`],
-  [/\b(basic|bearer)\s+[A-Za-z0-9+/=._-]{8,}/gi, `$1 ${REDACTED}`],
-  [/DHHC-1:[0-9a-f]{2}:[A-Za-z0-9+/=]+:?/g, REDACTED],
-  [/((?:[\w.-]*(?:password|passwd|secret|token|chap)[\w.-]*)\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s,&"'}]+)/gi, `$1${REDACTED}`],
-  [/(https?:\/\/)([^:@/\s]+):([^@/\s]+)@/gi, `$1$2:${REDACTED}@`],
+  [/(authorization:\s{0,16})(basic|bearer)\s{1,16}[^\s]{1,4096}/gi, `$1$2 ${REDACTED}`],
+  [/\b(basic|bearer)\s{1,16}[A-Za-z0-9+/=._-]{8,4096}/gi, `$1 ${REDACTED}`],
+  [/DHHC-1:[0-9a-f]{2}:[A-Za-z0-9+/=]{1,4096}:?/g, REDACTED],
+  [/((?:password|passwd|secret|token|chap)[\w.-]{0,64}\s{0,16}[=:]\s{0,16})("[^"]{0,4096}"?|'[^']{0,4096}'?|[^\s,&"'}]{1,4096})/gi, `$1${REDACTED}`],
+  [/(https?:\/\/)([^:@/\s]{1,256}):([^@/\s]{1,1024})@/gi, `$1$2:${REDACTED}@`],
 ];
 
+/** Longest text kept in a log value; the rest is cut before any pattern runs (bounded work per line). */
+export const MAX_LOGGED_TEXT = 16 * 1024;
+
 export function redactText(text: string): string {
-  let out = text;
+  let out = text.length > MAX_LOGGED_TEXT ? `${text.slice(0, MAX_LOGGED_TEXT)}…[${text.length - MAX_LOGGED_TEXT} more characters cut]` : text;
   for (const [re, repl] of TEXT_PATTERNS) out = out.replace(re, repl);
   return out;
 }
