@@ -23,6 +23,7 @@ export const COMMON_OPTIONS: readonly OptionSpec[] = [
   { name: "shutdown-grace", type: "string", describe: "How long in-flight work may run after SIGTERM", default: `${DEFAULTS.shutdownGraceSeconds}s`, schema: DurationMs },
   { name: "log-level", type: "string", describe: "Log level", default: "info", choices: ["trace", "debug", "info", "warn", "error", "fatal", "silent"] },
   { name: "log-format", type: "string", describe: "Log format", default: "json", choices: ["json", "pretty"] },
+  { name: "allow-shared-socket-dir", type: "boolean", describe: "Accept a CSI socket directory that other users may write to (refused by default)", default: false },
   { name: "socket-mode", type: "string", describe: "File mode of the CSI unix socket", default: DEFAULTS.socketMode, schema: FileMode },
   { name: "breaker-threshold", type: "number", describe: "Consecutive failures that open a circuit breaker", default: 3, schema: PositiveInt },
   { name: "breaker-open", type: "string", describe: "First open period of a breaker (doubles on each re-open)", default: "1m", schema: DurationMs },

@@ -1,11 +1,12 @@
 import * as grpc from "@grpc/grpc-js";
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
-import { dirname } from "node:path";
+import { unlinkSync } from "node:fs";
 import { DomainError, isDomainError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { Metrics } from "../runtime/metrics.ts";
 import type { ShutdownCoordinator } from "../runtime/shutdown.ts";
 import { csiPackage, grpcAddress } from "./proto.ts";
+import { checkRequestBounds } from "./request-bounds.ts";
+import { bindPrivateSocket } from "./private-socket.ts";
 import { STATUS_OF_KIND, statusName } from "./status.ts";
 
 export interface RpcContext {
@@ -28,7 +29,18 @@ export interface CsiServerOptions {
   metrics: Metrics;
   /** Identity RPCs are cheap and must keep answering while heavy work runs: not tracked for drain. */
   untracked?: ReadonlySet<string>;
+  /**
+   * Most RPCs of one service running at once; beyond it a call is refused with RESOURCE_EXHAUSTED
+   * (the CO retries with backoff) instead of queueing work and memory without bound.
+   */
+  maxInFlight?: number;
+  /** Allow the socket's directory to be writable by others (off: refused, another user could swap the socket). */
+  allowSharedSocketDir?: boolean;
 }
+
+export const DEFAULT_MAX_IN_FLIGHT = 64;
+/** Identity calls are answered from memory; a flood of them is allowed more room than real work. */
+const IDENTITY_IN_FLIGHT_FACTOR = 4;
 
 export interface CsiServer {
   address: string;
@@ -51,10 +63,26 @@ function toServiceError(e: unknown, log: Logger, method: string): grpc.ServiceEr
   return Object.assign(new Error("internal error"), { code: grpc.status.INTERNAL, details: `internal error in ${method}; see the driver log`, metadata: new grpc.Metadata() });
 }
 
-function wrap(method: string, handler: RpcHandler, opts: CsiServerOptions): grpc.handleUnaryCall<any, any> {
+function wrap(method: string, handler: RpcHandler, opts: CsiServerOptions, load: { inFlight: number; max: number }): grpc.handleUnaryCall<any, any> {
   const untracked = opts.untracked ?? DEFAULT_UNTRACKED;
   return (call, callback) => {
     const started = performance.now();
+    // Sizes first: nothing below (a log line, a lock key, a path) may see a field of unbounded size.
+    try {
+      checkRequestBounds(call.request);
+    } catch (e) {
+      const err = toServiceError(e, opts.log, method);
+      opts.metrics.rpcDuration.observe({ method, code: statusName(err.code) }, (performance.now() - started) / 1000);
+      opts.log.info({ op: method, code: statusName(err.code), msg_detail: err.details }, "rpc refused");
+      callback(err);
+      return;
+    }
+    if (load.inFlight >= load.max) {
+      opts.metrics.rpcDuration.observe({ method, code: "RESOURCE_EXHAUSTED" }, 0);
+      callback(toServiceError(new DomainError("resource-exhausted", `${load.max} calls are already running; retry later`), opts.log, method));
+      return;
+    }
+    load.inFlight++;
     const key = keyOf(call.request);
     const log = opts.log.child({ op: method, ...(call.request?.volume_id ? { volume_id: call.request.volume_id } : {}) });
     const abort = new AbortController();
@@ -78,6 +106,7 @@ function wrap(method: string, handler: RpcHandler, opts: CsiServerOptions): grpc
       },
     );
     function finish(code: number) {
+      load.inFlight--;
       const seconds = (performance.now() - started) / 1000;
       opts.metrics.rpcInFlight.dec({ method });
       opts.metrics.rpcDuration.observe({ method, code: statusName(code) }, seconds);
@@ -86,41 +115,36 @@ function wrap(method: string, handler: RpcHandler, opts: CsiServerOptions): grpc
   };
 }
 
-function removeStaleSocket(path: string) {
-  try {
-    const st = lstatSync(path);
-    // Only ever remove a socket: a regular file at that path is someone else's and a config error.
-    if (!st.isSocket()) throw new DomainError("failed-precondition", `endpoint path ${path} exists and is not a socket; refusing to remove it`);
-    unlinkSync(path);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-  }
-}
-
 export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer> {
   const pkg = csiPackage();
-  const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
+  // Streams beyond the limit wait in the client's HTTP/2 queue instead of arriving all at once.
+  const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024, "grpc.max_concurrent_streams": 256 });
+  const max = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
   for (const [service, handlers] of Object.entries(opts.handlers)) {
     if (!handlers) continue;
+    const load = { inFlight: 0, max: service === "Identity" ? max * IDENTITY_IN_FLIGHT_FACTOR : max };
     const def = pkg[service as "Identity" | "Controller" | "Node"].service;
     const impl: grpc.UntypedServiceImplementation = {};
     for (const method of Object.keys(def)) {
       const h = handlers[method];
       impl[method] = h
-        ? wrap(method, h, opts)
-        : wrap(method, async () => { throw new DomainError("unimplemented", `${method} is not implemented by this driver`); }, opts);
+        ? wrap(method, h, opts, load)
+        : wrap(method, async () => { throw new DomainError("unimplemented", `${method} is not implemented by this driver`); }, opts, load);
     }
     server.addService(def, impl);
   }
   const { address, socketPath } = grpcAddress(opts.endpoint);
   if (socketPath) {
-    mkdirSync(dirname(socketPath), { recursive: true });
-    removeStaleSocket(socketPath);
+    await bindPrivateSocket(socketPath, opts.socketMode ?? 0o600, { allowSharedDir: opts.allowSharedSocketDir ?? false }, (tempPath) =>
+      new Promise<number>((resolve, reject) =>
+        server.bindAsync(`unix://${tempPath}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+      ),
+    );
+  } else {
+    await new Promise<number>((resolve, reject) =>
+      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    );
   }
-  await new Promise<number>((resolve, reject) =>
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
-  );
-  if (socketPath) chmodSync(socketPath, opts.socketMode ?? 0o600);
   opts.log.info({ endpoint: opts.endpoint, services: Object.keys(opts.handlers).filter((k) => opts.handlers[k as "Identity"]) }, "CSI server listening");
 
   let closed = false;

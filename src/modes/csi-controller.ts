@@ -12,7 +12,7 @@ import { volumePathProblem } from "../controller/validation.ts";
 import { identityHandlers } from "../csi/identity.ts";
 import { startCsiServer } from "../csi/server.ts";
 import { errorMessage } from "../runtime/errors.ts";
-import { runDaemon } from "./daemon.ts";
+import { daemonDirsProblem, runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
 export const DEFAULT_VOLUME_PATH = "/storage-pool/metal-csi";
@@ -83,6 +83,11 @@ export const mode: Mode = {
   ],
   async run(ctx) {
     const cfg = ctx.config;
+    const unsafe = daemonDirsProblem(cfg);
+    if (unsafe) {
+      ctx.log.fatal(`csi-controller: ${unsafe}`);
+      return 2;
+    }
     const nqnPrefix = (cfg.nqnPrefix as string | undefined) ?? GO_DRIVER_DEFAULT_PREFIX;
     let built: ReturnType<typeof buildBackend>;
     try {
@@ -105,6 +110,7 @@ export const mode: Mode = {
     const server = await startCsiServer({
       endpoint: cfg.endpoint as string,
       socketMode: cfg.socketMode as number,
+      allowSharedSocketDir: cfg.allowSharedSocketDir === true,
       handlers: {
         Identity: identityHandlers({
           driverName: cfg.driverName as string,

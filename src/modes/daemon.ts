@@ -1,6 +1,30 @@
+import { statSync } from "node:fs";
 import { serveAdmin } from "../runtime/admin.ts";
 import { serveMetrics, syncBreakerGauges } from "../runtime/metrics.ts";
-import type { ModeContext } from "./types.ts";
+import { dirname } from "node:path";
+import { grpcAddress } from "../csi/proto.ts";
+import { socketDirProblem } from "../csi/private-socket.ts";
+import { stateDirProblem } from "../runtime/state-dir.ts";
+import type { Config, ModeContext } from "./types.ts";
+
+/**
+ * Directories a daemon writes root-owned files and sockets into, checked before any lock, socket or
+ * record exists: one line naming the option and the value when another user could tamper with them.
+ */
+export function daemonDirsProblem(c: Config): string | null {
+  const stateDir = c.stateDir as string;
+  const state = stateDirProblem(stateDir);
+  if (state) return `option --state-dir: ${stateDir} ${state}`;
+  const { socketPath } = grpcAddress(c.endpoint as string);
+  if (socketPath && c.allowSharedSocketDir !== true) {
+    const dir = dirname(socketPath);
+    let exists = true;
+    try { statSync(dir); } catch { exists = false; }
+    const problem = exists ? socketDirProblem(dir, false) : null;
+    if (problem) return `option --endpoint: socket directory ${dir} ${problem} (--allow-shared-socket-dir accepts it)`;
+  }
+  return null;
+}
 
 /**
  * Shared wiring of the long-running modes: admin socket, optional /metrics, signal handling.

@@ -1,5 +1,5 @@
-import { chmodSync, mkdirSync, unlinkSync } from "node:fs";
-import { dirname } from "node:path";
+import { unlinkSync } from "node:fs";
+import { bindPrivateSocketSync } from "../csi/private-socket.ts";
 import type { BreakerRegistry } from "./breakers.ts";
 import type { Logger } from "./log.ts";
 import type { ShutdownCoordinator } from "./shutdown.ts";
@@ -11,10 +11,9 @@ import type { ShutdownCoordinator } from "./shutdown.ts";
 export const adminSocketPath = (stateDir: string) => `${stateDir}/admin.sock`;
 
 export function serveAdmin(opts: { socketPath: string; breakers: BreakerRegistry; shutdown: ShutdownCoordinator; log: Logger; mode: string }) {
-  mkdirSync(dirname(opts.socketPath), { recursive: true, mode: 0o700 });
-  try { unlinkSync(opts.socketPath); } catch { /* no stale socket */ }
-  const server = Bun.serve({
-    unix: opts.socketPath,
+  // The state dir is ours alone: a shared one is refused at start-up, so no escape hatch here.
+  const server = bindPrivateSocketSync(opts.socketPath, 0o600, { allowSharedDir: false }, (unix) => Bun.serve({
+    unix,
     fetch(req) {
       const url = new URL(req.url);
       if (req.method === "GET" && url.pathname === "/breakers") return Response.json(opts.breakers.list());
@@ -29,8 +28,7 @@ export function serveAdmin(opts: { socketPath: string; breakers: BreakerRegistry
       }
       return new Response("not found\n", { status: 404 });
     },
-  });
-  chmodSync(opts.socketPath, 0o600);
+  }));
   return {
     stop() {
       server.stop(true);
