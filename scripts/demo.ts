@@ -36,7 +36,7 @@ say(`work dir ${root}`);
 const controller = start("controller", ["csi-controller", "--backend", "file", "--file-dir", `${root}/volumes`,
   "--state-dir", `${root}/controller-state`, "--endpoint", ctlSock]);
 const node = start("node", ["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "demo-node",
-  "--state-dir", `${root}/node-state`, "--kubelet-dir", `${root}/kubelet`, "--endpoint", nodeSock]);
+  "--state-dir", `${root}/node-state`, "--kubelet-dir", `${root}/kubelet`, "--file-dir", `${root}/volumes`, "--endpoint", nodeSock]);
 let exitCode = 0;
 try {
   const ctl = await ready(ctlSock);

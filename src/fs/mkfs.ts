@@ -13,11 +13,13 @@ export interface FsCommandOptions {
 }
 
 /**
- * Makes a filesystem. Deliberately without -F/-f: if something appeared on the device since
- * it was found blank, mkfs's own check refuses, a second guard against formatting data.
+ * Makes a filesystem. Without `force` deliberately no -F/-f: if something appeared on the device
+ * since it was found blank, mkfs's own check refuses, a second guard against formatting data.
+ * `force` is only for redoing a format this node itself started and never finished.
  */
-export async function makeFilesystem(device: string, fsType: FsType, o: FsCommandOptions): Promise<void> {
-  const [cmd, args] = fsType === "xfs" ? ["mkfs.xfs", ["-q", device]] : ["mkfs.ext4", ["-q", device]];
+export async function makeFilesystem(device: string, fsType: FsType, o: FsCommandOptions & { force?: boolean }): Promise<void> {
+  const flag = o.force ? [fsType === "xfs" ? "-f" : "-F"] : [];
+  const [cmd, args] = fsType === "xfs" ? ["mkfs.xfs", ["-q", ...flag, device]] : ["mkfs.ext4", ["-q", ...flag, device]];
   const r = await o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: "info" });
   if (!ok(r)) throw unavailable(`${cmd} on ${device} failed: ${describeFailure(r)}`);
 }

@@ -10,6 +10,9 @@ import { createProbeRegistry } from "../mount/probe.ts";
 import { DEFAULT_STORM_THRESHOLD, DEFAULT_STORM_TOTAL } from "../mount/storm-guard.ts";
 import { createLoopConnector } from "../node/loop-connector.ts";
 import { createNodeService } from "../node/service.ts";
+import { kubeletPaths } from "../node/kubelet-paths.ts";
+import { DEFAULTS } from "../config/defaults.ts";
+import { daemonDirsProblem } from "./daemon.ts";
 import { nqnForVolume } from "../backends/ids.ts";
 
 /** Volume ids of the Go driver: its NQN is the managed prefix plus the id's uuid. */
@@ -67,6 +70,7 @@ export const mode: Mode = {
     { name: "host-nqn-file", type: "string", describe: "Host NQN file", default: "/etc/nvme/hostnqn", schema: AbsolutePath },
     { name: "nvme-command", type: "string", describe: "nvme-cli executable", default: "nvme", schema: v.pipe(v.string(), v.minLength(1)) },
     { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
+    { name: "file-dir", type: "string", describe: "Directory of the controller's file backend: loop volumes' backing files must be in it", default: DEFAULTS.fileDir, schema: AbsolutePath },
   ],
   async run(ctx: ModeContext) {
     const c = ctx.config;
@@ -79,6 +83,11 @@ export const mode: Mode = {
     }
     const policy: NqnPolicy = { prefix, protectedPatterns: (c.protectedNqn as string[] | undefined) ?? [] };
     const stateDir = c.stateDir as string;
+    const unsafe = daemonDirsProblem(c);
+    if (unsafe) {
+      ctx.log.fatal(`csi-node: ${unsafe}`);
+      return 2;
+    }
     let lock: ReturnType<typeof acquireLock>;
     try {
       lock = acquireLock(join(stateDir, "csi-node.lock"), { command: "csi-node" });
@@ -117,6 +126,8 @@ export const mode: Mode = {
         loop: createLoopConnector({ runner: ctx.runner, log: ctx.log }),
       },
       records: stagingRecords(stateDir),
+      paths: kubeletPaths({ kubeletDir, runner: ctx.runner, log: ctx.log, timeoutMs: 15_000 }),
+      fileDir: c.fileDir as string,
       legacyNqnFor: (id) => (GO_DRIVER_VOLUME_ID.test(id) ? nqnForVolume(prefix, id) : undefined),
       breakers: ctx.breakers, locks: createKeyLock(), probes, procRoot,
       stormThreshold: c.stormThreshold as number, stormTotal: c.stormTotal as number,
@@ -129,6 +140,7 @@ export const mode: Mode = {
     const server = await startCsiServer({
       endpoint: c.endpoint as string,
       socketMode: c.socketMode as number,
+      allowSharedSocketDir: c.allowSharedSocketDir === true,
       handlers: {
         Identity: identityHandlers({
           driverName: c.driverName as string, version: ctx.version, pluginCapabilities: [],

@@ -1,8 +1,8 @@
-import { readdir, readFile, realpath } from "node:fs/promises";
+import { lstat, readdir, readFile, realpath } from "node:fs/promises";
 import { join } from "node:path";
 import { withDeadline } from "../runtime/deadline.ts";
 import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
-import { internal, notFound, unavailable } from "../runtime/errors.ts";
+import { failedPrecondition, internal, notFound, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { AttachedDevice, Connector, VolumeTarget } from "./connector.ts";
 
@@ -61,6 +61,12 @@ export function createLoopConnector(deps: LoopDeps): Connector {
     },
     async attach(v, signal) {
       const file = fileOf(v);
+      // A symlink would let the name inside the file backend's directory point at any file on the host.
+      const st = await withDeadline(`lstat ${file}`, timeoutMs, () => lstat(file).catch((e) => {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") throw notFound(`backing file ${file} of volume ${v.volumeId} does not exist`);
+        throw e;
+      }), signal);
+      if (!st.isFile()) throw failedPrecondition(`backing file ${file} of volume ${v.volumeId} is not a regular file; not attaching it`);
       const [existing] = await devicesOf(file, signal);
       if (existing) return existing;
       const r = await deps.runner("losetup", ["--find", "--show", file], { timeoutMs, signal, log: deps.log, logLevel: "info" });

@@ -1,4 +1,3 @@
-import { isAbsolute } from "node:path";
 import { invalidArgument } from "../runtime/errors.ts";
 import { SUPPORTED_FS, type FsType } from "../fs/mkfs.ts";
 
@@ -28,12 +27,6 @@ export function requireString(req: any, field: string): string {
   if (typeof v !== "string" || v.length === 0) throw invalidArgument(field, "is required");
   if (v.includes("\0")) throw invalidArgument(field, "must not contain NUL");
   return v;
-}
-
-export function requirePath(req: any, field: string): string {
-  const v = requireString(req, field);
-  if (!isAbsolute(v) || v.split("/").includes("..")) throw invalidArgument(field, `must be an absolute path without '..', got ${JSON.stringify(v)}`);
-  return v.length > 1 && v.endsWith("/") ? v.replace(/\/+$/, "") : v;
 }
 
 export function parseCapability(req: any, field = "volume_capability"): Capability {

@@ -7,11 +7,12 @@ import { checkFilesystem } from "../fs/health-check.ts";
 import { ext4SmallerThanDevice, growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
 import { probeFilesystem } from "../fs/probe-filesystem.ts";
 import { readMountinfo, type MountEntry } from "../mount/mountinfo.ts";
-import { bindMount, makeBlockNode, makeDirectory, mountDevice, pathKind, removePath, unmount, type OpsOptions } from "../mount/ops.ts";
+import { bindMount, makeBlockNode, makeDirectory, mountDevice, pathKind, removePath, unmount, type OpsOptions, type PathKind } from "../mount/ops.ts";
 import type { ProbeRegistry } from "../mount/probe.ts";
 import { assertNoStorm, assertTableSane } from "../mount/storm-guard.ts";
 import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
-import { parseCapability, requirePath, requireString, SINGLE_WRITER_MODES, type Capability } from "./requests.ts";
+import type { KubeletPaths } from "./kubelet-paths.ts";
+import { parseCapability, requireString, SINGLE_WRITER_MODES, type Capability } from "./requests.ts";
 import type { StagingRecord, StagingRecords } from "./staging-records.ts";
 import { parseVolumeContext } from "./volume-context.ts";
 import { filesystemStats } from "./volume-stats.ts";
@@ -54,6 +55,10 @@ export interface NodeServiceDeps {
    * uses it to disconnect after an upgrade; the connector's NQN gate still applies.
    */
   legacyNqnFor?: (volumeId: string) => string | undefined;
+  /** Every path a Node RPC names must lie inside the kubelet dir (see kubelet-paths.ts). */
+  paths: KubeletPaths;
+  /** The file backend's directory: loop volumes' backing files must sit directly in it. */
+  fileDir: string;
 }
 
 type Req = any;
@@ -138,7 +143,20 @@ export function createNodeService(deps: NodeServiceDeps) {
     const content = await probeFilesystem(device.devicePath, { runner: deps.runner, log, timeoutMs: t.commandMs });
     let fsType: string = cap.fsType;
     let grow = false;
-    switch (content.state) {
+    const format = async (again: boolean) => {
+      // Written before mkfs runs: after a crash mid-format the retry knows the half-written
+      // filesystem is this node's own and may format again. Foreign data never carries this mark.
+      record.formatting = { device: device.devicePath, fs_type: cap.fsType, started_at: new Date().toISOString() };
+      await deps.records.write(record);
+      await makeFilesystem(device.devicePath, cap.fsType, { runner: deps.runner, log, timeoutMs: t.mkfsMs, force: again });
+      delete record.formatting;
+      await deps.records.write(record);
+    };
+    if (record.formatting && content.state !== "unknown") {
+      log.warn({ device: device.devicePath, fs_type: cap.fsType, found: content.state, started_at: record.formatting.started_at },
+        "a format of this device started by this node never finished (crash); formatting it again");
+      await format(true);
+    } else switch (content.state) {
       case "filesystem": {
         if (!COMPATIBLE_FS[cap.fsType].includes(content.type)) {
           throw failedPrecondition(`volume ${record.volume_id} holds a ${content.type} filesystem but the capability asks for ${cap.fsType}; not mounting, not formatting`);
@@ -157,7 +175,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       }
       case "none":
         log.info({ device: device.devicePath, fs_type: cap.fsType }, "device is blank: making a filesystem");
-        await makeFilesystem(device.devicePath, cap.fsType, { runner: deps.runner, log, timeoutMs: t.mkfsMs });
+        await format(false);
         break;
       case "data": {
         // Only for the operator's message: a checker hunting backup superblocks on a big device is slow.
@@ -188,16 +206,33 @@ export function createNodeService(deps: NodeServiceDeps) {
 
   async function NodeStageVolume(req: Req) {
     const volumeId = requireString(req, "volume_id");
-    const stagingPath = requirePath(req, "staging_target_path");
+    const stagingPath = deps.paths.lexical("staging_target_path", requireString(req, "staging_target_path"));
     const cap = parseCapability(req);
-    const target = parseVolumeContext(volumeId, req.volume_context);
+    const target = parseVolumeContext(volumeId, req.volume_context, { fileDir: deps.fileDir });
     const log = deps.log.child({ op: "NodeStageVolume", volume_id: volumeId, ...(target.nqn ? { nqn: target.nqn } : {}) });
     return exclusive(volumeId, "NodeStageVolume", async () => {
+      await deps.paths.confine({ staging_target_path: stagingPath });
       const existing = await deps.records.read(volumeId);
       if (existing) {
         const conflict = stagingConflict(existing, target, cap, stagingPath);
         if (conflict) throw alreadyExists(`volume ${volumeId} is ${conflict}`);
       }
+      const others = await otherRecords(volumeId);
+      refuseClaimed(others, stagingPath, "staging_target_path");
+      // One loop device per backing file, ever: a second volume naming the same file is refused.
+      const sharing = target.backingFile ? others.find((r) => r.backing_file === target.backingFile) : undefined;
+      if (sharing) throw failedPrecondition(`backing file ${target.backingFile} belongs to volume ${sharing.volume_id} on this node`);
+      const releaseFile = target.backingFile ? deps.locks.tryAcquire(`file:${target.backingFile}`) : () => {};
+      if (!releaseFile) throw aborted(`another operation is attaching ${target.backingFile}; retry later`);
+      try {
+        return await stageLocked(volumeId, stagingPath, cap, target, existing, log);
+      } finally {
+        releaseFile();
+      }
+    });
+  }
+
+  async function stageLocked(volumeId: string, stagingPath: string, cap: Capability, target: VolumeTarget, existing: StagingRecord | null, log: Logger) {
       const mounts = await preflight();
       if (!existing && deps.maxVolumes > 0 && (await deps.records.list()).length >= deps.maxVolumes) {
         throw new DomainError("resource-exhausted", `this node already has ${deps.maxVolumes} volumes staged (max-volumes)`);
@@ -209,6 +244,11 @@ export function createNodeService(deps: NodeServiceDeps) {
         access_type: cap.accessType, access_mode: cap.accessMode, mount_flags: cap.mountFlags, staged_at: new Date().toISOString(),
         state: "staging", created_staging_dir: false, publications: [],
       };
+      if (!existing && target.transport === "loop") {
+        // Our own attach always has a record (written first); a loop device without one is someone else's.
+        const foreign = await deps.connectors.loop.find(target);
+        if (foreign) throw failedPrecondition(`backing file ${target.backingFile} is already attached as ${foreign.devicePath} by something other than volume ${volumeId}'s staging; not attaching it twice`);
+      }
       // Recorded before the first change, so unstage can undo a stage that crashed halfway.
       if (!existing) await deps.records.write(record);
       const device = await deps.connectors[target.transport].attach(target).catch((e) => {
@@ -234,38 +274,78 @@ export function createNodeService(deps: NodeServiceDeps) {
         log.info({ device: device.devicePath, dev: device.dev, access_type: cap.accessType }, "volume staged");
       }
       return {};
-    });
+  }
+
+  /** Every staging record but this volume's: who else claims a path or a backing file. */
+  async function otherRecords(volumeId: string): Promise<StagingRecord[]> {
+    return (await deps.records.list()).filter((r) => r.volume_id !== volumeId);
+  }
+
+  /** A path another volume stages or publishes at is never acted on for this one. */
+  function refuseClaimed(others: readonly StagingRecord[], path: string, field: string): void {
+    for (const r of others) {
+      if (r.staging_path === path || r.publications.some((p) => p.target_path === path)) {
+        throw failedPrecondition(`${field} ${path} belongs to volume ${r.volume_id} on this node; not touching it`);
+      }
+    }
+  }
+
+  /** The device of a volume this node has no record of: the Go driver's, found by the NQN its id implies. */
+  async function legacyDevice(volumeId: string): Promise<{ volume: VolumeTarget; device: AttachedDevice } | null> {
+    const nqn = deps.legacyNqnFor?.(volumeId);
+    if (!nqn) return null;
+    const volume: VolumeTarget = { volumeId, transport: "nvme-tcp", nqn };
+    const device = await deps.connectors["nvme-tcp"].find(volume);
+    return device ? { volume, device } : null;
+  }
+
+  /**
+   * Mounts at `path` may only be removed for this volume when its record owns the path or every
+   * one of them is of the volume's own device. Anything else mounted there is someone else's.
+   */
+  function refuseForeignMounts(mounts: readonly MountEntry[], path: string, volumeId: string, device: AttachedDevice | null | undefined, field: string) {
+    const here = mountsAt(mounts, path);
+    const foreign = here.filter((m) => !device || m.dev !== device.dev);
+    if (foreign.length > 0) {
+      throw failedPrecondition(`${field} ${path} has a mount that is not volume ${volumeId}'s (${foreign[0]!.source}, ${foreign[0]!.dev}); not unmounting it`);
+    }
   }
 
   /**
    * A volume staged by the Go driver we replace has no record. Its NQN follows from the volume id;
-   * disconnect it when it is connected and nothing mounts it. A volume we cannot place stays as it is.
+   * unmount what of its device is mounted at the staging path, then disconnect it when nothing
+   * else mounts it. A volume we cannot place stays as it is, and so does anything mounted there.
    */
-  async function unstageWithoutRecord(volumeId: string, mounts: { dev: string; mountPoint: string }[], log: Logger) {
-    const nqn = deps.legacyNqnFor?.(volumeId);
-    if (!nqn) return;
-    const volume = { volumeId, transport: "nvme-tcp" as const, nqn };
-    const device = await deps.connectors["nvme-tcp"].find(volume);
-    if (!device) return;
-    const users = mounts.filter((m) => m.dev === device.dev);
+  async function unstageWithoutRecord(volumeId: string, stagingPath: string, log: Logger) {
+    const legacy = await legacyDevice(volumeId);
+    let mounts = await preflight();
+    refuseForeignMounts(mounts, stagingPath, volumeId, legacy?.device, "staging_target_path");
+    if (!legacy) return;
+    mounts = await unmountAll(stagingPath, log);
+    const users = mounts.filter((m) => m.dev === legacy.device.dev);
     if (users.length > 0) {
       throw failedPrecondition(`volume ${volumeId} is still mounted at ${users.slice(0, 3).map((m) => m.mountPoint).join(", ")}; unpublish it first`);
     }
-    log.info({ nqn }, "no staging record (staged by an earlier driver): disconnecting by the NQN its id implies");
-    await deps.connectors["nvme-tcp"].detach(volume);
+    log.info({ nqn: legacy.volume.nqn }, "no staging record (staged by an earlier driver): disconnecting by the NQN its id implies");
+    await deps.connectors["nvme-tcp"].detach(legacy.volume);
   }
 
   async function NodeUnstageVolume(req: Req) {
     const volumeId = requireString(req, "volume_id");
-    const stagingPath = requirePath(req, "staging_target_path");
+    const stagingPath = deps.paths.lexical("staging_target_path", requireString(req, "staging_target_path"));
     const log = deps.log.child({ op: "NodeUnstageVolume", volume_id: volumeId });
     return exclusive(volumeId, "NodeUnstageVolume", async () => {
+      await deps.paths.confine({ staging_target_path: stagingPath });
       const record = await deps.records.read(volumeId);
-      const mounts = await unmountAll(stagingPath, log);
+      if (record && record.staging_path !== stagingPath) {
+        throw failedPrecondition(`volume ${volumeId} is staged at ${record.staging_path}, not ${stagingPath}; not touching ${stagingPath}`);
+      }
+      refuseClaimed(await otherRecords(volumeId), stagingPath, "staging_target_path");
       if (!record) {
-        await unstageWithoutRecord(volumeId, mounts, log);
+        await unstageWithoutRecord(volumeId, stagingPath, log);
         return {};
       }
+      const mounts = await unmountAll(stagingPath, log);
       const volume = targetOf(record);
       const device = await deps.connectors[record.transport].find(volume);
       if (device) {
@@ -274,7 +354,7 @@ export function createNodeService(deps: NodeServiceDeps) {
           throw failedPrecondition(`volume ${volumeId} is still mounted at ${users.slice(0, 3).map((m) => m.mountPoint).join(", ")}${users.length > 3 ? " …" : ""}; unpublish it first`);
         }
       }
-      if (record.created_staging_dir) await removePath(stagingPath, ops(t.commandMs, log));
+      if (record.created_staging_dir) await removeOwned(stagingPath, { directory: true }, log);
       await deps.connectors[record.transport].detach(volume);
       await deps.records.remove(volumeId);
       log.info("volume unstaged");
@@ -282,18 +362,36 @@ export function createNodeService(deps: NodeServiceDeps) {
     });
   }
 
+  /**
+   * Removes what this driver made at a path, after it is unmounted: an empty directory, or a
+   * device node of the volume's device. Anything else (a file, a symlink, a foreign device node)
+   * is left in place and refused.
+   */
+  async function removeOwned(path: string, allowed: { directory?: boolean; blockDev?: string }, log: Logger) {
+    const o = ops(t.commandMs, log);
+    const k: PathKind = await pathKind(path, o);
+    if (k.kind === "missing") return;
+    if (k.kind === "directory" && allowed.directory) return removePath(path, o);
+    if (k.kind === "block" && allowed.blockDev !== undefined && k.dev === allowed.blockDev) return removePath(path, o);
+    const what = k.kind === "block" ? `a device node for ${k.dev}` : k.kind === "other" ? k.type : k.kind;
+    throw failedPrecondition(`${path} is ${what}, which this driver did not create there; not removing it`);
+  }
+
   async function NodePublishVolume(req: Req) {
     const volumeId = requireString(req, "volume_id");
-    const stagingPath = requirePath(req, "staging_target_path");
-    const targetPath = requirePath(req, "target_path");
+    const stagingPath = deps.paths.lexical("staging_target_path", requireString(req, "staging_target_path"));
+    const targetPath = deps.paths.lexical("target_path", requireString(req, "target_path"));
     const cap = parseCapability(req);
     const readonly = req.readonly === true;
+    if (targetPath === stagingPath) throw invalidArgument("target_path", "must differ from staging_target_path");
     const log = deps.log.child({ op: "NodePublishVolume", volume_id: volumeId });
     return exclusive(volumeId, "NodePublishVolume", async () => {
+      await deps.paths.confine({ staging_target_path: stagingPath, target_path: targetPath });
       const record = await deps.records.read(volumeId);
       if (!record || record.state !== "staged") throw failedPrecondition(`volume ${volumeId} is not staged on this node`);
       if (record.staging_path !== stagingPath) throw failedPrecondition(`volume ${volumeId} is staged at ${record.staging_path}, not ${stagingPath}`);
       if (record.access_type !== cap.accessType) throw invalidArgument("volume_capability.access_type", `volume ${volumeId} was staged as ${record.access_type}`);
+      refuseClaimed(await otherRecords(volumeId), targetPath, "target_path");
       const previous = record.publications.find((p) => p.target_path === targetPath);
       if (previous && (previous.readonly !== readonly || previous.access_mode !== cap.accessMode)) {
         throw alreadyExists(`volume ${volumeId} is already published at ${targetPath} with readonly=${previous.readonly} mode=${previous.access_mode}`);
@@ -327,7 +425,10 @@ export function createNodeService(deps: NodeServiceDeps) {
       return;
     }
     assertNoStorm(mounts, { dev: device.dev, target: targetPath, source: record.staging_path }, deps.stormThreshold);
-    await makeDirectory(targetPath, ops(t.commandMs, log));
+    // Not a mount point, so stat cannot hang on it; a symlink here would carry the mount elsewhere.
+    const k = await pathKind(targetPath, ops(t.commandMs, log));
+    if (k.kind === "missing") await makeDirectory(targetPath, ops(t.commandMs, log));
+    else if (k.kind !== "directory") throw alreadyExists(`target_path ${targetPath} exists and is not a directory (${k.kind === "other" ? k.type : k.kind})`);
     await bindMount(record.staging_path, targetPath, readonly, cap.mountFlags.filter((f) => f !== "rw"), ops(t.mountMs, log));
   }
 
@@ -341,22 +442,31 @@ export function createNodeService(deps: NodeServiceDeps) {
       log.warn({ target: targetPath, old_dev: k.dev, dev: device.dev }, "replacing a stale device node");
       await removePath(targetPath, o);
     } else if (k.kind === "file" && k.size === 0) {
+      // The CO may create an empty file as the block target (CSI allows either); it holds nothing.
       await removePath(targetPath, o);
     } else if (k.kind !== "missing") {
-      throw alreadyExists(`target_path ${targetPath} exists and is not a device node (${k.kind})`);
+      throw alreadyExists(`target_path ${targetPath} exists and is not a device node (${k.kind === "other" ? k.type : k.kind})`);
     }
     await makeBlockNode(targetPath, device.dev, readonly, o);
   }
 
   async function NodeUnpublishVolume(req: Req) {
     const volumeId = requireString(req, "volume_id");
-    const targetPath = requirePath(req, "target_path");
+    const targetPath = deps.paths.lexical("target_path", requireString(req, "target_path"));
     const log = deps.log.child({ op: "NodeUnpublishVolume", volume_id: volumeId });
     return exclusive(volumeId, "NodeUnpublishVolume", async () => {
-      await unmountAll(targetPath, log);
-      await removePath(targetPath, ops(t.commandMs, log));
+      await deps.paths.confine({ target_path: targetPath });
       const record = await deps.records.read(volumeId);
-      if (record && record.publications.some((p) => p.target_path === targetPath)) {
+      refuseClaimed(await otherRecords(volumeId), targetPath, "target_path");
+      const owned = record?.publications.find((p) => p.target_path === targetPath);
+      const device = record ? await deps.connectors[record.transport].find(targetOf(record)) : (await legacyDevice(volumeId))?.device;
+      const mounts = await preflight();
+      // A publication the record lists is ours whatever is mounted (the device may be gone); else only the volume's own device.
+      if (!owned) refuseForeignMounts(mounts, targetPath, volumeId, device, "target_path");
+      if (mountsAt(mounts, targetPath).length > 0) await unmountAll(targetPath, log);
+      const blockDev = record?.access_type === "block" || (!record && device) ? device?.dev : undefined;
+      await removeOwned(targetPath, { directory: true, ...(blockDev ? { blockDev } : {}) }, log);
+      if (record && owned) {
         record.publications = record.publications.filter((p) => p.target_path !== targetPath);
         await deps.records.write(record);
       }
@@ -364,24 +474,24 @@ export function createNodeService(deps: NodeServiceDeps) {
     });
   }
 
-  /** The record of a volume whose path the CO names, or NOT_FOUND. */
-  async function knownPath(volumeId: string, path: string): Promise<StagingRecord> {
+  /** The record of a volume whose path the CO names, or NOT_FOUND (unknown volume first, then the path). */
+  async function knownPath(volumeId: string, req: Req, field: string): Promise<{ record: StagingRecord; path: string }> {
     const record = await deps.records.read(volumeId);
     if (!record) throw notFound(`volume ${volumeId} is not staged on this node`);
+    const path = deps.paths.lexical(field, requireString(req, field));
     if (record.staging_path !== path && !record.publications.some((p) => p.target_path === path)) {
       throw notFound(`${path} is neither the staging path nor a published path of volume ${volumeId}`);
     }
-    return record;
+    return { record, path };
   }
 
   async function NodeExpandVolume(req: Req) {
     const volumeId = requireString(req, "volume_id");
-    const volumePath = requirePath(req, "volume_path");
     const required = Number(req.capacity_range?.required_bytes ?? 0);
     const limit = Number(req.capacity_range?.limit_bytes ?? 0);
     if (!Number.isFinite(required) || required < 0) throw invalidArgument("capacity_range.required_bytes", "must be a non-negative number");
     const log = deps.log.child({ op: "NodeExpandVolume", volume_id: volumeId });
-    const record = await knownPath(volumeId, volumePath);
+    const { record } = await knownPath(volumeId, req, "volume_path");
     return exclusive(volumeId, "NodeExpandVolume", async () => {
       const connector = deps.connectors[record.transport];
       await connector.refreshSize?.(targetOf(record));
@@ -401,8 +511,7 @@ export function createNodeService(deps: NodeServiceDeps) {
 
   async function NodeGetVolumeStats(req: Req) {
     const volumeId = requireString(req, "volume_id");
-    const volumePath = requirePath(req, "volume_path");
-    const record = await knownPath(volumeId, volumePath);
+    const { record, path: volumePath } = await knownPath(volumeId, req, "volume_path");
     if (record.access_type === "block") {
       const device = await deps.connectors[record.transport].find(targetOf(record));
       if (!device) return { usage: [], volume_condition: { abnormal: true, message: "the volume's device is not attached" } };

@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { withDeadline } from "../runtime/deadline.ts";
 import { invalidArgument } from "../runtime/errors.ts";
@@ -28,6 +28,8 @@ export interface StagingRecord {
   /** "staging" until the stage path finished once; gc treats both as in use. */
   state: "staging" | "staged";
   created_staging_dir: boolean;
+  /** Set just before mkfs and cleared after it: present only while a format of ours is unfinished. */
+  formatting?: { device: string; fs_type: string; started_at: string };
   publications: { target_path: string; readonly: boolean; access_mode: string }[];
 }
 
@@ -63,6 +65,8 @@ export function stagingRecords(stateDir: string): StagingRecords {
     read,
     write: (record) => io(`write staging record ${record.volume_id}`, async () => {
       await mkdir(dir, { recursive: true, mode: 0o700 });
+      // A symlink planted here would carry root's writes anywhere on the host.
+      if (!(await lstat(dir)).isDirectory()) throw new Error(`${dir} is not a plain directory; refusing to write staging records through it`);
       const final = join(dir, fileName(record.volume_id));
       const temp = `${final}.${process.pid}.${Date.now()}.tmp`;
       await writeFile(temp, JSON.stringify(record, null, 2) + "\n", { mode: 0o600 });

@@ -1,4 +1,4 @@
-import { isAbsolute } from "node:path";
+import { posix } from "node:path";
 import { invalidArgument } from "../runtime/errors.ts";
 import { nqnProblem } from "../config/nqn.ts";
 import type { VolumeTarget } from "./connector.ts";
@@ -8,14 +8,18 @@ import type { VolumeTarget } from "./connector.ts";
  * ctrlLossTmo, reconnectDelay, keepAliveTmo) so its PVs keep working, plus ours: transport
  * ("nvme-tcp" when absent) and backingFile for transport=loop.
  */
-export function parseVolumeContext(volumeId: string, ctx: Record<string, string> | undefined): VolumeTarget {
+export function parseVolumeContext(volumeId: string, ctx: Record<string, string> | undefined, opts: { fileDir: string }): VolumeTarget {
   const c = ctx ?? {};
   const field = (k: string) => `volume_context.${k}`;
   const transport = c.transport ?? "nvme-tcp";
   if (transport === "loop") {
     const file = c.backingFile;
     if (!file) throw invalidArgument(field("backingFile"), "is required for transport=loop");
-    if (!isAbsolute(file) || file.includes("\0")) throw invalidArgument(field("backingFile"), `must be an absolute path, got ${JSON.stringify(file)}`);
+    // Only the file backend's own disks: any other file on the host would be formatted and mounted.
+    const dir = posix.normalize(opts.fileDir).replace(/\/+$/, "");
+    if (posix.dirname(file) !== dir || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,250}\.img$/.test(posix.basename(file))) {
+      throw invalidArgument(field("backingFile"), `must be a <name>.img file directly in the file backend's directory ${dir}, got ${JSON.stringify(file)}`);
+    }
     return { volumeId, transport, backingFile: file };
   }
   if (transport !== "nvme-tcp") throw invalidArgument(field("transport"), `must be "nvme-tcp" or "loop", got ${JSON.stringify(transport)}`);

@@ -99,7 +99,7 @@ export async function startCluster(tag: string): Promise<Cluster> {
   const nodeSock = `unix://${dir}/node.sock`;
   const ctlProc = spawnDaemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks`, "--state-dir", `${dir}/ctl`, "--endpoint", ctlSock], `${dir}/ctl.log`, {});
   const nodeProc = spawnDaemon([
-    "csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "conf-node", "--state-dir", `${dir}/node`, "--kubelet-dir", `${dir}/kubelet`,
+    "csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "conf-node", "--state-dir", `${dir}/node`, "--kubelet-dir", `${dir}/kubelet`, "--file-dir", `${dir}/disks`,
     "--host-nqn-file", `${dir}/hostnqn`, "--endpoint", nodeSock,
   ], `${dir}/node.log`, { PATH: `${dir}/slowbin:${process.env.PATH}` });
   const ctl = csiClient(ctlSock, { defaultDeadlineMs: 90_000 });

@@ -81,7 +81,7 @@ describe("compiled binary", () => {
     const ctl = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/volumes`, "--state-dir", `${dir}/ctl-state`, "--endpoint", `unix://${ctlSock}`]);
     const nodeSock = `${dir}/node/csi.sock`;
     const node = daemon(["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "e2e-node", "--state-dir", `${dir}/node-state`,
-      "--kubelet-dir", `${dir}/kubelet`, "--endpoint", `unix://${nodeSock}`]);
+      "--kubelet-dir", `${dir}/kubelet`, "--file-dir", `${dir}/volumes`, "--endpoint", `unix://${nodeSock}`]);
     const c1 = await waitReady(`unix://${ctlSock}`);
     const c2 = await waitReady(`unix://${nodeSock}`);
     expect((await c1.identity.GetPluginInfo({})).name).toBe("rds.csi.srvlab.io");
@@ -113,7 +113,7 @@ describe("compiled binary", () => {
 
     const sock = `${dir}/slow-node/csi.sock`;
     const node = daemon(["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "slow-node", "--state-dir", `${dir}/slow-state`,
-      "--kubelet-dir", `${dir}/kubelet`, "--endpoint", `unix://${sock}`], { PATH: `${slowBin}:${process.env.PATH}` });
+      "--kubelet-dir", `${dir}/kubelet`, "--file-dir", dir, "--endpoint", `unix://${sock}`], { PATH: `${slowBin}:${process.env.PATH}` });
     const c = await waitReady(`unix://${sock}`);
     const staging = `${dir}/kubelet/staging/slow`;
     const stage = c.node.NodeStageVolume({

@@ -25,9 +25,10 @@ const run = (cmd: string, args: string[]) =>
     c.on("error", () => { clearTimeout(t); resolve(null); });
   });
 
-export async function createFrozenFuse(): Promise<FrozenFuse> {
+/** `under`: where the mount point is made (a node test's kubelet dir: node RPCs act only inside it). */
+export async function createFrozenFuse(under: string = tmpdir()): Promise<FrozenFuse> {
   const source = mkdtempSync(join(tmpdir(), "frozen-src-"));
-  const mountPoint = mkdtempSync(join(tmpdir(), "frozen-mnt-"));
+  const mountPoint = mkdtempSync(join(under, "frozen-mnt-"));
   // -f keeps bindfs in the foreground, so the pid we hold is the daemon we freeze.
   const daemon: ChildProcess = spawn("bindfs", ["-f", source, mountPoint], { stdio: "ignore" });
   let cleaned = false;

@@ -76,7 +76,7 @@ describe("storm guard", () => {
 
 describe("dead mounts", () => {
   test("stats of a published path on a frozen FUSE mount: abnormal within the deadline, no second probe while stuck", async () => {
-    const fuse = await createFrozenFuse();
+    const fuse = await createFrozenFuse(join(h.base, "kubelet"));
     try {
       const id = "pvc-frozen";
       // Fabricate a staged volume whose published path is the FUSE mount.

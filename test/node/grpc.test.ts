@@ -60,8 +60,9 @@ describe("csi-node over gRPC", () => {
   }, 30_000);
 
   test("Probe answers in under 100 ms while a stats probe is stuck on a frozen FUSE mount", async () => {
-    const fuse = await createFrozenFuse();
     const n = await startNode();
+    mkdirSync(join(n.base, "kubelet"), { recursive: true });
+    const fuse = await createFrozenFuse(join(n.base, "kubelet"));
     try {
       mkdirSync(join(n.state, "volumes"), { recursive: true });
       writeFileSync(join(n.state, "volumes", "pvc-fz.json"), JSON.stringify({

@@ -11,6 +11,7 @@ import { createRunner } from "../../src/runtime/exec.ts";
 import { createKeyLock } from "../../src/runtime/key-lock.ts";
 import { silentLogger } from "../../src/runtime/log.ts";
 import type { Connector } from "../../src/node/connector.ts";
+import { kubeletPaths } from "../../src/node/kubelet-paths.ts";
 
 /** A node service over real loop devices, mkfs, mount and probes, rooted in a private temp dir. */
 export function nodeHarness(over: Partial<NodeServiceDeps> = {}) {
@@ -31,6 +32,8 @@ export function nodeHarness(over: Partial<NodeServiceDeps> = {}) {
     breakers: createBreakerRegistry({ threshold: 3, initialOpenMs: 60_000 }),
     locks: createKeyLock(), probes, procRoot: "/proc", stormThreshold: 100, stormTotal: 20_000,
     timeouts: { probeMs: 2_000 },
+    paths: kubeletPaths({ kubeletDir: join(base, "kubelet"), runner, log, timeoutMs: 5_000 }),
+    fileDir: base,
     ...over,
   };
   const service = createNodeService(deps);
