@@ -17,7 +17,8 @@ function addOptions(y: Argv, specs: readonly OptionSpec[]): Argv {
   for (const spec of specs) {
     // No yargs defaults: the config loader must see which flags were really given (flag > env > file > default).
     y.option(spec.name, {
-      type: spec.type,
+      // Numbers reach the config loader as written: yargs would turn `--max-volumes=` into 0 and `1e999` into Infinity.
+      type: spec.type === "number" ? "string" : spec.type,
       describe: describeOption(spec),
       ...(spec.default !== undefined && !(Array.isArray(spec.default) && spec.default.length === 0)
         ? { defaultDescription: JSON.stringify(spec.default) }
@@ -43,7 +44,7 @@ async function runMode(mode: Mode, argv: Record<string, unknown>): Promise<numbe
     loaded = loadConfig({ specs, flags: givenFlags(argv, specs), env: process.env, required: mode.required });
   } catch (e) {
     if (e instanceof ConfigError) {
-      process.stderr.write(`rds-csi ${mode.command}: ${e.message}\n`);
+      process.stderr.write(`rds-csi ${mode.command}: ${e.message.replace(/\s*\n\s*/g, "; ")}\n`);
       return EXIT_USAGE;
     }
     throw e;
@@ -71,7 +72,7 @@ export async function main(args: string[]): Promise<number> {
     .wrap(Math.min(120, process.stdout.columns || 100))
     .fail((msg, err) => {
       if (err) throw err;
-      process.stderr.write(`rds-csi: ${msg}\nRun 'rds-csi --help' for usage.\n`);
+      process.stderr.write(`rds-csi: ${String(msg).replace(/\s*\n\s*/g, "; ")} (rds-csi --help lists the options)\n`);
       process.exit(EXIT_USAGE);
     });
   for (const mode of MODES) {

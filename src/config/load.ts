@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, constants as fsc } from "node:fs";
 import * as v from "valibot";
 import YAML from "yaml";
 import type { Config, OptionSpec } from "../modes/types.ts";
@@ -42,10 +42,33 @@ function typeProblem(spec: OptionSpec, value: unknown): string | null {
   return ok ? null : `must be a ${spec.type}`;
 }
 
+/** A config file is a few KiB; anything near this is not one (`--config /dev/zero` once grew to 4 GB). */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * Opened without blocking (a FIFO would wait for a writer forever), then required to be a regular
+ * file of bounded size before a byte is read.
+ */
+function readBoundedRegularFile(path: string): string {
+  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error("is not a regular file");
+    if (st.size > MAX_CONFIG_BYTES) throw new Error(`is ${st.size} bytes; at most ${MAX_CONFIG_BYTES} are read`);
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let n = 0;
+    for (let r = 1; r > 0 && n <= MAX_CONFIG_BYTES; n += r) r = readSync(fd, buf, n, buf.length - n, null);
+    if (n > MAX_CONFIG_BYTES) throw new Error(`grew past ${MAX_CONFIG_BYTES} bytes while being read`);
+    return buf.subarray(0, n).toString("utf8");
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export function readConfigFile(path: string): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(path, "utf8");
+    text = readBoundedRegularFile(path);
   } catch (e) {
     throw new ConfigError(`option --config: cannot read ${JSON.stringify(path)}: ${(e as Error).message}`);
   }
@@ -107,6 +130,10 @@ export function loadConfig(input: LoadInput): { config: Config; sources: Record<
       raw = spec.default;
     }
     if (raw === undefined) continue;
+    // `--max-volumes=` once meant 0: an option given without a value is a mistake, not a default.
+    if (source !== "default" && (raw === "" || (Array.isArray(raw) && raw.some((x) => x === "")))) {
+      throw new ConfigError(`option --${spec.name} (${where}): an empty value is not allowed`);
+    }
 
     const shown = spec.secret ? "(secret)" : JSON.stringify(raw);
     const value = coerce(spec, raw);
