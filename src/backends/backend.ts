@@ -95,6 +95,8 @@ export interface Backend {
   strayFiles(signal?: AbortSignal): Promise<StrayFile[]>;
   /** Throws (unavailable) when the backend cannot serve requests. */
   probe(signal?: AbortSignal): Promise<void>;
+  /** Start-up: clear what interrupted writes left that nothing else would (temp files). */
+  recover?(): Promise<void>;
   /** volume_context handed to the node for this disk. */
   volumeContext(disk: Disk, params: VolumeParams): Record<string, string>;
   close?(): Promise<void>;

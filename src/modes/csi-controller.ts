@@ -97,6 +97,7 @@ export const mode: Mode = {
       return 2;
     }
     const { backend, managementHost } = built;
+    await backend.recover?.().catch((e) => ctx.log.warn({ err: errorMessage(e) }, "could not clear temp files of interrupted writes; they are ignored"));
     const defaults: VolumeParams = {
       volumePath: cfg.volumePath as string,
       ...(cfg.nvmeAddress ? { nvmeAddress: cfg.nvmeAddress as string } : {}),

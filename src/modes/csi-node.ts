@@ -115,6 +115,9 @@ export const mode: Mode = {
     const probes = createProbeRegistry({ timeoutMs: c.probeTimeout as number, log: ctx.log });
     ctx.shutdown.onClose(() => probes.close());
     const nodeName = (c.nodeId as string | undefined) ?? hostname();
+    const records = stagingRecords(stateDir);
+    const stale = await records.removeTempFiles().catch(() => []);
+    if (stale.length) ctx.log.info({ removed: stale }, "removed temp files of staging records a crash interrupted");
     const service = createNodeService({
       runner: ctx.runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes as number,
       connectors: {
@@ -125,7 +128,7 @@ export const mode: Mode = {
         }),
         loop: createLoopConnector({ runner: ctx.runner, log: ctx.log }),
       },
-      records: stagingRecords(stateDir),
+      records,
       paths: kubeletPaths({ kubeletDir, runner: ctx.runner, log: ctx.log, timeoutMs: 15_000 }),
       fileDir: c.fileDir as string,
       legacyNqnFor: (id) => (GO_DRIVER_VOLUME_ID.test(id) ? nqnForVolume(prefix, id) : undefined),

@@ -2,6 +2,7 @@ import { dirname } from "node:path";
 import { describeFailure, ok, type ExecResult, type Runner } from "../runtime/exec.ts";
 import { failedPrecondition, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
+import { crashPoint } from "../runtime/crash-points.ts";
 
 /**
  * mount/umount/mknod and path operations, each a child process with a deadline. Paths under the
@@ -67,8 +68,13 @@ export async function mountDevice(device: string, target: string, fsType: string
 /** Bind mount of a directory (a staging path), then a remount for read-only or flags. */
 export async function bindMount(source: string, target: string, readonly: boolean, flags: readonly string[], o: OpsOptions): Promise<void> {
   must(await run(o, "mount", ["--bind", "--", source, target]), `bind mount ${source} on ${target}`);
+  crashPoint("mount.bind.before-remount");
   const extra = [...(readonly ? ["ro"] : []), ...flags];
-  if (extra.length) must(await run(o, "mount", ["-o", ["remount", "bind", ...extra].join(","), "--", target]), `remount ${target} ${extra.join(",")}`);
+  if (extra.length) await remountBind(target, extra, o);
+}
+
+export async function remountBind(target: string, flags: readonly string[], o: OpsOptions): Promise<void> {
+  must(await run(o, "mount", ["-o", ["remount", "bind", ...flags].join(","), "--", target]), `remount ${target} ${flags.join(",")}`);
 }
 
 export async function unmount(target: string, o: OpsOptions): Promise<void> {

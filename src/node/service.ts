@@ -7,7 +7,7 @@ import { checkFilesystem } from "../fs/health-check.ts";
 import { ext4SmallerThanDevice, growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
 import { probeFilesystem } from "../fs/probe-filesystem.ts";
 import { readMountinfo, type MountEntry } from "../mount/mountinfo.ts";
-import { bindMount, makeBlockNode, makeDirectory, mountDevice, pathKind, removePath, unmount, type OpsOptions, type PathKind } from "../mount/ops.ts";
+import { bindMount, remountBind, makeBlockNode, makeDirectory, mountDevice, pathKind, removePath, unmount, type OpsOptions, type PathKind } from "../mount/ops.ts";
 import type { ProbeRegistry } from "../mount/probe.ts";
 import { assertNoStorm, assertTableSane } from "../mount/storm-guard.ts";
 import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
@@ -16,6 +16,7 @@ import { parseCapability, requireString, SINGLE_WRITER_MODES, type Capability } 
 import type { StagingRecord, StagingRecords } from "./staging-records.ts";
 import { parseVolumeContext } from "./volume-context.ts";
 import { filesystemStats } from "./volume-stats.ts";
+import { crashPoint } from "../runtime/crash-points.ts";
 
 export const TOPOLOGY_KEY = "topology.rds.csi.srvlab.io/node";
 
@@ -149,6 +150,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       record.formatting = { device: device.devicePath, fs_type: cap.fsType, started_at: new Date().toISOString() };
       await deps.records.write(record);
       await makeFilesystem(device.devicePath, cap.fsType, { runner: deps.runner, log, timeoutMs: t.mkfsMs, force: again });
+      crashPoint("node.stage.formatted");
       delete record.formatting;
       await deps.records.write(record);
     };
@@ -201,6 +203,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       await growFilesystem(device.devicePath, stagingPath, "ext4", { ...growOpts, offlineChecked: true });
     }
     await mountDevice(device.devicePath, stagingPath, fsType, cap.mountFlags, ops(t.mountMs, log));
+    crashPoint("node.stage.mounted");
     if (grow && fsType === "xfs") await growFilesystem(device.devicePath, stagingPath, "xfs", growOpts);
   }
 
@@ -255,6 +258,7 @@ export function createNodeService(deps: NodeServiceDeps) {
         log.error({ err: (e as Error).message, gc_would: "detach the volume if it stays unstaged" }, "attach failed; leaving whatever was set up in place");
         throw e;
       });
+      crashPoint("node.stage.attached");
       if (cap.accessType === "mount") {
         const staged = mountsAt(mounts, stagingPath);
         if (staged.length > 0) {
@@ -346,6 +350,7 @@ export function createNodeService(deps: NodeServiceDeps) {
         return {};
       }
       const mounts = await unmountAll(stagingPath, log);
+      crashPoint("node.unstage.unmounted");
       const volume = targetOf(record);
       const device = await deps.connectors[record.transport].find(volume);
       if (device) {
@@ -356,6 +361,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       }
       if (record.created_staging_dir) await removeOwned(stagingPath, { directory: true }, log);
       await deps.connectors[record.transport].detach(volume);
+      crashPoint("node.unstage.detached");
       await deps.records.remove(volumeId);
       log.info("volume unstaged");
       return {};
@@ -403,7 +409,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       const mounts = await preflight();
       const device = await deps.connectors[record.transport].find(targetOf(record));
       if (!device) throw failedPrecondition(`volume ${volumeId} is staged but its device is gone; NodeStageVolume must run again`);
-      if (cap.accessType === "mount") await publishMount(record, device, targetPath, readonly, cap, mounts, log);
+      if (cap.accessType === "mount") await publishMount(record, device, targetPath, readonly, cap, mounts, !previous, log);
       else await publishBlock(device, targetPath, readonly, !!previous, log);
       if (!previous) {
         record.publications.push({ target_path: targetPath, readonly, access_mode: cap.accessMode });
@@ -413,7 +419,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     });
   }
 
-  async function publishMount(record: StagingRecord, device: AttachedDevice, targetPath: string, readonly: boolean, cap: Capability, mounts: MountEntry[], log: Logger) {
+  async function publishMount(record: StagingRecord, device: AttachedDevice, targetPath: string, readonly: boolean, cap: Capability, mounts: MountEntry[], unrecorded: boolean, log: Logger) {
     const staged = mountsAt(mounts, record.staging_path).find((m) => m.dev === device.dev);
     if (!staged) throw failedPrecondition(`staging path ${record.staging_path} of volume ${record.volume_id} is not mounted; NodeStageVolume must run again`);
     const here = mountsAt(mounts, targetPath);
@@ -421,8 +427,13 @@ export function createNodeService(deps: NodeServiceDeps) {
       const top = here.at(-1)!;
       if (top.dev !== device.dev) throw alreadyExists(`target_path ${targetPath} has another filesystem mounted (${top.source})`);
       const isRo = top.options.split(",").includes("ro");
-      if (isRo !== readonly) throw alreadyExists(`target_path ${targetPath} is already mounted ${isRo ? "read-only" : "read-write"}`);
-      return;
+      if (isRo === readonly) return;
+      // Our own bind mount from a publish that died before its read-only remount: finish it.
+      if (unrecorded && readonly) {
+        await remountBind(targetPath, ["ro", ...cap.mountFlags.filter((f) => f !== "rw")], ops(t.mountMs, log));
+        return;
+      }
+      throw alreadyExists(`target_path ${targetPath} is already mounted ${isRo ? "read-only" : "read-write"}`);
     }
     assertNoStorm(mounts, { dev: device.dev, target: targetPath, source: record.staging_path }, deps.stormThreshold);
     // Not a mount point, so stat cannot hang on it; a symlink here would carry the mount elsewhere.
@@ -430,6 +441,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     if (k.kind === "missing") await makeDirectory(targetPath, ops(t.commandMs, log));
     else if (k.kind !== "directory") throw alreadyExists(`target_path ${targetPath} exists and is not a directory (${k.kind === "other" ? k.type : k.kind})`);
     await bindMount(record.staging_path, targetPath, readonly, cap.mountFlags.filter((f) => f !== "rw"), ops(t.mountMs, log));
+    crashPoint("node.publish.mounted");
   }
 
   async function publishBlock(device: AttachedDevice, targetPath: string, readonly: boolean, ours: boolean, log: Logger) {
@@ -464,6 +476,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       // A publication the record lists is ours whatever is mounted (the device may be gone); else only the volume's own device.
       if (!owned) refuseForeignMounts(mounts, targetPath, volumeId, device, "target_path");
       if (mountsAt(mounts, targetPath).length > 0) await unmountAll(targetPath, log);
+      crashPoint("node.unpublish.unmounted");
       const blockDev = record?.access_type === "block" || (!record && device) ? device?.dev : undefined;
       await removeOwned(targetPath, { directory: true, ...(blockDev ? { blockDev } : {}) }, log);
       if (record && owned) {

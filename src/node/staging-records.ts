@@ -2,6 +2,7 @@ import { lstat, mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/
 import { join } from "node:path";
 import { withDeadline } from "../runtime/deadline.ts";
 import { invalidArgument } from "../runtime/errors.ts";
+import { crashPoint } from "../runtime/crash-points.ts";
 import type { Transport } from "./connector.ts";
 
 /**
@@ -47,6 +48,8 @@ export interface StagingRecords {
   write(record: StagingRecord): Promise<void>;
   remove(volumeId: string): Promise<void>;
   list(): Promise<StagingRecord[]>;
+  /** Removes temp files of writes a crash interrupted; returns their names. */
+  removeTempFiles(): Promise<string[]>;
 }
 
 export function stagingRecords(stateDir: string): StagingRecords {
@@ -70,7 +73,15 @@ export function stagingRecords(stateDir: string): StagingRecords {
       const final = join(dir, fileName(record.volume_id));
       const temp = `${final}.${process.pid}.${Date.now()}.tmp`;
       await writeFile(temp, JSON.stringify(record, null, 2) + "\n", { mode: 0o600 });
+      crashPoint("record.temp-written");
       await rename(temp, final);
+      crashPoint(`record.written.${record.state}${record.formatting ? ".formatting" : ""}`);
+    }),
+    removeTempFiles: () => io("remove temp staging records", async () => {
+      let names: string[] = [];
+      try { names = (await readdir(dir)).filter((n) => /\.json\.\d+\.\d+\.tmp$/.test(n)); } catch { return []; }
+      for (const n of names) await rm(join(dir, n), { force: true });
+      return names;
     }),
     remove: (volumeId) => io(`remove staging record ${volumeId}`, () => rm(join(dir, fileName(volumeId)), { force: true })),
     list: () => io("list staging records", async () => {

@@ -6,7 +6,8 @@ import { describeFailure, ok, type Runner } from "../../runtime/exec.ts";
 import type { Logger } from "../../runtime/log.ts";
 import type { Backend, Capacity, CreateDiskRequest, Disk, DiskMeta, Snapshot, VolumeParams } from "../backend.ts";
 import { isSnapshotId, isVolumeId } from "../ids.ts";
-import { readJson, writeJsonAtomic } from "./atomic-json.ts";
+import { readJson, removeTempFiles, writeJsonAtomic } from "./atomic-json.ts";
+import { crashPoint } from "../../runtime/crash-points.ts";
 
 export interface FileBackendOptions {
   dir: string;
@@ -20,6 +21,8 @@ export interface FileBackendOptions {
 
 interface DiskSidecar {
   createdAt: number;
+  /** The size asked for: a crash mid-create leaves a smaller `.partial`, and the retry finishes it. */
+  sizeBytes?: number;
   meta: DiskMeta;
   allowedHosts: string[];
 }
@@ -73,7 +76,7 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
       const partial = await sizeOf(`${img(id)}.partial`);
       if (partial === null) return null;
       const sc = await readJson<DiskSidecar>(side(id));
-      return { id, sizeBytes: partial, filePath: img(id), exported: false, allowedHosts: [], copying: true, createdAt: sc?.createdAt, meta: sc?.meta ?? {} };
+      return { id, sizeBytes: sc?.sizeBytes ?? partial, filePath: img(id), exported: false, allowedHosts: [], copying: true, createdAt: sc?.createdAt, meta: sc?.meta ?? {} };
     }
     const sc = await readJson<DiskSidecar>(side(id));
     return {
@@ -138,18 +141,22 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
       }
       const partial = `${img(req.id)}.partial`;
       await fsCall("prepare disk", async () => {
-        await writeJsonAtomic(side(req.id), { createdAt: Date.now(), meta: req.meta, allowedHosts: [] } satisfies DiskSidecar);
+        await writeJsonAtomic(side(req.id), { createdAt: Date.now(), sizeBytes: req.sizeBytes, meta: req.meta, allowedHosts: [] } satisfies DiskSidecar);
       }, signal);
+      crashPoint("file.create.sidecar-written");
       if (sourcePath) await copyFile(sourcePath, partial, signal);
       await fsCall("create disk", async () => {
         if (!sourcePath) {
           const fh = await open(partial, "w", 0o600);
           await fh.close();
+          crashPoint("file.create.partial-made");
         }
         // Restores and clones may be asked bigger than their source: grow the sparse file.
         if (((await sizeOf(partial)) ?? 0) < req.sizeBytes) await truncate(partial, req.sizeBytes);
+        crashPoint("file.create.partial-sized");
         await rename(partial, img(req.id));
       }, signal);
+      crashPoint("file.create.done");
       log.info({ volume_id: req.id, size_bytes: req.sizeBytes, source: req.source?.id }, "disk created");
       const disk = await fsCall("read disk", () => readDisk(req.id), signal);
       if (!disk) throw internal(`disk ${req.id} vanished right after creation`);
@@ -169,6 +176,7 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
       if (!isVolumeId(id)) return;
       for (const p of [img(id), `${img(id)}.partial`, side(id)]) {
         await unlink(p).catch((e) => ((e as NodeJS.ErrnoException).code === "ENOENT" ? undefined : Promise.reject(e)));
+        crashPoint("file.delete.unlinked");
       }
       log.info({ volume_id: id }, "disk deleted");
     }, signal),
@@ -180,6 +188,7 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
         const cap = await capacity();
         if (sizeBytes - d.sizeBytes > cap.freeBytes) throw resourceExhausted(`not enough space in ${dir} to grow ${id}`);
         await truncate(img(id), sizeBytes);
+        crashPoint("file.grow.truncated");
         log.info({ volume_id: id, size_bytes: sizeBytes }, "disk grown");
       }
       return (await readDisk(id))!;
@@ -204,9 +213,12 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
         await ensureDirs();
         await writeJsonAtomic(snapSide(id), { sourceVolumeId, createdAt: Date.now() } satisfies SnapshotSidecar);
       }, signal);
+      crashPoint("file.snapshot.sidecar-written");
       const partial = `${snapImg(id)}.partial`;
       await copyFile(img(sourceVolumeId), partial, signal);
+      crashPoint("file.snapshot.copied");
       await fsCall("finish snapshot", () => rename(partial, snapImg(id)), signal);
+      crashPoint("file.snapshot.done");
       log.info({ snapshot_id: id, volume_id: sourceVolumeId }, "snapshot created");
       return (await fsCall("read snapshot", () => readSnapshot(id), signal))!;
     },
@@ -223,6 +235,7 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
       if (!isSnapshotId(id)) return;
       for (const p of [snapImg(id), `${snapImg(id)}.partial`, snapSide(id)]) {
         await unlink(p).catch((e) => ((e as NodeJS.ErrnoException).code === "ENOENT" ? undefined : Promise.reject(e)));
+        crashPoint("file.snapshot-delete.unlinked");
       }
       log.info({ snapshot_id: id }, "snapshot deleted");
     }, signal),
@@ -233,6 +246,12 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
     async probe() {
       await fsCall("probe directory", ensureDirs);
       await capacity();
+    },
+
+    /** What crashed writes left: temp files of sidecars (never read) go at start-up. */
+    async recover() {
+      const removed = [...await removeTempFiles(dir), ...await removeTempFiles(snapDir)];
+      if (removed.length) log.info({ removed }, "removed temp files left by an interrupted write");
     },
 
     volumeContext: (disk: Disk, _params: VolumeParams) => ({ transport: "loop", backingFile: disk.filePath }),
