@@ -41,6 +41,10 @@ export function kubeletPaths(deps: KubeletPathsDeps): KubeletPaths {
     if (parts.some((p) => p === "" || p === "." || p === "..")) {
       throw invalidArgument(field, `must be a normalised absolute path (no '.', '..' or empty components), got ${JSON.stringify(raw)}`);
     }
+    // Linux's limits (PATH_MAX, NAME_MAX): past them every mkdir or mount fails halfway through.
+    if (Buffer.byteLength(raw) > 4096) throw invalidArgument(field, `is longer than 4096 bytes`);
+    const long = parts.find((p) => Buffer.byteLength(p) > 255);
+    if (long !== undefined) throw invalidArgument(field, `has a component longer than 255 bytes`);
     const path = `/${parts.join("/")}`;
     const prefix = root === "/" ? "/" : `${root}/`;
     if (!path.startsWith(prefix) || path === root) {
