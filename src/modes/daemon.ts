@@ -12,9 +12,6 @@ import type { Config, ModeContext } from "./types.ts";
  * record exists: one line naming the option and the value when another user could tamper with them.
  */
 export function daemonDirsProblem(c: Config): string | null {
-  const stateDir = c.stateDir as string;
-  const state = stateDirProblem(stateDir);
-  if (state) return `option --state-dir: ${stateDir} ${state}`;
   const { socketPath } = grpcAddress(c.endpoint as string);
   if (socketPath && c.allowSharedSocketDir !== true) {
     const dir = dirname(socketPath);
@@ -23,6 +20,9 @@ export function daemonDirsProblem(c: Config): string | null {
     const problem = exists ? socketDirProblem(dir, false) : null;
     if (problem) return `option --endpoint: socket directory ${dir} ${problem} (--allow-shared-socket-dir accepts it)`;
   }
+  const stateDir = c.stateDir as string;
+  const state = stateDirProblem(stateDir);
+  if (state) return `option --state-dir: ${stateDir} ${state}`;
   return null;
 }
 
