@@ -28,9 +28,12 @@ let
     else if domainOnly prefix then "is only a domain (nothing after ':'); it would cover every volume of that vendor, including diskless nodes' system volumes"
     else null;
 
+  # The module hands the list to the binary comma-separated (RDS_CSI_PROTECTED_NQN), and the
+  # binary splits flags and environment on commas: a comma inside a pattern would make two.
   patternProblem = pattern:
-    if printableNoSpace pattern && startsWith "nqn." pattern then null
-    else "must start with 'nqn.' and be printable ASCII without whitespace";
+    if !(printableNoSpace pattern && startsWith "nqn." pattern) then "must start with 'nqn.' and be printable ASCII without whitespace"
+    else if builtins.match ".*,.*" pattern != null then "must not contain ',' (lists of patterns are comma-separated)"
+    else null;
 
   # Could one NQN match both the glob (`*` any run, `?` one character) and the prefix?
   # Same walk as patternOverlapsPrefix in src/config/nqn.ts: literal characters up to the

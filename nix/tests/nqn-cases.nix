@@ -13,6 +13,13 @@ let
       else [ "prefix ${builtins.toJSON row.prefix}: expected ok=${builtins.toJSON row.ok}, nqn-rules.nix says ${builtins.toJSON problem}" ])
     cases.prefixes;
 
+  patternFailures = builtins.concatMap
+    (row:
+      let problem = rules.patternProblem row.pattern; in
+      if (problem == null) == row.ok then [ ]
+      else [ "pattern ${builtins.toJSON row.pattern}: expected ok=${builtins.toJSON row.ok}, nqn-rules.nix says ${builtins.toJSON problem}" ])
+    cases.patterns;
+
   overlapFailures = builtins.concatMap
     (row:
       let got = rules.patternOverlapsPrefix row.pattern row.prefix; in
@@ -41,11 +48,12 @@ let
     (if goodProblems == [ ] then [ ] else [ "examples/good.nix should pass but fails with ${builtins.toJSON goodProblems}" ])
     ++ (if dangerousProblems == expectedDangerous then [ ] else [ "examples/dangerous.nix should fail with ${builtins.toJSON expectedDangerous} but gives ${builtins.toJSON dangerousProblems}" ]);
 
-  failures = prefixFailures ++ overlapFailures ++ exampleFailures;
+  failures = prefixFailures ++ patternFailures ++ overlapFailures ++ exampleFailures;
 in
 if failures != [ ] then throw "nqn-rules.nix disagrees:\n  ${builtins.concatStringsSep "\n  " failures}"
 else {
   prefixes = builtins.length cases.prefixes;
+  patterns = builtins.length cases.patterns;
   overlaps = builtins.length cases.overlaps;
   examples = { good = goodProblems; dangerous = dangerousProblems; };
 }
