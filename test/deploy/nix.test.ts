@@ -31,7 +31,7 @@ describe("nix files", () => {
 
   test("the expected files exist", () => {
     const names = files.map((f) => f.slice(NIX_DIR.length + 1)).sort();
-    for (const want of ["defaults.nix", "module.nix", "nqn-rules.nix", "package.nix", "tests/nqn-cases.nix", "tests/examples/good.nix", "tests/examples/dangerous.nix"]) {
+    for (const want of ["defaults.nix", "module.nix", "nqn-rules.nix", "package.nix", "tests/nqn-cases.nix", "tests/examples/good.nix", "tests/examples/dangerous.nix", "runtime-tools.nix", "npm-deps.nix", "tests/eval-module.nix", "tests/nixos-stubs.nix", "tests/vm.nix"]) {
       expect(names).toContain(want);
     }
   });
