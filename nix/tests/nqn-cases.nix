@@ -30,7 +30,8 @@ let
   # The examples are NixOS modules written as plain attribute sets, so their settings can be read
   # without evaluating the module system (which needs nixpkgs).
   settingsOf = file: (import file).services.rds-csi;
-  problemsOf = file: rules.problemsFor { inherit (settingsOf file) nqnPrefix protectedNqns; };
+  problemsOf = file: let s = settingsOf file; in
+    rules.problemsFor { inherit (s) nqnPrefix; protectedNqns = s.protectedNqns or [ ]; systemNqns = s.systemNqns or [ ]; };
 
   expectedDangerous = [
     ("services.rds-csi.nqnPrefix \"nqn.2000-02.com.mikrotik:\" is only a domain (nothing after ':'); it would cover every volume of that vendor, including diskless nodes' system volumes. "

@@ -10,6 +10,13 @@ export const NIXPKGS_LIB = process.env.RDS_CSI_NIXPKGS_LIB ?? resolve(ROOT, "../
 
 const runner = createRunner();
 
+/** Fails (never skips) with the fix when nixpkgs' lib is not where the tests look for it. */
+function requireNixpkgsLib(): void {
+  if (!existsSync(join(NIXPKGS_LIB, "default.nix"))) {
+    throw new Error(`nixpkgs' lib not found at ${NIXPKGS_LIB}: put the nixpkgs lib/ tree there or set RDS_CSI_NIXPKGS_LIB`);
+  }
+}
+
 /**
  * nix-instantiate without a daemon or a store: nothing here builds, so the dummy store is enough,
  * and a private state dir and HOME keep it off the machine's /nix and ~/.cache (works as root
@@ -119,6 +126,7 @@ export async function evalModuleRaw(
   settings: Record<string, unknown>,
   opts: { packages?: Record<string, string>; extraNix?: string; hostName?: string; attr?: "result" | "toplevel" } = {},
 ): Promise<ExecResult> {
+  requireNixpkgsLib();
   const n = ++configCount;
   const settingsFile = join(scratch, `settings-${n}.json`);
   writeFileSync(settingsFile, JSON.stringify(settings));
