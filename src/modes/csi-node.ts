@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { join } from "node:path";
 import * as v from "valibot";
-import { nqnPrefixProblem, type NqnPolicy } from "../config/nqn.ts";
+import { nqnPolicyProblem, type NqnPolicy } from "../config/nqn.ts";
 import { AbsolutePath, DurationMs, NonNegativeInt, PositiveInt } from "../config/schemas.ts";
 import { identityHandlers } from "../csi/identity.ts";
 import { startCsiServer } from "../csi/server.ts";
@@ -23,23 +23,18 @@ import { nativeMultipath } from "../nvme/sysfs.ts";
 import { systemVolumeNqns } from "../nvme/system-volumes.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { ok, type Runner } from "../runtime/exec.ts";
+import { missingTools } from "../runtime/tools-on-path.ts";
 import { createKeyLock } from "../runtime/key-lock.ts";
 import { acquireLock } from "../runtime/lockfile.ts";
 import type { Logger } from "../runtime/log.ts";
 import { runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
-/** Everything the node path runs; a node without one of them cannot serve every volume. */
-export const REQUIRED_TOOLS = ["blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat"];
-
-async function missingTools(runner: Runner, tools: readonly string[], log: Logger): Promise<string[]> {
-  const missing: string[] = [];
-  for (const tool of tools) {
-    const r = await runner("sh", ["-c", 'command -v "$1"', "sh", tool], { timeoutMs: 5_000, log });
-    if (!ok(r)) missing.push(tool);
-  }
-  return missing;
-}
+/**
+ * Everything the node path runs (directly or, for `sh`, to batch mount probes); a node without one
+ * of them cannot serve every volume. The NixOS module's unit PATH is tested against this list.
+ */
+export const REQUIRED_TOOLS = ["sh", "cat", "blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "dumpe2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat"];
 
 /** The host NQN, read by a child with a deadline; absent is allowed (node_id is then the bare name). */
 async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<string | undefined> {
@@ -76,12 +71,12 @@ export const mode: Mode = {
     const c = ctx.config;
     // The prefix first: nothing is scanned, locked or served before it is known to be safe.
     const prefix = c.nqnPrefix as string;
-    const problem = nqnPrefixProblem(prefix);
+    const policy: NqnPolicy = { prefix, protectedPatterns: (c.protectedNqn as string[] | undefined) ?? [] };
+    const problem = nqnPolicyProblem(policy);
     if (problem) {
-      ctx.log.fatal({ nqn_prefix: prefix }, `csi-node: NQN prefix ${problem}`);
+      process.stderr.write(`rds-csi csi-node: ${problem}\n`);
       return 2;
     }
-    const policy: NqnPolicy = { prefix, protectedPatterns: (c.protectedNqn as string[] | undefined) ?? [] };
     const stateDir = c.stateDir as string;
     const unsafe = daemonDirsProblem(c);
     if (unsafe) {
@@ -98,7 +93,7 @@ export const mode: Mode = {
     ctx.shutdown.onClose(() => lock.release());
 
     const nvmeBin = c.nvmeCommand as string;
-    const missing = await missingTools(ctx.runner, [nvmeBin, ...REQUIRED_TOOLS], ctx.log);
+    const missing = missingTools([nvmeBin, ...REQUIRED_TOOLS]);
     if (missing.length) ctx.log.error({ missing }, "required tools are missing; Probe reports not ready");
     const sysfsRoot = c.sysfsRoot as string;
     const multipath = await nativeMultipath(sysfsRoot).catch(() => undefined);

@@ -10,6 +10,9 @@ import { errorMessage } from "../runtime/errors.ts";
 import { parseHostPort } from "../runtime/metrics.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
+const EXIT_CRITICAL = 2;
+export const EXIT_EXPORT_FAILED = 3;
+
 const HttpUrl = v.pipe(v.string(), v.url("must be a URL like http://pushgateway:9091"), v.regex(/^https?:\/\//, "must be an http:// or https:// URL"));
 
 function depsFrom(ctx: ModeContext): HealthDeps {
@@ -109,7 +112,7 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
 export const mode: Mode = {
   command: "doctor",
   logToStderr: true,
-  describe: "Health report of this node: every mount probed without hanging, mount storms, NVMe, kernel, resources, breakers. Exit 0 healthy, 1 warnings, 2 critical",
+  describe: "Health report of this node: every mount probed without hanging, mount storms, NVMe, kernel, resources, breakers. Exit 0 healthy, 1 warnings, 2 critical, 3 the metrics could not be exported (textfile or Pushgateway)",
   options: [
     { name: "probe-timeout", type: "string", describe: "How long a mount may take to answer before it is reported dead", default: "5s", schema: DurationMs },
     { name: "probe-concurrency", type: "number", describe: "Probe children running at once", default: 64, schema: PositiveInt },
@@ -136,7 +139,9 @@ export const mode: Mode = {
       else process.stdout.write(renderTable(report, Boolean(process.stdout.isTTY) && !process.env.NO_COLOR));
       const exported = await exportReport(ctx, report);
       const code = exitCodeOf(report);
-      return exported ? code : Math.max(code, 1);
+      // A failed export has its own status: a unit that accepts 1 (warnings) must still fail on it.
+      if (!exported && code !== EXIT_CRITICAL) return EXIT_EXPORT_FAILED;
+      return code;
     } finally {
       // Stuck probe children would otherwise outlive a one-shot run, blocked on their dead mounts.
       deps.probes.close();

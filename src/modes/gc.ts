@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { VOLUME_PREFIX } from "../backends/ids.ts";
+import { nqnPolicyProblem } from "../config/nqn.ts";
 import type { Backend } from "../backends/backend.ts";
 import { DurationMs } from "../config/schemas.ts";
 import { BACKEND_OPTIONS, backendFromConfig } from "../gc/backend.ts";
@@ -20,6 +21,7 @@ export const EXIT_ERROR = 2;
 const DESCRIBE = [
   "Fail-dumb garbage collection of what the driver leaked: dead mounts, NVMe subsystems, loop devices,",
   "staging records and (with --backend) unreferenced disks. Shows the plan by default; --force acts.",
+  "The plan only reads, so it runs beside a live csi-node; --force needs the node plugin stopped (or --ignore-lock).",
   "Exit codes: plan: 0 nothing to collect, 1 candidates exist, 2 error (including a refused lock).",
   "--force: 0 every candidate was collected (or there were none), 1 some were skipped, failed,",
   "timed out or not run (SIGTERM), 2 error before acting.",
@@ -35,18 +37,25 @@ function referencedSource(ctx: ModeContext, timeoutMs: number): (() => Promise<R
   };
 }
 
-/** Lock rules: a live csi-node blocks gc (unless overridden), stale locks are reported, gc runs alone. */
+/**
+ * Lock rules: the plan only reads, so it runs beside a live csi-node (an hourly plan on a healthy
+ * node must not fail); acting needs the node plugin stopped, because a volume it is staging right
+ * now looks exactly like a leak. Stale locks are reported, and gc runs alone.
+ */
 function takeLocks(ctx: ModeContext, notes: Notes): HeldLock | number {
   const stateDir = ctx.config.stateDir as string;
   const nodeLock = readLock(join(stateDir, "csi-node.lock"));
   if (nodeLock?.alive) {
     const who = `csi-node (pid ${nodeLock.pid}, since ${nodeLock.startedAt}) holds ${join(stateDir, "csi-node.lock")}`;
-    if (!ctx.config.ignoreLock) {
-      process.stderr.write(`rds-csi gc: refusing to run: ${who}. Stop it first, or pass --ignore-lock if you are sure it is idle.\n`);
+    if (!ctx.config.force) {
+      notes.warnings.push(`${who}: this plan is a snapshot; a volume being staged right now can show up as a candidate`);
+    } else if (!ctx.config.ignoreLock) {
+      process.stderr.write(`rds-csi gc: refusing to act: ${who}. Stop it first, or pass --ignore-lock if you are sure it is idle (the plan without --force runs beside it).\n`);
       return EXIT_ERROR;
+    } else {
+      ctx.log.warn({ pid: nodeLock.pid }, "gc: --ignore-lock: acting although a live csi-node holds its lock");
+      notes.warnings.push(`--ignore-lock: ${who}`);
     }
-    ctx.log.warn({ pid: nodeLock.pid }, "gc: --ignore-lock: running although a live csi-node holds its lock");
-    notes.warnings.push(`--ignore-lock: ${who}`);
   } else if (nodeLock) {
     notes.warnings.push(`stale csi-node lock ignored (pid ${nodeLock.pid} is not running, ${nodeLock.command})`);
   }
@@ -65,6 +74,11 @@ async function run(ctx: ModeContext): Promise<number> {
   const notes: Notes = { warnings: [] };
   const stepTimeoutMs = cfg.stepTimeout as number;
   const policy = { prefix: cfg.nqnPrefix as string, protectedPatterns: (cfg.protectedNqn as string[] | undefined) ?? [] };
+  const policyProblem = nqnPolicyProblem(policy);
+  if (policyProblem) {
+    process.stderr.write(`rds-csi gc: ${policyProblem}\n`);
+    return EXIT_ERROR;
+  }
 
   let backend: Backend | undefined;
   try {
@@ -130,7 +144,7 @@ export const mode: Mode = {
     { name: "verbose", type: "boolean", describe: "Also list what was left alone and why", default: false },
     { name: "step-timeout", type: "string", describe: "Deadline of each step and each read (a step that misses it is not retried in this run)", default: "10s", schema: DurationMs },
     { name: "grace", type: "string", describe: "Backend disks younger than this are never collected", default: "5m", schema: DurationMs },
-    { name: "ignore-lock", type: "boolean", describe: "Run although a live csi-node holds its lock (logged as a warning)", default: false },
+    { name: "ignore-lock", type: "boolean", describe: "With --force: act although a live csi-node holds its lock (logged as a warning)", default: false },
     { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
     { name: "nvme-bin", type: "string", describe: "nvme-cli executable", default: "nvme" },
     ...BACKEND_OPTIONS,
