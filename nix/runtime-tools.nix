@@ -9,6 +9,11 @@
   stat = "coreutils";
   mknod = "coreutils";
   stdbuf = "coreutils";
+  # Kubelet paths: parents resolved by realpath before anything is made or removed (src/node/kubelet-paths.ts).
+  realpath = "coreutils";
+  mkdir = "coreutils";
+  rmdir = "coreutils";
+  rm = "coreutils";
   # Compares a device's first blocks with zeroes before "could not tell" becomes "empty".
   cmp = "diffutils";
   nvme = "nvme-cli";

@@ -34,7 +34,7 @@ import type { Mode, ModeContext } from "./types.ts";
  * Everything the node path runs (directly or, for `sh`, to batch mount probes); a node without one
  * of them cannot serve every volume. The NixOS module's unit PATH is tested against this list.
  */
-export const REQUIRED_TOOLS = ["sh", "cat", "blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "dumpe2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat"];
+export const REQUIRED_TOOLS = ["sh", "cat", "blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "dumpe2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat", "realpath", "mkdir", "rmdir", "rm"];
 
 /** The host NQN, read by a child with a deadline; absent is allowed (node_id is then the bare name). */
 async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<string | undefined> {
