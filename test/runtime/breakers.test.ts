@@ -68,3 +68,40 @@ describe("breaker registry", () => {
     await expect(reg.execute("volume:x", async () => 1)).resolves.toBe(1);
   });
 });
+
+describe("breaker state is the real state (issue 11)", () => {
+  test("after the open period, list/get say half-open (the next call is the trial), never open with a past openUntil", async () => {
+    const reg = createBreakerRegistry({ threshold: 1, initialOpenMs: 80 });
+    await reg.execute("backend:x", fail).catch(() => {});
+    const open = reg.get("backend:x")!;
+    expect(open.state).toBe("open");
+    expect(open.openUntil! > Date.now()).toBe(true);
+    expect(reg.isOpen("backend:x")).toBe(true);
+    await Bun.sleep(120);
+    // No call in between: cockatiel has not moved yet, but a call would now go through as the trial.
+    for (const b of [reg.get("backend:x")!, ...reg.list()]) {
+      expect(b.state).toBe("half-open");
+      expect(b.openUntil).toBeUndefined();
+    }
+    expect(reg.isOpen("backend:x")).toBe(false);
+    await expect(reg.execute("backend:x", async () => "trial")).resolves.toBe("trial");
+    expect(reg.get("backend:x")).toMatchObject({ state: "closed", failures: 0, opens: 0 });
+  });
+
+  test("a kind of call that keeps failing opens the breaker although another kind keeps succeeding", async () => {
+    const reg = createBreakerRegistry({ threshold: 3 });
+    for (let i = 0; i < 3; i++) {
+      await reg.execute("backend:x", async () => "resource answers", "GET system/resource");
+      await reg.execute("backend:x", fail, "GET disk").catch(() => {});
+    }
+    expect(reg.get("backend:x")).toMatchObject({ state: "open", failures: 3 });
+  });
+
+  test("without kinds, a success still resets the count (the node's volume breakers)", async () => {
+    const reg = createBreakerRegistry({ threshold: 2 });
+    await reg.execute("volume:v", fail).catch(() => {});
+    await reg.execute("volume:v", async () => 1);
+    await reg.execute("volume:v", fail).catch(() => {});
+    expect(reg.get("volume:v")).toMatchObject({ state: "closed", failures: 1 });
+  });
+});
