@@ -24,8 +24,6 @@ export interface ControllerDeps {
   /** Host of the RouterOS management URL; StorageClasses naming another rdsAddress are refused. */
   managementHost?: string;
   keyLock?: KeyLock;
-  /** Deadline for Probe's backend check. */
-  probeTimeoutMs?: number;
 }
 
 const CAPABILITIES = [
@@ -168,6 +166,13 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
         id, sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source,
         meta: { ...(source ? { source: source.id } : {}), paramsDigest: digest },
       }, ctx.signal);
+      // A concurrent add for the same name (another controller) may have won with another size.
+      if (!sizeFits(disk.sizeBytes, r.capacity_range)) {
+        throw alreadyExists(`volume ${r.name} exists as ${id} with ${disk.sizeBytes} bytes (created concurrently), outside the requested capacity range`);
+      }
+      if (disk.meta.paramsDigest && disk.meta.paramsDigest !== digest) {
+        throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters or capabilities (created concurrently)`);
+      }
       if (disk.copying) throw aborted(`volume ${id} is being copied from ${source?.id}; retry later`);
       log.info({ size_bytes: disk.sizeBytes, source: source?.id }, "volume created");
       return { volume: volumeMessage(disk, params) };
@@ -374,34 +379,5 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     ListSnapshots: listSnapshots,
     ControllerExpandVolume: expand,
     ControllerGetVolume: getVolume,
-  };
-}
-
-/** Readiness for Identity.Probe: the backend answers and its breaker is closed. */
-export function controllerProbe(deps: Pick<ControllerDeps, "backend" | "breakers" | "probeTimeoutMs"> & { probeCacheMs?: number }) {
-  const key = `backend:${deps.backend.address}`;
-  // The livenessprobe and kubelet call Probe often; one backend round trip answers all callers of the
-  // same moment, and a success is trusted for a short while. A failure is never cached, and an open
-  // breaker is always seen at once.
-  const cacheMs = deps.probeCacheMs ?? 1_000;
-  let lastSuccessAt = -Infinity;
-  let inFlight: Promise<{ ready: boolean; reason?: string }> | undefined;
-  const check = async (): Promise<{ ready: boolean; reason?: string }> => {
-    try {
-      await deps.backend.probe(AbortSignal.timeout(deps.probeTimeoutMs ?? 5_000));
-      lastSuccessAt = performance.now();
-      return { ready: true };
-    } catch (e) {
-      lastSuccessAt = -Infinity;
-      return { ready: false, reason: `backend ${deps.backend.address}: ${errorMessage(e)}` };
-    }
-  };
-  return async (): Promise<{ ready: boolean; reason?: string }> => {
-    if (deps.backend.kind === "routeros" && deps.breakers.isOpen(key)) {
-      return { ready: false, reason: `circuit breaker ${key} is open` };
-    }
-    if (performance.now() - lastSuccessAt < cacheMs) return { ready: true };
-    inFlight ??= check().finally(() => { inFlight = undefined; });
-    return inFlight;
   };
 }

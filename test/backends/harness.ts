@@ -34,6 +34,7 @@ export interface RouterOsFixtureOptions extends SimOptions {
 
 export async function routerOsFixture(o: RouterOsFixtureOptions = {}): Promise<BackendFixture> {
   const sim = await startRouterOsSim(o);
+  const stateDir = mkdtempSync(join(tmpdir(), "rds-csi-controller-state-"));
   const breakers = createBreakerRegistry({ threshold: o.breakerThreshold ?? 3, initialOpenMs: 60_000 });
   const client = createRestClient({
     url: sim.url, user: sim.user, password: sim.password, ca: readFileSync(sim.caFile, "utf8"),
@@ -41,7 +42,7 @@ export async function routerOsFixture(o: RouterOsFixtureOptions = {}): Promise<B
   });
   const backend = createRouterOsBackend({
     client, log: silentLogger(), nqnPrefix: GO_DRIVER_DEFAULT_PREFIX, defaultNvmeAddress: "127.0.0.1",
-    copyTimeoutMs: o.copyTimeoutMs ?? 5_000, pollIntervalMs: 20, copyStartTimeoutMs: o.requestTimeoutMs ?? 2_000,
+    copyTimeoutMs: o.copyTimeoutMs ?? 5_000, stateDir,
   });
-  return { backend, breakers, sim, close: () => sim.close() };
+  return { backend, breakers, sim, dir: stateDir, close: async () => { await sim.close(); rmSync(stateDir, { recursive: true, force: true }); } };
 }
