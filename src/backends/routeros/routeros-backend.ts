@@ -106,7 +106,14 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
   async function toDisk(row: Row, signal?: AbortSignal, files?: Row[]): Promise<Disk> {
     const meta = await metaOf(row);
     const copying = isCopy(row, meta) ? !(await copyComplete(row, meta, signal, files)) : false;
-    return rowToDisk(row, meta, copying);
+    const disk = rowToDisk(row, meta, copying);
+    // Without a creation-time, the backing file's last change is a lower bound of the age: gc's grace
+    // then errs on the side of keeping.
+    if (disk.createdAt === undefined && files) {
+      const t = fileTime(files.find((x) => x.name === fileName(row["file-path"] ?? "")));
+      if (t !== undefined) disk.createdAt = t;
+    }
+    return disk;
   }
 
   /**
@@ -335,8 +342,9 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
     async listDisks(signal) {
       const rows = (await client.get<Row[]>("disk", { type: "file" }, signal)).filter((r) => (r.slot ?? "").startsWith(VOLUME_PREFIX) && isVolumeId(r.slot!));
       const metas = await Promise.all(rows.map(metaOf));
-      // One /file read for every copy not yet seen complete, instead of one per disk.
-      const files = rows.some((r, i) => isCopy(r, metas[i]!) && !completeCopies.has(r.slot!)) ? await client.get<Row[]>("file", undefined, signal) : [];
+      // One /file read for every copy not yet seen complete and every row without a time, instead of one per disk.
+      const needFiles = rows.some((r, i) => (isCopy(r, metas[i]!) && !completeCopies.has(r.slot!)) || !("creation-time" in r));
+      const files = needFiles ? await client.get<Row[]>("file", undefined, signal) : [];
       const disks = await Promise.all(rows.map((r) => toDisk(r, signal, files)));
       return disks.sort((a, b) => a.id.localeCompare(b.id));
     },
