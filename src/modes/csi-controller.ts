@@ -12,6 +12,8 @@ import { controllerHandlers } from "../controller/service.ts";
 import { volumePathProblem } from "../controller/validation.ts";
 import { identityHandlers } from "../csi/identity.ts";
 import { startCsiServer } from "../csi/server.ts";
+import { backendReport } from "../backends/report.ts";
+import { controllerAdminSocketPath } from "../runtime/admin.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
@@ -124,6 +126,9 @@ export const mode: Mode = {
     });
     ctx.shutdown.onClose(() => server.close());
     ctx.log.info({ backend: backend.kind, address: backend.address, nqn_prefix: nqnPrefix }, "csi-controller ready");
-    return runDaemon(ctx, { adminSocket: (cfg.adminSocket as string | undefined) ?? `${cfg.stateDir as string}/controller-admin.sock` });
+    return runDaemon(ctx, {
+      adminSocket: (cfg.adminSocket as string | undefined) ?? controllerAdminSocketPath(cfg.stateDir as string),
+      backend: () => backendReport(backend),
+    });
   },
 };
