@@ -204,6 +204,24 @@ describe("copies: their own deadline, synchronous, verified from documented fiel
   });
 });
 
+describe("a copy with an unknown outcome survives a controller restart", () => {
+  test("the restarted controller reads back and waits; it never sends the copy-from again", async () => {
+    const { f, c, sim } = await setup({ copyMs: 1_500, serverTimeoutMs: 300, copyTimeoutMs: 5_000, copyRowAppears: "when-done" });
+    const vol = (await c.ctl.CreateVolume(createReq("restart-src"))).volume.volume_id;
+    expect(await codeOf(c.ctl.CreateSnapshot({ name: "restart-snap", source_volume_id: vol }))).toBe(Code.UNAVAILABLE);
+    // The same state dir, a new process: nothing of the first one's memory.
+    const restarted = routerOsBackendOn(sim, { requestTimeoutMs: REQUEST_MS, readAttempts: 1, copyTimeoutMs: 5_000 }, f.dir);
+    const id = snapshotIdForName("restart-snap");
+    let snap = await restarted.backend.createSnapshot(id, vol, "/storage-pool/metal-csi").catch(() => null);
+    for (let i = 0; i < 40 && !snap?.readyToUse; i++) {
+      await Bun.sleep(100);
+      snap = await restarted.backend.createSnapshot(id, vol, "/storage-pool/metal-csi").catch(() => null);
+    }
+    expect(snap?.readyToUse).toBe(true);
+    expect(copyFroms(sim)).toBe(2);
+  });
+});
+
 describe("fields the /disk reference does not list", () => {
   test("no creation-time: snapshot creation_time from the /file entry, never 0, the same on every read", async () => {
     const { c } = await setup({ fields: { creationTime: false } });

@@ -8,18 +8,20 @@ import { readJson, writeJsonAtomic } from "../file/atomic-json.ts";
  * on the controller's state dir, written atomically before the router is changed (a record for a slot
  * that never came to be is harmless and is dropped with the slot's delete).
  */
-export interface MetaStore {
+export interface SlotStore<T> {
   readonly path: string;
-  get(slot: string): Promise<DiskMeta | undefined>;
-  set(slot: string, meta: DiskMeta): Promise<void>;
+  get(slot: string): Promise<T | undefined>;
+  set(slot: string, value: T): Promise<void>;
   delete(slot: string): Promise<void>;
 }
+export type MetaStore = SlotStore<DiskMeta>;
 
-export function createMetaStore(path: string): MetaStore {
-  let map: Record<string, DiskMeta> | undefined;
+/** A JSON map slot → value in one file, loaded once, rewritten atomically on every change. */
+export function createSlotStore<T>(path: string): SlotStore<T> {
+  let map: Record<string, T> | undefined;
   // Writes are chained so two RPCs never interleave a read-modify-write of the file.
   let queue: Promise<unknown> = Promise.resolve();
-  const load = async () => (map ??= (await readJson<Record<string, DiskMeta>>(path)) ?? {});
+  const load = async () => (map ??= (await readJson<Record<string, T>>(path)) ?? {});
   const persist = async () => {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     await writeJsonAtomic(path, map);
@@ -34,8 +36,8 @@ export function createMetaStore(path: string): MetaStore {
     async get(slot) {
       return (await load())[slot];
     },
-    set: (slot, meta) => serial(async () => {
-      (await load())[slot] = meta;
+    set: (slot, value) => serial(async () => {
+      (await load())[slot] = value;
       await persist();
     }),
     delete: (slot) => serial(async () => {

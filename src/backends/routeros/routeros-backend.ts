@@ -5,7 +5,7 @@ import type { Backend, Capacity, CreateDiskRequest, Disk, DiskMeta, Snapshot, Vo
 import { SNAPSHOT_PREFIX, VOLUME_PREFIX, isSnapshotId, isVolumeId, nqnForVolume } from "../ids.ts";
 import { decodeMeta, encodeMeta, fileTime, hasOurComment, parseCreationTime, rowToDisk, rowToSnapshot, statusSaysCopying } from "./disk-row.ts";
 import { UNDETECTED, describeFeatures, detectFeatures, type RouterOsFeatures } from "./features.ts";
-import { createMetaStore, type MetaStore } from "./meta-store.ts";
+import { createSlotStore, type MetaStore, type SlotStore } from "./meta-store.ts";
 import { isOutcomeUnknown, isRestError, type RestClient, type Row } from "./rest-client.ts";
 
 export interface RouterOsBackendOptions {
@@ -24,6 +24,12 @@ export interface RouterOsBackendOptions {
 }
 
 export const DEFAULT_COPY_TIMEOUT_MS = 60_000;
+
+/** Without a state dir (tests of the mapping alone): the same store, in memory. */
+function memorySlotStore<T>(): SlotStore<T> {
+  const m = new Map<string, T>();
+  return { path: "(memory)", get: async (k) => m.get(k), set: async (k, v) => { m.set(k, v); }, delete: async (k) => { m.delete(k); } };
+}
 /** A slot no disk has: reading it exercises `/disk` (what every RPC needs) at the cost of an empty answer. */
 const PROBE_SLOT = "rds-csi-probe";
 
@@ -45,11 +51,14 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
   const { client } = opts;
   const log = opts.log.child({ backend: "routeros", address: client.address });
   const copyTimeoutMs = opts.copyTimeoutMs ?? DEFAULT_COPY_TIMEOUT_MS;
-  const store: MetaStore | undefined = opts.stateDir ? createMetaStore(join(opts.stateDir, "routeros-meta.json")) : undefined;
+  const store: MetaStore | undefined = opts.stateDir ? createSlotStore(join(opts.stateDir, "routeros-meta.json")) : undefined;
   let features: RouterOsFeatures = UNDETECTED;
   let detected = false;
-  /** Copy adds whose outcome is unknown: slot → when sent. No second copy-from while one may run. */
-  const pendingCopies = new Map<string, number>();
+  /**
+   * Copy adds whose outcome is unknown: slot → when sent. No second copy-from while one may run; kept
+   * on the state dir so that a restarted controller does not send it again either.
+   */
+  const pendingCopies: SlotStore<number> = opts.stateDir ? createSlotStore(join(opts.stateDir, "routeros-pending-copies.json")) : memorySlotStore();
   /** Copies seen complete (they never become incomplete again): saves a /file read per look. */
   const completeCopies = new Set<string>();
   /** First time this process saw a snapshot that shows no time anywhere: its creation time, never 0. */
@@ -173,7 +182,14 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
     } catch (e) {
       const mayHaveHappened = isOutcomeUnknown(e) || (isRestError(e) && e.status === 400);
       if (!mayHaveHappened) return refusal(e, what);
-      const row = await rowBySlot(slot, signal);
+      let row: Row | null;
+      try {
+        row = await rowBySlot(slot, signal);
+      } catch (readErr) {
+        // Still unknown: whoever called must not take this as "not added".
+        if (isOutcomeUnknown(e)) return { unknown: `${e.message}; the read-back failed too (${errorMessage(readErr)})` };
+        throw readErr;
+      }
       if (isOurs(row, body)) {
         log.info({ slot, reason: errorMessage(e) }, `${what}: answer lost, cut or raced; found the slot on read-back`);
         return { row };
@@ -206,22 +222,27 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
    */
   async function addCopy(body: Row, what: string, signal?: AbortSignal): Promise<Row | null> {
     const slot = body.slot!;
-    const sentAt = pendingCopies.get(slot);
+    const sentAt = await pendingCopies.get(slot);
     if (sentAt !== undefined && Date.now() - sentAt < 2 * copyTimeoutMs) {
       const row = await rowBySlot(slot, signal);
-      if (isOurs(row, body)) return row;
+      if (isOurs(row, body)) {
+        await pendingCopies.delete(slot);
+        return row;
+      }
       throw unavailable(`${what} for ${slot}: a copy-from sent ${Math.round((Date.now() - sentAt) / 1000)} s ago has an unknown outcome and the slot is not there; no second copy is sent before ${new Date(sentAt + 2 * copyTimeoutMs).toISOString()}`);
     }
-    pendingCopies.set(slot, Date.now());
-    const out = await addDisk(body, what, signal, copyTimeoutMs).catch((e) => {
-      pendingCopies.delete(slot);
+    // Recorded before the add goes out: a crash during the add must not lead to a second one.
+    await pendingCopies.set(slot, Date.now());
+    // addDisk throws only when the copy is known not to have been added (refused, or never sent).
+    const out = await addDisk(body, what, signal, copyTimeoutMs).catch(async (e) => {
+      await pendingCopies.delete(slot);
       throw e;
     });
     if ("row" in out) {
-      pendingCopies.delete(slot);
+      await pendingCopies.delete(slot);
       return out.row;
     }
-    throw unavailable(`${what} for ${slot}: ${out.unknown}; the slot is absent on read-back; the copy is not sent again before ${new Date(Date.now() + 2 * copyTimeoutMs).toISOString()}`);
+    throw unavailable(`${what} for ${slot}: ${out.unknown}; the slot was not found; the copy is not sent again before ${new Date(Date.now() + 2 * copyTimeoutMs).toISOString()}`);
   }
 
   /** Removes a /disk entry by .id; on a lost answer, reads back by slot. */
@@ -320,7 +341,7 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
           row = await addCopy(await withMeta({ ...base, "copy-from": src[".id"]! }, req.meta), "copy disk", signal);
         } else {
           const out = await addDisk(await withMeta({ ...base, "file-size": String(req.sizeBytes) }, req.meta), "create disk", signal);
-          if ("unknown" in out) throw unavailable(`create disk for ${req.id}: ${out.unknown}; the slot is absent on read-back, a retry of the RPC will look again before adding`);
+          if ("unknown" in out) throw unavailable(`create disk for ${req.id}: ${out.unknown}; the slot was not found, a retry of the RPC reads it back again before adding`);
           row = out.row;
         }
       }
