@@ -83,3 +83,13 @@ export async function codeOf(p: Promise<unknown>): Promise<number> {
 }
 
 export const Code = { OK: 0, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, ALREADY_EXISTS: 6, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, ABORTED: 10, OUT_OF_RANGE: 11, UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14 } as const;
+
+/** The CO's retry: calls again every `everyMs` while `more(last)` holds, at most `times` calls; the last result. */
+export async function retryWhile<T>(call: () => Promise<T>, more: (r: T) => boolean, { times = 40, everyMs = 100 } = {}): Promise<T> {
+  let r = await call();
+  for (let i = 1; i < times && more(r); i++) {
+    await Bun.sleep(everyMs);
+    r = await call();
+  }
+  return r;
+}

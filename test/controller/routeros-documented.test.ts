@@ -3,7 +3,7 @@ import { rmSync } from "node:fs";
 import { snapshotIdForName, volumeIdForName } from "../../src/backends/ids.ts";
 import { routerOsBackendOn, routerOsFixture, type BackendFixture, type RouterOsFixtureOptions } from "../backends/harness.ts";
 import type { RouterOsSim } from "../sim/routeros-sim.ts";
-import { Code, GiB, codeOf, mountCap, startController, type ControllerFixture } from "./harness.ts";
+import { Code, GiB, codeOf, mountCap, retryWhile, startController, type ControllerFixture } from "./harness.ts";
 
 /**
  * Issue 11: the controller against a router that behaves as MikroTik documents it (see the simulator's
@@ -161,14 +161,9 @@ describe("copies: their own deadline, synchronous, verified from documented fiel
   test("without status: a copy still running is not ready, however its row looks; done when its file has the source's size", async () => {
     const { c, sim } = await setup({ fields: { status: false }, copyMs: 1_500, copyTimeoutMs: 300 });
     const vol = (await c.ctl.CreateVolume(createReq("nostatus-src"))).volume.volume_id;
-    const first = await c.ctl.CreateSnapshot({ name: "nostatus-snap", source_volume_id: vol });
-    expect(first.snapshot.ready_to_use).toBe(false);
-    let snap = first.snapshot;
-    for (let i = 0; i < 40 && !snap.ready_to_use; i++) {
-      await Bun.sleep(100);
-      snap = (await c.ctl.CreateSnapshot({ name: "nostatus-snap", source_volume_id: vol })).snapshot;
-    }
-    expect(snap.ready_to_use).toBe(true);
+    const cut = () => c.ctl.CreateSnapshot({ name: "nostatus-snap", source_volume_id: vol });
+    expect((await cut()).snapshot.ready_to_use).toBe(false);
+    expect((await retryWhile(cut, (r) => !r.snapshot.ready_to_use)).snapshot.ready_to_use).toBe(true);
     const file = sim.state.files().find((x) => x.name?.endsWith(`${snapshotIdForName("nostatus-snap")}.img`));
     expect(Number(file?.size)).toBe(GiB);
     expect(copyFroms(sim)).toBe(2);
@@ -179,12 +174,7 @@ describe("copies: their own deadline, synchronous, verified from documented fiel
     const src = (await c.ctl.CreateVolume(createReq("cut-src"))).volume.volume_id;
     const req = { ...createReq("cut-clone"), volume_content_source: { volume: { volume_id: src } } };
     expect(await codeOf(c.ctl.CreateVolume(req))).toBe(Code.ABORTED);
-    let code: number = Code.ABORTED;
-    for (let i = 0; i < 40 && code === Code.ABORTED; i++) {
-      await Bun.sleep(100);
-      code = await codeOf(c.ctl.CreateVolume(req));
-    }
-    expect(code).toBe(Code.OK);
+    expect(await retryWhile(() => codeOf(c.ctl.CreateVolume(req)), (code) => code === Code.ABORTED)).toBe(Code.OK);
     expect(slotsNamed(sim, "cut-clone")).toHaveLength(1);
     expect(copyFroms(sim)).toBe(2);
   });
@@ -192,13 +182,9 @@ describe("copies: their own deadline, synchronous, verified from documented fiel
   test("a copy whose row appears only when done, cut by the router: copy-from is never sent a second time", async () => {
     const { c, sim } = await setup({ copyMs: 1_200, serverTimeoutMs: 300, copyTimeoutMs: 5_000, copyRowAppears: "when-done" });
     const vol = (await c.ctl.CreateVolume(createReq("late-src"))).volume.volume_id;
-    let code = await codeOf(c.ctl.CreateSnapshot({ name: "late-snap", source_volume_id: vol }));
-    expect(code).toBe(Code.UNAVAILABLE);
-    for (let i = 0; i < 40 && code !== Code.OK; i++) {
-      await Bun.sleep(100);
-      code = await codeOf(c.ctl.CreateSnapshot({ name: "late-snap", source_volume_id: vol }));
-    }
-    expect(code).toBe(Code.OK);
+    const cut = () => codeOf(c.ctl.CreateSnapshot({ name: "late-snap", source_volume_id: vol }));
+    expect(await cut()).toBe(Code.UNAVAILABLE);
+    expect(await retryWhile(cut, (code) => code !== Code.OK)).toBe(Code.OK);
     expect(sim.state.disks().filter((d) => d.slot === snapshotIdForName("late-snap"))).toHaveLength(1);
     expect(copyFroms(sim)).toBe(2);
   });
@@ -212,11 +198,7 @@ describe("a copy with an unknown outcome survives a controller restart", () => {
     // The same state dir, a new process: nothing of the first one's memory.
     const restarted = routerOsBackendOn(sim, { requestTimeoutMs: REQUEST_MS, readAttempts: 1, copyTimeoutMs: 5_000 }, f.dir);
     const id = snapshotIdForName("restart-snap");
-    let snap = await restarted.backend.createSnapshot(id, vol, "/storage-pool/metal-csi").catch(() => null);
-    for (let i = 0; i < 40 && !snap?.readyToUse; i++) {
-      await Bun.sleep(100);
-      snap = await restarted.backend.createSnapshot(id, vol, "/storage-pool/metal-csi").catch(() => null);
-    }
+    const snap = await retryWhile(() => restarted.backend.createSnapshot(id, vol, "/storage-pool/metal-csi").catch(() => null), (s) => !s?.readyToUse);
     expect(snap?.readyToUse).toBe(true);
     expect(copyFroms(sim)).toBe(2);
   });
