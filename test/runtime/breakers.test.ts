@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createBreakerRegistry } from "../../src/runtime/breakers.ts";
+import { createMetrics, recordBreakerState, syncBreakerGauges } from "../../src/runtime/metrics.ts";
 import { DomainError, invalidArgument } from "../../src/runtime/errors.ts";
 
 const fail = async () => { throw new Error("mkfs failed"); };
@@ -86,6 +87,18 @@ describe("breaker state is the real state (issue 11)", () => {
     expect(reg.isOpen("backend:x")).toBe(false);
     await expect(reg.execute("backend:x", async () => "trial")).resolves.toBe("trial");
     expect(reg.get("backend:x")).toMatchObject({ state: "closed", failures: 0, opens: 0 });
+  });
+
+  test("metrics at scrape time show the real state too: open, then half-open once the period is over", async () => {
+    const metrics = createMetrics();
+    const reg = createBreakerRegistry({ threshold: 1, initialOpenMs: 80, onStateChange: (k, s) => recordBreakerState(metrics, k, s) });
+    await reg.execute("backend:m", fail).catch(() => {});
+    const gauge = async () => (await metrics.breakerState.get()).values.find((v) => v.labels.key === "backend:m")?.value;
+    syncBreakerGauges(metrics, reg);
+    expect(await gauge()).toBe(2);
+    await Bun.sleep(120);
+    syncBreakerGauges(metrics, reg);
+    expect(await gauge()).toBe(1);
   });
 
   test("a kind of call that keeps failing opens the breaker although another kind keeps succeeding", async () => {
