@@ -132,7 +132,10 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     return byName.run(id, () => exclusive(id, async () => {
       const existing = await backend.getDisk(id, ctx.signal);
       if (existing) {
-        if (!sizeFits(existing.sizeBytes, r.capacity_range)) {
+        // A copy of the requested source that has not reached its size yet (still copying, or done but not
+        // grown: the router cut the request, or we died in between) is this request's to finish.
+        const unfinished = !!source && existing.meta.source === source.id && (existing.copying || existing.sizeBytes < (r.capacity_range?.required_bytes ?? 0));
+        if (!unfinished && !sizeFits(existing.sizeBytes, r.capacity_range)) {
           throw alreadyExists(`volume ${r.name} exists as ${id} with ${existing.sizeBytes} bytes, outside the requested capacity range`);
         }
         if ((existing.meta.source ?? "") !== (source?.id ?? "") && (existing.meta.source || existing.meta.paramsDigest)) {
@@ -141,10 +144,14 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
         if (existing.meta.paramsDigest && existing.meta.paramsDigest !== digest) {
           throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters or capabilities`);
         }
-        if (existing.copying) {
-          // Same request: let the copy go on; the CO retries and picks the volume up when done.
-          const done = await backend.createDisk({ id, sizeBytes: existing.sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source, meta: existing.meta }, ctx.signal);
+        if (unfinished || existing.copying) {
+          // Same request: let the copy go on; the CO retries and picks the volume up when done (and grown).
+          const sizeBytes = sizeForRange(r.capacity_range, existing.sizeBytes);
+          const done = await backend.createDisk({ id, sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source, meta: existing.meta }, ctx.signal);
           if (done.copying) throw aborted(`volume ${id} is still being copied from ${source?.id}; retry later`);
+          if (!sizeFits(done.sizeBytes, r.capacity_range)) {
+            throw alreadyExists(`volume ${r.name} exists as ${id} with ${done.sizeBytes} bytes, outside the requested capacity range`);
+          }
           return { volume: volumeMessage(done, params) };
         }
         log.debug("volume exists, returning it");
@@ -167,7 +174,7 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
         meta: { ...(source ? { source: source.id } : {}), paramsDigest: digest },
       }, ctx.signal);
       // A concurrent add for the same name (another controller) may have won with another size.
-      if (!sizeFits(disk.sizeBytes, r.capacity_range)) {
+      if (!disk.copying && !sizeFits(disk.sizeBytes, r.capacity_range)) {
         throw alreadyExists(`volume ${r.name} exists as ${id} with ${disk.sizeBytes} bytes (created concurrently), outside the requested capacity range`);
       }
       if (disk.meta.paramsDigest && disk.meta.paramsDigest !== digest) {

@@ -179,6 +179,17 @@ describe("copies: their own deadline, synchronous, verified from documented fiel
     expect(copyFroms(sim)).toBe(2);
   });
 
+  test("a restore larger than its snapshot, cut by the router: ABORTED while it copies (not ALREADY_EXISTS), then grown", async () => {
+    const { c, sim } = await setup({ copyMs: 1_200, serverTimeoutMs: 300, copyTimeoutMs: 5_000 });
+    const vol = (await c.ctl.CreateVolume(createReq("big-src"))).volume.volume_id;
+    const snap = (await retryWhile(() => c.ctl.CreateSnapshot({ name: "big-snap", source_volume_id: vol }), (r) => !r.snapshot.ready_to_use)).snapshot;
+    const req = { ...createReq("big-restore", 2), volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } };
+    expect(await codeOf(c.ctl.CreateVolume(req))).toBe(Code.ABORTED);
+    expect(await retryWhile(() => codeOf(c.ctl.CreateVolume(req)), (code) => code === Code.ABORTED)).toBe(Code.OK);
+    expect(Number(slotsNamed(sim, "big-restore")[0]!["file-size"])).toBe(2 * GiB);
+    expect(copyFroms(sim)).toBe(3);
+  });
+
   test("a copy whose row appears only when done, cut by the router: copy-from is never sent a second time", async () => {
     const { c, sim } = await setup({ copyMs: 1_200, serverTimeoutMs: 300, copyTimeoutMs: 5_000, copyRowAppears: "when-done" });
     const vol = (await c.ctl.CreateVolume(createReq("late-src"))).volume.volume_id;
