@@ -40,7 +40,10 @@ const fileName = (path: string) => path.replace(/^\/+/, "");
 const poolOf = (volumePath: string) => fileName(volumePath).split("/")[0] ?? "";
 
 const NO_SPACE = /space|full/i;
-/** RouterOS words a duplicate `failure: already have such …`; other menus and versions say "exists". */
+/**
+ * RouterOS words a duplicate `failure: already have such …`; other menus and versions say "exists".
+ * Only for the log: any 400 on an add is read back, and a row that is ours is the answer.
+ */
 const DUPLICATE = /already have|exist/i;
 const NO_COMMENT = /unknown parameter comment/i;
 
@@ -191,7 +194,8 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
         throw readErr;
       }
       if (isOurs(row, body)) {
-        log.info({ slot, reason: errorMessage(e) }, `${what}: answer lost, cut or raced; found the slot on read-back`);
+        const how = isOutcomeUnknown(e) ? "answer lost or cut" : DUPLICATE.test(e.detail) ? "a concurrent add won" : "refused, yet the slot is ours";
+        log.info({ slot, reason: errorMessage(e) }, `${what}: ${how}; found the slot on read-back`);
         return { row };
       }
       if (row) throw internal(`${what}: slot ${slot} exists with another backing file (${row["file-path"]}), not ours; refusing to use it`);
