@@ -7,7 +7,10 @@ export interface ProbeOptions {
   backend: Backend;
   breakers: BreakerRegistry;
   log: Logger;
-  /** How long Probe waits for a fresh answer before it reports the last known one (≤ 1 s: kubelet's probe is 5 s). */
+  /**
+   * How long a fresh check may keep Probe waiting before the last known state is reported; counted from
+   * the check's start, so only the Probe that starts a slow check waits at all.
+   */
   budgetMs: number;
   /** Deadline of one background backend check (the backend's own request deadline applies inside it). */
   checkTimeoutMs: number;
@@ -73,9 +76,11 @@ export function createControllerProbe(o: ProbeOptions) {
       return { ready: false, reason: `circuit breaker ${key} is open until ${new Date(b.openUntil!).toISOString()} (last: ${b.lastError ?? "unknown"})` };
     }
     const running = refresh();
-    if (running) {
+    // The budget counts from the check's start: once a check has outlived it, nobody waits for it again.
+    const waitMs = Math.max(0, o.budgetMs - (performance.now() - startedAt));
+    if (running && waitMs > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const fresh = await Promise.race([running, new Promise<undefined>((r) => { timer = setTimeout(() => r(undefined), o.budgetMs); })]);
+      const fresh = await Promise.race([running, new Promise<undefined>((r) => { timer = setTimeout(() => r(undefined), waitMs); })]);
       clearTimeout(timer);
       if (fresh) return fresh.ready ? { ready: true } : { ready: false, reason: fresh.reason };
     }

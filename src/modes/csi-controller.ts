@@ -75,7 +75,7 @@ export const mode: Mode = {
     { name: "routeros-insecure-skip-tls-verify", type: "boolean", describe: "Do not verify the RouterOS certificate (logs a warning at every start)", default: false },
     { name: "request-timeout", type: "string", describe: "Deadline of one backend request", default: "10s", schema: DurationMs },
     { name: "copy-timeout", type: "string", describe: "Deadline of the request that copies a disk (snapshot, clone); RouterOS cuts requests at 60 s. The CO retries a copy still running; it is never sent twice", default: "60s", schema: DurationMs },
-    { name: "probe-budget", type: "string", describe: "Longest time Probe waits for a fresh backend check before it reports the last known state (the check goes on in the background)", default: "1s", schema: DurationMs },
+    { name: "probe-budget", type: "string", describe: "Longest time Probe waits for a fresh backend check before it reports the last known state (the check goes on in the background); leaves Probe under 1 s", default: "800ms", schema: DurationMs },
     { name: "volume-path", type: "string", describe: "Default directory of backing files on the RDS (StorageClass volumePath)", default: DEFAULT_VOLUME_PATH, schema: VolumePath },
     { name: "nvme-address", type: "string", describe: "Default NVMe/TCP address (StorageClass nvmeAddress; default: the REST host)" },
     { name: "nvme-port", type: "number", describe: "Default NVMe/TCP port", default: 4420, schema: Int(1, 65535) },

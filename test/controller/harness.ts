@@ -33,7 +33,7 @@ export interface ControllerFixture {
 
 /** The controller service over real gRPC on a unix socket, in this process, on a given backend. */
 export interface ControllerOptions {
-  /** Probe's budget (default 1 s, as in the binary). */
+  /** Probe's budget (default 800 ms, as in the binary). */
   probeBudgetMs?: number;
   probeCheckTimeoutMs?: number;
   log?: Logger;
@@ -45,7 +45,7 @@ export async function startController(f: BackendFixture, o: ControllerOptions = 
   const log = o.log ?? silentLogger();
   const shutdown = createShutdownCoordinator({ graceMs: 5_000, log });
   const deps = { backend: f.backend, breakers: f.breakers, log, defaults: DEFAULT_PARAMS, managementHost: "127.0.0.1" };
-  const probe = createControllerProbe({ backend: f.backend, breakers: f.breakers, log, budgetMs: o.probeBudgetMs ?? 1_000, checkTimeoutMs: o.probeCheckTimeoutMs ?? 10_000 });
+  const probe = createControllerProbe({ backend: f.backend, breakers: f.breakers, log, budgetMs: o.probeBudgetMs ?? 800, checkTimeoutMs: o.probeCheckTimeoutMs ?? 10_000 });
   const server = await startCsiServer({
     endpoint, shutdown, log, metrics: createMetrics(),
     handlers: {
