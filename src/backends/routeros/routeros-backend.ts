@@ -91,7 +91,7 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
   function noComments(why: string) {
     if (features.comment === "no") return;
     features = { ...features, comment: "no" };
-    log.warn({ reason: why, store: store?.path }, "RouterOS /disk takes no comment: metadata is kept on the controller's state dir");
+    log.warn({ reason: why, store: store?.path }, "RouterOS /disk takes no comment: metadata (content sources, publications) is kept on the controller's state dir, which must then be on persistent storage");
   }
 
   /**
