@@ -243,6 +243,17 @@ describe("fields the /disk reference does not list", () => {
     console.log(`writes for one create + one publish without comment: ${writes(sim)}`);
   });
 
+  test("a router whose /system/resource cannot be read is still ready: the version is only for the log", async () => {
+    const { f, c, sim } = await setup();
+    sim.faults.add({ kind: "status", status: 404, path: "/rest/system/resource" });
+    const fresh = routerOsBackendOn(sim, { requestTimeoutMs: REQUEST_MS });
+    cleanups.push(() => { rmSync(fresh.stateDir, { recursive: true, force: true }); });
+    await fresh.backend.probe();
+    expect(fresh.backend.features().version).toBeUndefined();
+    expect(await ready(c)).toBe(true);
+    expect(f.breakers.get(`backend:${sim.address}`)?.state ?? "closed").toBe("closed");
+  });
+
   test("detection at start-up reads the router's version and which fields its rows have", async () => {
     const { f, c } = await setup({ fields: { creationTime: false, status: false } });
     await c.ctl.CreateVolume(createReq("detect"));

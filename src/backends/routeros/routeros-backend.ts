@@ -312,7 +312,11 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
   /** Reads the router's version and its `/disk` rows, and records which undocumented fields exist. */
   async function detect(signal?: AbortSignal) {
     const [res, rows] = await Promise.all([
-      client.get<Row>("system/resource", undefined, signal),
+      // The version is for the log and doctor only: a router that will not tell it is still usable.
+      client.get<Row>("system/resource", undefined, signal).catch((e) => {
+        log.warn({ err: errorMessage(e) }, "RouterOS version not readable from /system/resource");
+        return undefined;
+      }),
       client.get<Row[]>("disk", { type: "file" }, signal),
     ]);
     features = detectFeatures(rows, typeof res?.version === "string" ? res.version : undefined, features);
