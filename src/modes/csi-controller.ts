@@ -7,10 +7,13 @@ import { createRouterOsBackend } from "../backends/routeros/routeros-backend.ts"
 import { DEFAULTS } from "../config/defaults.ts";
 import { GO_DRIVER_DEFAULT_PREFIX } from "../config/nqn.ts";
 import { AbsolutePath, DurationMs } from "../config/schemas.ts";
-import { controllerHandlers, controllerProbe } from "../controller/service.ts";
+import { createControllerProbe } from "../controller/probe.ts";
+import { controllerHandlers } from "../controller/service.ts";
 import { volumePathProblem } from "../controller/validation.ts";
 import { identityHandlers } from "../csi/identity.ts";
 import { startCsiServer } from "../csi/server.ts";
+import { backendReport } from "../backends/report.ts";
+import { controllerAdminSocketPath } from "../runtime/admin.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { daemonDirsProblem, runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
@@ -54,7 +57,7 @@ export function buildBackend(ctx: ModeContext, nqnPrefix: string): { backend: Ba
   const host = new URL(url).hostname.replace(/^\[|\]$/g, "");
   const backend = createRouterOsBackend({
     client, log: ctx.log, nqnPrefix, defaultNvmeAddress: (cfg.nvmeAddress as string | undefined) ?? host,
-    copyTimeoutMs: cfg.copyTimeout as number, copyStartTimeoutMs: requestTimeoutMs,
+    copyTimeoutMs: cfg.copyTimeout as number, stateDir: cfg.stateDir as string,
   });
   return { backend, managementHost: host };
 }
@@ -71,7 +74,8 @@ export const mode: Mode = {
     { name: "routeros-ca-file", type: "string", describe: "PEM CA bundle that signed the RouterOS certificate", schema: AbsolutePath },
     { name: "routeros-insecure-skip-tls-verify", type: "boolean", describe: "Do not verify the RouterOS certificate (logs a warning at every start)", default: false },
     { name: "request-timeout", type: "string", describe: "Deadline of one backend request", default: "10s", schema: DurationMs },
-    { name: "copy-timeout", type: "string", describe: "How long a snapshot/clone copy is awaited before the RPC returns and the CO retries", default: "50s", schema: DurationMs },
+    { name: "copy-timeout", type: "string", describe: "Deadline of the request that copies a disk (snapshot, clone); RouterOS cuts requests at 60 s. The CO retries a copy still running; it is never sent twice", default: "60s", schema: DurationMs },
+    { name: "probe-budget", type: "string", describe: "Longest time Probe waits for a fresh backend check before it reports the last known state (the check goes on in the background); leaves Probe under 1 s", default: "800ms", schema: DurationMs },
     { name: "volume-path", type: "string", describe: "Default directory of backing files on the RDS (StorageClass volumePath)", default: DEFAULT_VOLUME_PATH, schema: VolumePath },
     { name: "nvme-address", type: "string", describe: "Default NVMe/TCP address (StorageClass nvmeAddress; default: the REST host)" },
     { name: "nvme-port", type: "number", describe: "Default NVMe/TCP port", default: 4420, schema: Int(1, 65535) },
@@ -107,7 +111,9 @@ export const mode: Mode = {
       keepAliveTmo: cfg.keepAliveTmo as number,
       fsType: cfg.fsType as string,
     };
-    const deps = { backend, breakers: ctx.breakers, log: ctx.log, defaults, managementHost, probeTimeoutMs: cfg.requestTimeout as number };
+    const deps = { backend, breakers: ctx.breakers, log: ctx.log, defaults, managementHost };
+    const probe = createControllerProbe({ backend, breakers: ctx.breakers, log: ctx.log, budgetMs: cfg.probeBudget as number, checkTimeoutMs: 3 * (cfg.requestTimeout as number) });
+    probe.start();
     const server = await startCsiServer({
       endpoint: cfg.endpoint as string,
       socketMode: cfg.socketMode as number,
@@ -117,7 +123,7 @@ export const mode: Mode = {
           driverName: cfg.driverName as string,
           version: ctx.version,
           pluginCapabilities: [{ service: { type: "CONTROLLER_SERVICE" } }, { volume_expansion: { type: "ONLINE" } }],
-          probe: controllerProbe(deps),
+          probe: probe.probe,
         }),
         Controller: controllerHandlers(deps),
       },
@@ -127,6 +133,9 @@ export const mode: Mode = {
     });
     ctx.shutdown.onClose(() => server.close());
     ctx.log.info({ backend: backend.kind, address: backend.address, nqn_prefix: nqnPrefix }, "csi-controller ready");
-    return runDaemon(ctx, { adminSocket: (cfg.adminSocket as string | undefined) ?? `${cfg.stateDir as string}/controller-admin.sock` });
+    return runDaemon(ctx, {
+      adminSocket: (cfg.adminSocket as string | undefined) ?? controllerAdminSocketPath(cfg.stateDir as string),
+      backend: () => backendReport(backend),
+    });
   },
 };

@@ -30,9 +30,9 @@ export function daemonDirsProblem(c: Config): string | null {
  * Shared wiring of the long-running modes: admin socket, optional /metrics, signal handling.
  * Resolves with the exit code once a SIGTERM/SIGINT drain has finished.
  */
-export function runDaemon(ctx: ModeContext, opts: { adminSocket?: string }): Promise<number> {
+export function runDaemon(ctx: ModeContext, opts: { adminSocket?: string; backend?: () => unknown }): Promise<number> {
   if (opts.adminSocket) {
-    const admin = serveAdmin({ socketPath: opts.adminSocket, breakers: ctx.breakers, shutdown: ctx.shutdown, log: ctx.log, mode: String(ctx.config["mode"] ?? "") });
+    const admin = serveAdmin({ socketPath: opts.adminSocket, breakers: ctx.breakers, shutdown: ctx.shutdown, log: ctx.log, mode: String(ctx.config["mode"] ?? ""), ...(opts.backend ? { backend: opts.backend } : {}) });
     ctx.shutdown.onClose(() => admin.stop());
   }
   const address = ctx.config.metricsAddress as string | undefined;
