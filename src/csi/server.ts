@@ -3,7 +3,7 @@ import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { DomainError, isDomainError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
-import type { Metrics } from "../runtime/metrics.ts";
+import type { Metrics } from "../runtime/metric-sink.ts";
 import type { ShutdownCoordinator } from "../runtime/shutdown.ts";
 import { csiPackage, grpcAddress } from "./proto.ts";
 import { STATUS_OF_KIND, statusName } from "./status.ts";

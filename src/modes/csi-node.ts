@@ -51,6 +51,7 @@ async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<s
 
 export const mode: Mode = {
   command: "csi-node",
+  servesMetrics: true,
   // No default: a guessed prefix is how the Go driver disconnected a node's own system volume.
   required: ["nqn-prefix"],
   describe: "CSI Identity + Node: NVMe/TCP (or loop) attach, check/mkfs/mount, publish on this node",

@@ -1,18 +1,18 @@
 import { serveAdmin } from "../runtime/admin.ts";
-import { serveMetrics, syncBreakerGauges } from "../runtime/metrics.ts";
 import type { ModeContext } from "./types.ts";
 
 /**
  * Shared wiring of the long-running modes: admin socket, optional /metrics, signal handling.
  * Resolves with the exit code once a SIGTERM/SIGINT drain has finished.
  */
-export function runDaemon(ctx: ModeContext, opts: { adminSocket?: string }): Promise<number> {
+export async function runDaemon(ctx: ModeContext, opts: { adminSocket?: string }): Promise<number> {
   if (opts.adminSocket) {
     const admin = serveAdmin({ socketPath: opts.adminSocket, breakers: ctx.breakers, shutdown: ctx.shutdown, log: ctx.log, mode: String(ctx.config["mode"] ?? "") });
     ctx.shutdown.onClose(() => admin.stop());
   }
   const address = ctx.config.metricsAddress as string | undefined;
   if (address) {
+    const { serveMetrics, syncBreakerGauges } = await import("../runtime/metrics.ts");
     const m = serveMetrics(address, ctx.metrics, () => syncBreakerGauges(ctx.metrics, ctx.breakers));
     ctx.log.info({ address, port: m.port }, "metrics endpoint listening");
     ctx.shutdown.onClose(() => m.stop());

@@ -7,7 +7,7 @@ import { createChecks, runRound } from "../health/round.ts";
 import type { HealthDeps } from "../health/types.ts";
 import { sleep } from "../runtime/deadline.ts";
 import { errorMessage } from "../runtime/errors.ts";
-import { parseHostPort } from "../runtime/metrics.ts";
+import { parseHostPort } from "../runtime/metric-sink.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
 const HttpUrl = v.pipe(v.string(), v.url("must be a URL like http://pushgateway:9091"), v.regex(/^https?:\/\//, "must be an http:// or https:// URL"));
@@ -77,7 +77,7 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
       async fetch(req) {
         const path = new URL(req.url).pathname;
         if (path === "/metrics") {
-          const body = (last ? renderPrometheus(last) : "") + (await ctx.metrics.registry.metrics());
+          const body = (last ? renderPrometheus(last) : "") + (await ctx.metrics.render());
           return new Response(body, { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
         }
         if (path === "/healthz") return new Response("ok\n");
@@ -109,6 +109,7 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
 export const mode: Mode = {
   command: "doctor",
   logToStderr: true,
+  servesMetrics: true,
   describe: "Health report of this node: every mount probed without hanging, mount storms, NVMe, kernel, resources, breakers. Exit 0 healthy, 1 warnings, 2 critical",
   options: [
     { name: "probe-timeout", type: "string", describe: "How long a mount may take to answer before it is reported dead", default: "5s", schema: DurationMs },
