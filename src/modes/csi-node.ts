@@ -23,19 +23,19 @@ import { ok, type Runner } from "../runtime/exec.ts";
 import { createKeyLock } from "../runtime/key-lock.ts";
 import { acquireLock } from "../runtime/lockfile.ts";
 import type { Logger } from "../runtime/log.ts";
+import { profiled, profileFields, profilingRunner } from "../runtime/rpc-profile.ts";
 import { runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
 /** Everything the node path runs; a node without one of them cannot serve every volume. */
 export const REQUIRED_TOOLS = ["blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat"];
 
+/** The tools a node lacks, asked of one shell (one child instead of one per tool). */
 async function missingTools(runner: Runner, tools: readonly string[], log: Logger): Promise<string[]> {
-  const missing: string[] = [];
-  for (const tool of tools) {
-    const r = await runner("sh", ["-c", 'command -v "$1"', "sh", tool], { timeoutMs: 5_000, log });
-    if (!ok(r)) missing.push(tool);
-  }
-  return missing;
+  const r = await runner("sh", ["-c", 'for t do command -v "$t" >/dev/null 2>&1 || echo "$t"; done', "sh", ...tools], { timeoutMs: 5_000, log });
+  // A shell that could not run at all cannot vouch for any tool.
+  if (!ok(r)) return [...tools];
+  return r.stdout.split("\n").filter(Boolean);
 }
 
 /** The host NQN, read by a child with a deadline; absent is allowed (node_id is then the bare name). */
@@ -100,22 +100,24 @@ export const mode: Mode = {
     const procRoot = c.procRoot as string;
     const mountinfoMs = c.mountinfoTimeout as number;
     const kubeletDir = c.kubeletDir as string;
+    // Child processes and mount-table reads are counted per RPC and logged at debug level.
+    const runner = profilingRunner(ctx.runner);
     const systemNqns = async (signal?: AbortSignal) => {
-      const mounts = await readMountinfo({ runner: ctx.runner, procRoot, timeoutMs: mountinfoMs, ...(signal ? { signal } : {}) });
+      const mounts = await readMountinfo({ runner, procRoot, timeoutMs: mountinfoMs, ...(signal ? { signal } : {}) });
       return systemVolumeNqns(sysfsRoot, mounts, { workloadTrees: [kubeletDir], signal });
     };
     const probes = createProbeRegistry({ timeoutMs: c.probeTimeout as number, log: ctx.log });
     ctx.shutdown.onClose(() => probes.close());
     const nodeName = (c.nodeId as string | undefined) ?? hostname();
     const service = createNodeService({
-      runner: ctx.runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes as number,
+      runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes as number,
       connectors: {
         "nvme-tcp": createNvmeTcpConnector({
-          runner: ctx.runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot as string, policy, systemNqns, nvmeBin,
+          runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot as string, policy, systemNqns, nvmeBin,
           ...(hostNqn ? { hostNqn } : {}),
           timeouts: { connectMs: c.connectTimeout as number, disconnectMs: c.connectTimeout as number },
         }),
-        loop: createLoopConnector({ runner: ctx.runner, log: ctx.log }),
+        loop: createLoopConnector({ runner, log: ctx.log }),
       },
       records: stagingRecords(stateDir),
       legacyNqnFor: (id) => (GO_DRIVER_VOLUME_ID.test(id) ? nqnForVolume(prefix, id) : undefined),
@@ -135,7 +137,8 @@ export const mode: Mode = {
           driverName: c.driverName as string, version: ctx.version, pluginCapabilities: [],
           probe: async () => (ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` }),
         }),
-        Node: service as unknown as Record<string, (req: any) => Promise<unknown>>,
+        Node: Object.fromEntries(Object.entries(service).map(([method, handler]) => [method, (req: unknown, rpc: unknown) =>
+          profiled(() => (handler as (r: unknown, c: unknown) => Promise<unknown>)(req, rpc), (p) => ctx.log.debug({ op: method, ...profileFields(p) }, "rpc profile"))])),
       },
       shutdown: ctx.shutdown, log: ctx.log, metrics: ctx.metrics,
     });

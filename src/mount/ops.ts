@@ -50,11 +50,15 @@ export async function makeDirectory(path: string, o: OpsOptions): Promise<void> 
   must(await run(o, "mkdir", ["-p", "--", path], false), `mkdir ${path}`);
 }
 
-/** Removes an empty directory or a non-directory; a missing path is fine. */
+/**
+ * Removes an empty directory or a non-directory; a missing path is fine. rmdir first (what the
+ * unpublish and unstage paths remove is a directory), `rm -f` only when rmdir says it is not one:
+ * one child in the common case instead of a stat before.
+ */
 export async function removePath(path: string, o: OpsOptions): Promise<void> {
-  const k = await pathKind(path, o);
-  if (k.kind === "missing") return;
-  const r = k.kind === "directory" ? await run(o, "rmdir", ["--", path]) : await run(o, "rm", ["-f", "--", path]);
+  let r = await run(o, "rmdir", ["--", path]);
+  if (ok(r) || /No such file or directory/.test(r.stderr)) return;
+  if (/Not a directory/.test(r.stderr)) r = await run(o, "rm", ["-f", "--", path]);
   if (!ok(r) && /Directory not empty/.test(r.stderr)) throw failedPrecondition(`${path} is not empty; refusing to remove it`);
   must(r, `remove ${path}`);
 }

@@ -119,12 +119,17 @@ export function createNodeService(deps: NodeServiceDeps) {
 
   const mountsAt = (mounts: readonly MountEntry[], path: string) => mounts.filter((m) => m.mountPoint === path);
 
+  /**
+   * Unmounts everything stacked at path. The table read once up front says how many there are; a
+   * successful umount removes exactly the top one, so the table is not read again after each.
+   */
   async function unmountAll(path: string, log: Logger): Promise<MountEntry[]> {
-    let mounts = await preflight();
-    for (let i = 0; mountsAt(mounts, path).length > 0; i++) {
-      if (i >= MAX_UNMOUNT_ROUNDS) throw failedPrecondition(`${path} still has ${mountsAt(mounts, path).length} mounts stacked after ${i} unmounts; run rds-csi doctor and rds-csi gc`);
+    const mounts = await preflight();
+    const stacked = mountsAt(mounts, path).length;
+    if (stacked > MAX_UNMOUNT_ROUNDS) throw failedPrecondition(`${path} has ${stacked} mounts stacked; run rds-csi doctor and rds-csi gc`);
+    for (let i = 0; i < stacked; i++) {
       await unmount(path, ops(t.mountMs, log));
-      mounts = await preflight();
+      mounts.splice(mounts.findLastIndex((m) => m.mountPoint === path), 1);
     }
     return mounts;
   }
@@ -138,6 +143,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     const content = await probeFilesystem(device.devicePath, { runner: deps.runner, log, timeoutMs: t.commandMs });
     let fsType: string = cap.fsType;
     let grow = false;
+    let fsBytes: number | undefined;
     switch (content.state) {
       case "filesystem": {
         if (!COMPATIBLE_FS[cap.fsType].includes(content.type)) {
@@ -153,6 +159,7 @@ export function createNodeService(deps: NodeServiceDeps) {
         if (verdict.warning) log.warn({ device: device.devicePath, warning: verdict.warning }, "health check passed with a warning");
         // A forced offline resize is only safe on a filesystem the check found fully clean (no journal to replay).
         grow = fsType === "xfs" || !verdict.warning;
+        if (verdict.blocks && content.blockSize) fsBytes = verdict.blocks * content.blockSize;
         break;
       }
       case "none":
@@ -179,7 +186,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     // The backend may have grown the volume while it was not staged anywhere. ext4 grows best
     // before the mount (offline resize needs no extra capability); xfs only grows mounted.
     const growOpts = { runner: deps.runner, log, timeoutMs: t.growMs };
-    if (grow && fsType !== "xfs" && (await ext4SmallerThanDevice(device.devicePath, growOpts))) {
+    if (grow && fsType !== "xfs" && (await ext4SmallerThanDevice(device.devicePath, growOpts, { fsBytes, devBytes: device.sizeBytes }))) {
       await growFilesystem(device.devicePath, stagingPath, "ext4", { ...growOpts, offlineChecked: true });
     }
     await mountDevice(device.devicePath, stagingPath, fsType, cap.mountFlags, ops(t.mountMs, log));
