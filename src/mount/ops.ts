@@ -51,6 +51,18 @@ export async function makeDirectory(path: string, o: OpsOptions): Promise<void> 
 }
 
 /**
+ * Makes the directory (and its parents) unless it exists, in one child: `mkdir -pv` names what it
+ * created, so no stat is needed to learn whether the directory was ours. A non-directory in the
+ * way is FAILED_PRECONDITION naming the field.
+ */
+export async function ensureDirectory(path: string, field: string, o: OpsOptions): Promise<"created" | "existed"> {
+  const r = await run(o, "mkdir", ["-pv", "--", path], false);
+  if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) throw failedPrecondition(`${field} ${path} exists and is not a directory`);
+  must(r, `mkdir ${path}`);
+  return r.stdout.trim() ? "created" : "existed";
+}
+
+/**
  * Removes an empty directory or a non-directory; a missing path is fine. rmdir first (what the
  * unpublish and unstage paths remove is a directory), `rm -f` only when rmdir says it is not one:
  * one child in the common case instead of a stat before.

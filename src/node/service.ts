@@ -7,7 +7,7 @@ import { checkFilesystem } from "../fs/health-check.ts";
 import { ext4SmallerThanDevice, growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
 import { probeFilesystem } from "../fs/probe-filesystem.ts";
 import { readMountinfo, type MountEntry } from "../mount/mountinfo.ts";
-import { bindMount, makeBlockNode, makeDirectory, mountDevice, pathKind, removePath, unmount, type OpsOptions } from "../mount/ops.ts";
+import { bindMount, ensureDirectory, makeBlockNode, makeDirectory, mountDevice, pathKind, removePath, unmount, type OpsOptions } from "../mount/ops.ts";
 import type { ProbeRegistry } from "../mount/probe.ts";
 import { assertNoStorm, assertTableSane } from "../mount/storm-guard.ts";
 import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
@@ -175,13 +175,9 @@ export function createNodeService(deps: NodeServiceDeps) {
       case "unknown":
         throw unavailable(`could not tell whether ${device.devicePath} holds a filesystem (${content.reason}); not formatting; retry later`);
     }
-    const kind = await pathKind(stagingPath, ops(t.commandMs, log));
-    if (kind.kind === "missing") {
-      await makeDirectory(stagingPath, ops(t.commandMs, log));
+    if ((await ensureDirectory(stagingPath, "staging_target_path", ops(t.commandMs, log))) === "created") {
       record.created_staging_dir = true;
       await deps.records.write(record);
-    } else if (kind.kind !== "directory") {
-      throw failedPrecondition(`staging_target_path ${stagingPath} exists and is not a directory (${kind.kind})`);
     }
     // The backend may have grown the volume while it was not staged anywhere. ext4 grows best
     // before the mount (offline resize needs no extra capability); xfs only grows mounted.
