@@ -104,6 +104,7 @@ export function benchTmpDir(name: string): string {
 
 /** What a bench must leave as it found: the host's mount count and attached loop devices. */
 export function hostState() {
+  install(); // reap an interrupted run's leftovers first: they are not part of what we found
   const before = { mounts: mountPoints().length, loops: loopDevices().length };
   return {
     /** Call at the very end, after every cleanup: prints before → after. Other processes on the host can move these too. */
