@@ -89,8 +89,11 @@ function install(): void {
 }
 
 /** Registers something this run created; it is released at exit, on a signal, or by the next run. */
+const ownedDirs: string[] = [];
+
 export function own(o: Owned): void {
   install();
+  if ("dir" in o) ownedDirs.push(o.dir);
   appendFileSync(marker, JSON.stringify(o) + "\n");
 }
 
@@ -111,7 +114,13 @@ export function hostState() {
     report(): string {
       const after = { mounts: mountPoints().length, loops: loopDevices().length };
       const same = after.mounts === before.mounts && after.loops === before.loops;
-      return `host ${same ? "left as found" : "CHANGED"}: mounts ${before.mounts} → ${after.mounts}, loop devices ${before.loops} → ${after.loops}`;
+      // Other work on the host moves the totals too; what this run left in its own trees is ours alone.
+      const ours = {
+        mounts: mountPoints().filter((mp) => ownedDirs.some((d) => under(mp, d))).length,
+        loops: loopDevices().filter(({ file }) => ownedDirs.some((d) => under(file, d))).length,
+      };
+      return `host ${same ? "left as found" : "changed"}: mounts ${before.mounts} → ${after.mounts}, loop devices ${before.loops} → ${after.loops}; ` +
+        `left by this run: ${ours.mounts} mounts, ${ours.loops} loop devices`;
     },
   };
 }
