@@ -1,7 +1,7 @@
 import yargs, { type Argv } from "yargs";
 import { COMMON_OPTIONS } from "./config/options.ts";
 import { ConfigError, envName, loadConfig } from "./config/load.ts";
-import { MODES } from "./modes/index.ts";
+import { loadModes, MODE_NAMES } from "./modes/index.ts";
 import type { Mode, OptionSpec } from "./modes/types.ts";
 import { createRuntime } from "./runtime/index.ts";
 import { VERSION } from "./version.ts";
@@ -54,7 +54,11 @@ async function runMode(mode: Mode, argv: Record<string, unknown>): Promise<numbe
     const name = p.slice(1, -1);
     if (argv[name] !== undefined) positionals.push(String(argv[name]));
   }
-  const ctx = createRuntime(loaded.config, { mode: mode.command, version: VERSION, positionals, logToStderr: mode.logToStderr });
+  // prom-client (and its process metrics) only in a process that serves them.
+  const metrics = mode.servesMetrics && loaded.config.metricsAddress
+    ? (await import("./runtime/metrics.ts")).createMetrics({ defaultMetrics: true })
+    : undefined;
+  const ctx = createRuntime(loaded.config, { mode: mode.command, version: VERSION, positionals, logToStderr: mode.logToStderr, ...(metrics ? { metrics } : {}) });
   return mode.run(ctx);
 }
 
@@ -64,7 +68,7 @@ export async function main(args: string[]): Promise<number> {
     .scriptName("rds-csi")
     .usage("$0 <mode> [options]\n\nKubernetes CSI driver for MikroTik RDS volumes over NVMe/TCP, with gc and doctor.")
     .strict()
-    .demandCommand(1, "Name a mode: csi-controller, csi-node, gc, doctor, breaker, version")
+    .demandCommand(1, `Name a mode: ${MODE_NAMES.join(", ")}`)
     .recommendCommands()
     .help()
     .alias("h", "help")
@@ -75,7 +79,7 @@ export async function main(args: string[]): Promise<number> {
       process.stderr.write(`rds-csi: ${String(msg).replace(/\s*\n\s*/g, "; ")} (rds-csi --help lists the options)\n`);
       process.exit(EXIT_USAGE);
     });
-  for (const mode of MODES) {
+  for (const mode of await loadModes(args[0])) {
     const specs = mode.command === "version" ? [] : [...COMMON_OPTIONS, ...mode.options];
     cli = cli.command(
       `${mode.command}${mode.positional ? ` ${mode.positional}` : ""}`,

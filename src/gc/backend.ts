@@ -22,7 +22,7 @@ export const BACKEND_OPTIONS: readonly OptionSpec[] = controllerMode.options
  * Builds the backend named by `--backend`, or undefined, with the controller's own factory. Lists
  * and deletes only: copies never start here, so their deadline is just the request deadline.
  */
-export function backendFromConfig(ctx: ModeContext, nqnPrefix: string): Backend | undefined {
+export async function backendFromConfig(ctx: ModeContext, nqnPrefix: string): Promise<Backend | undefined> {
   if (ctx.config.backend === undefined) return undefined;
-  return buildBackend({ ...ctx, config: { copyTimeout: ctx.config.requestTimeout, ...ctx.config } }, nqnPrefix).backend;
+  return (await buildBackend({ ...ctx, config: { copyTimeout: ctx.config.requestTimeout, ...ctx.config } }, nqnPrefix)).backend;
 }

@@ -1,21 +1,13 @@
 import { readFileSync } from "node:fs";
 import * as v from "valibot";
 import type { Backend, VolumeParams } from "../backends/backend.ts";
-import { createFileBackend } from "../backends/file/file-backend.ts";
-import { createRestClient } from "../backends/routeros/rest-client.ts";
-import { createRouterOsBackend } from "../backends/routeros/routeros-backend.ts";
 import { DEFAULTS } from "../config/defaults.ts";
 import { GO_DRIVER_DEFAULT_PREFIX } from "../config/nqn.ts";
 import { AbsolutePath, DurationMs } from "../config/schemas.ts";
-import { createControllerProbe } from "../controller/probe.ts";
-import { controllerHandlers } from "../controller/service.ts";
 import { volumePathProblem } from "../controller/validation.ts";
-import { identityHandlers } from "../csi/identity.ts";
-import { startCsiServer } from "../csi/server.ts";
-import { backendReport } from "../backends/report.ts";
 import { controllerAdminSocketPath } from "../runtime/admin.ts";
+import { daemonDirsProblem } from "../runtime/daemon-dirs.ts";
 import { errorMessage } from "../runtime/errors.ts";
-import { daemonDirsProblem, runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
 export const DEFAULT_VOLUME_PATH = "/storage-pool/metal-csi";
@@ -35,11 +27,15 @@ function readPassword(cfg: Record<string, unknown>): string {
   throw new Error(`routeros backend needs a password: --routeros-password-file or ${PASSWORD_ENV}`);
 }
 
-/** Builds the backend from the controller's flags; gc reuses it to list and delete disks. */
-export function buildBackend(ctx: ModeContext, nqnPrefix: string): { backend: Backend; managementHost?: string } {
+/**
+ * Builds the backend from the controller's flags; gc reuses it to list and delete disks. Each
+ * backend is imported only when chosen: gc borrows these options without loading either.
+ */
+export async function buildBackend(ctx: ModeContext, nqnPrefix: string): Promise<{ backend: Backend; managementHost?: string }> {
   const cfg = ctx.config;
   const requestTimeoutMs = cfg.requestTimeout as number;
   if (cfg.backend === "file") {
+    const { createFileBackend } = await import("../backends/file/file-backend.ts");
     return { backend: createFileBackend({ dir: cfg.fileDir as string, runner: ctx.runner, log: ctx.log, opTimeoutMs: requestTimeoutMs, copyTimeoutMs: cfg.copyTimeout as number }) };
   }
   const url = cfg.routerosUrl as string | undefined;
@@ -50,6 +46,8 @@ export function buildBackend(ctx: ModeContext, nqnPrefix: string): { backend: Ba
     ctx.log.warn({ url }, "TLS certificate verification of the RouterOS REST API is OFF (--routeros-insecure-skip-tls-verify): anyone on the path can read the credentials");
   }
   const caFile = cfg.routerosCaFile as string | undefined;
+  const { createRestClient } = await import("../backends/routeros/rest-client.ts");
+  const { createRouterOsBackend } = await import("../backends/routeros/routeros-backend.ts");
   const client = createRestClient({
     url, user, password: readPassword(cfg), ca: caFile ? readFileSync(caFile, "utf8") : undefined,
     insecureSkipTlsVerify: !!cfg.routerosInsecureSkipTlsVerify, requestTimeoutMs, breakers: ctx.breakers, log: ctx.log,
@@ -64,6 +62,7 @@ export function buildBackend(ctx: ModeContext, nqnPrefix: string): { backend: Ba
 
 export const mode: Mode = {
   command: "csi-controller",
+  servesMetrics: true,
   describe: "CSI Identity + Controller: volumes, snapshots and export restriction on the RDS (RouterOS REST) or in a local directory",
   options: [
     { name: "backend", type: "string", describe: "Where disks live", default: "file", choices: ["routeros", "file"] },
@@ -93,9 +92,9 @@ export const mode: Mode = {
       return 2;
     }
     const nqnPrefix = (cfg.nqnPrefix as string | undefined) ?? GO_DRIVER_DEFAULT_PREFIX;
-    let built: ReturnType<typeof buildBackend>;
+    let built: Awaited<ReturnType<typeof buildBackend>>;
     try {
-      built = buildBackend(ctx, nqnPrefix);
+      built = await buildBackend(ctx, nqnPrefix);
     } catch (e) {
       ctx.log.fatal({ err: errorMessage(e) }, "csi-controller: bad configuration");
       return 2;
@@ -111,6 +110,11 @@ export const mode: Mode = {
       keepAliveTmo: cfg.keepAliveTmo as number,
       fsType: cfg.fsType as string,
     };
+    // gRPC and the controller service load here, not with the options gc borrows from this file.
+    const [{ controllerHandlers }, { createControllerProbe }, { backendReport }, { identityHandlers }, { startCsiServer }, { runDaemon }] = await Promise.all([
+      import("../controller/service.ts"), import("../controller/probe.ts"), import("../backends/report.ts"),
+      import("../csi/identity.ts"), import("../csi/server.ts"), import("./daemon.ts"),
+    ]);
     const deps = { backend, breakers: ctx.breakers, log: ctx.log, defaults, managementHost };
     const probe = createControllerProbe({ backend, breakers: ctx.breakers, log: ctx.log, budgetMs: cfg.probeBudget as number, checkTimeoutMs: 3 * (cfg.requestTimeout as number) });
     probe.start();

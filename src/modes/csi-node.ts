@@ -12,7 +12,7 @@ import { createLoopConnector } from "../node/loop-connector.ts";
 import { createNodeService } from "../node/service.ts";
 import { kubeletPaths } from "../node/kubelet-paths.ts";
 import { DEFAULTS } from "../config/defaults.ts";
-import { daemonDirsProblem } from "./daemon.ts";
+import { daemonDirsProblem } from "../runtime/daemon-dirs.ts";
 import { nqnForVolume } from "../backends/ids.ts";
 
 /** Volume ids of the Go driver: its NQN is the managed prefix plus the id's uuid. */
@@ -27,6 +27,7 @@ import { missingTools } from "../runtime/tools-on-path.ts";
 import { createKeyLock } from "../runtime/key-lock.ts";
 import { acquireLock } from "../runtime/lockfile.ts";
 import type { Logger } from "../runtime/log.ts";
+import { profiled, profileFields, profilingRunner } from "../runtime/rpc-profile.ts";
 import { runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
@@ -49,6 +50,7 @@ async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<s
 
 export const mode: Mode = {
   command: "csi-node",
+  servesMetrics: true,
   // No default: a guessed prefix is how the Go driver disconnected a node's own system volume.
   required: ["nqn-prefix"],
   describe: "CSI Identity + Node: NVMe/TCP (or loop) attach, check/mkfs/mount, publish on this node",
@@ -103,8 +105,10 @@ export const mode: Mode = {
     const procRoot = c.procRoot as string;
     const mountinfoMs = c.mountinfoTimeout as number;
     const kubeletDir = c.kubeletDir as string;
+    // Child processes and mount-table reads are counted per RPC and logged at debug level.
+    const runner = profilingRunner(ctx.runner);
     const systemNqns = async (signal?: AbortSignal) => {
-      const mounts = await readMountinfo({ runner: ctx.runner, procRoot, timeoutMs: mountinfoMs, ...(signal ? { signal } : {}) });
+      const mounts = await readMountinfo({ runner, procRoot, timeoutMs: mountinfoMs, ...(signal ? { signal } : {}) });
       return systemVolumeNqns(sysfsRoot, mounts, { workloadTrees: [kubeletDir], signal });
     };
     const probes = createProbeRegistry({ timeoutMs: c.probeTimeout as number, log: ctx.log });
@@ -114,14 +118,14 @@ export const mode: Mode = {
     const stale = await records.removeTempFiles().catch(() => []);
     if (stale.length) ctx.log.info({ removed: stale }, "removed temp files of staging records a crash interrupted");
     const service = createNodeService({
-      runner: ctx.runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes as number,
+      runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes as number,
       connectors: {
         "nvme-tcp": createNvmeTcpConnector({
-          runner: ctx.runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot as string, policy, systemNqns, nvmeBin,
+          runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot as string, policy, systemNqns, nvmeBin,
           ...(hostNqn ? { hostNqn } : {}),
           timeouts: { connectMs: c.connectTimeout as number, disconnectMs: c.connectTimeout as number },
         }),
-        loop: createLoopConnector({ runner: ctx.runner, log: ctx.log }),
+        loop: createLoopConnector({ runner, log: ctx.log }),
       },
       records,
       paths: kubeletPaths({ kubeletDir, runner: ctx.runner, log: ctx.log, timeoutMs: 15_000 }),
@@ -144,7 +148,8 @@ export const mode: Mode = {
           driverName: c.driverName as string, version: ctx.version, pluginCapabilities: [],
           probe: async () => (ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` }),
         }),
-        Node: service as unknown as Record<string, (req: any) => Promise<unknown>>,
+        Node: Object.fromEntries(Object.entries(service).map(([method, handler]) => [method, (req: unknown, rpc: unknown) =>
+          profiled(() => (handler as (r: unknown, c: unknown) => Promise<unknown>)(req, rpc), (p) => ctx.log.debug({ op: method, ...profileFields(p) }, "rpc profile"))])),
       },
       shutdown: ctx.shutdown, log: ctx.log, metrics: ctx.metrics,
     });

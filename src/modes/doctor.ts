@@ -7,7 +7,7 @@ import { createChecks, runRound } from "../health/round.ts";
 import type { HealthDeps } from "../health/types.ts";
 import { sleep } from "../runtime/deadline.ts";
 import { errorMessage } from "../runtime/errors.ts";
-import { parseHostPort } from "../runtime/metrics.ts";
+import { parseHostPort } from "../runtime/metric-sink.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
 const EXIT_CRITICAL = 2;
@@ -80,7 +80,7 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
       async fetch(req) {
         const path = new URL(req.url).pathname;
         if (path === "/metrics") {
-          const body = (last ? renderPrometheus(last) : "") + (await ctx.metrics.registry.metrics());
+          const body = (last ? renderPrometheus(last) : "") + (await ctx.metrics.render());
           return new Response(body, { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
         }
         if (path === "/healthz") return new Response("ok\n");
@@ -112,6 +112,7 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
 export const mode: Mode = {
   command: "doctor",
   logToStderr: true,
+  servesMetrics: true,
   describe: "Health report of this node: every mount probed without hanging, mount storms, NVMe, kernel, resources, breakers. Exit 0 healthy, 1 warnings, 2 critical, 3 the metrics could not be exported (textfile or Pushgateway)",
   options: [
     { name: "probe-timeout", type: "string", describe: "How long a mount may take to answer before it is reported dead", default: "5s", schema: DurationMs },

@@ -82,7 +82,7 @@ async function run(ctx: ModeContext): Promise<number> {
 
   let backend: Backend | undefined;
   try {
-    backend = backendFromConfig(ctx, policy.prefix);
+    backend = await backendFromConfig(ctx, policy.prefix);
   } catch (e) {
     process.stderr.write(`rds-csi gc: ${errorMessage(e)}\n`);
     return EXIT_ERROR;

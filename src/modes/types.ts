@@ -2,7 +2,7 @@ import type * as v from "valibot";
 import type { BreakerRegistry } from "../runtime/breakers.ts";
 import type { Runner, RunnerStats } from "../runtime/exec.ts";
 import type { Logger } from "../runtime/log.ts";
-import type { Metrics } from "../runtime/metrics.ts";
+import type { Metrics } from "../runtime/metric-sink.ts";
 import type { ShutdownCoordinator } from "../runtime/shutdown.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "array";
@@ -47,6 +47,8 @@ export interface Mode {
   positional?: string;
   /** Modes whose stdout is a report (gc, doctor, breaker) send their log lines to stderr. */
   logToStderr?: boolean;
+  /** Serves /metrics when --metrics-address is set: only then is prom-client loaded. */
+  servesMetrics?: boolean;
   /** Long-running modes install signal handlers; one-shot modes may not need them. */
   run(ctx: ModeContext): Promise<number>;
 }

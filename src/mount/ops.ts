@@ -51,13 +51,43 @@ export async function makeDirectory(path: string, o: OpsOptions): Promise<void> 
   must(await run(o, "mkdir", ["-p", "--", path], false), `mkdir ${path}`);
 }
 
-/** Removes an empty directory or a non-directory; a missing path is fine. */
+/**
+ * Makes the directory (and its parents) unless it exists, in one child: `mkdir -pv` names what it
+ * created, so no stat is needed to learn whether the directory was ours. A non-directory in the
+ * way is FAILED_PRECONDITION naming the field.
+ */
+export async function ensureDirectory(path: string, field: string, o: OpsOptions): Promise<"created" | "existed"> {
+  const r = await run(o, "mkdir", ["-pv", "--", path], false);
+  if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) throw failedPrecondition(`${field} ${path} exists and is not a directory`);
+  must(r, `mkdir ${path}`);
+  return r.stdout.trim() ? "created" : "existed";
+}
+
+/**
+ * Removes an empty directory or a non-directory; a missing path is fine. rmdir first (what the
+ * unpublish and unstage paths remove is a directory), `rm -f` only when rmdir says it is not one:
+ * one child in the common case instead of a stat before.
+ */
 export async function removePath(path: string, o: OpsOptions): Promise<void> {
-  const k = await pathKind(path, o);
-  if (k.kind === "missing") return;
-  const r = k.kind === "directory" ? await run(o, "rmdir", ["--", path]) : await run(o, "rm", ["-f", "--", path]);
+  let r = await run(o, "rmdir", ["--", path]);
+  if (ok(r) || /No such file or directory/.test(r.stderr)) return;
+  if (/Not a directory/.test(r.stderr)) r = await run(o, "rm", ["-f", "--", path]);
   if (!ok(r) && /Directory not empty/.test(r.stderr)) throw failedPrecondition(`${path} is not empty; refusing to remove it`);
   must(r, `remove ${path}`);
+}
+
+/**
+ * rmdir and nothing else: an empty directory goes, a missing path is fine, a non-empty directory is
+ * FAILED_PRECONDITION, and anything that is not a directory is reported, never removed.
+ */
+export async function removeEmptyDirectory(path: string, o: OpsOptions): Promise<"removed" | "missing" | "not-a-directory"> {
+  const r = await run(o, "rmdir", ["--", path]);
+  if (ok(r)) return "removed";
+  if (/No such file or directory/.test(r.stderr)) return "missing";
+  if (/Not a directory/.test(r.stderr)) return "not-a-directory";
+  if (/Directory not empty/.test(r.stderr)) throw failedPrecondition(`${path} is not empty; refusing to remove it`);
+  must(r, `rmdir ${path}`);
+  return "removed";
 }
 
 export async function mountDevice(device: string, target: string, fsType: string, options: readonly string[], o: OpsOptions): Promise<void> {

@@ -1,5 +1,5 @@
 import { unlinkSync } from "node:fs";
-import { bindPrivateSocketSync } from "../csi/private-socket.ts";
+import { bindPrivateSocketSync } from "./private-socket.ts";
 import type { BreakerRegistry } from "./breakers.ts";
 import type { Logger } from "./log.ts";
 import type { ShutdownCoordinator } from "./shutdown.ts";

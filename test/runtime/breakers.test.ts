@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { createBreakerRegistry } from "../../src/runtime/breakers.ts";
-import { createMetrics, recordBreakerState, syncBreakerGauges } from "../../src/runtime/metrics.ts";
+import { createMetrics, syncBreakerGauges } from "../../src/runtime/metrics.ts";
+import { recordBreakerState } from "../../src/runtime/metric-sink.ts";
 import { DomainError, invalidArgument } from "../../src/runtime/errors.ts";
 
 const fail = async () => { throw new Error("mkfs failed"); };
@@ -93,7 +94,7 @@ describe("breaker state is the real state (issue 11)", () => {
     const metrics = createMetrics();
     const reg = createBreakerRegistry({ threshold: 1, initialOpenMs: 80, onStateChange: (k, s) => recordBreakerState(metrics, k, s) });
     await reg.execute("backend:m", fail).catch(() => {});
-    const gauge = async () => (await metrics.breakerState.get()).values.find((v) => v.labels.key === "backend:m")?.value;
+    const gauge = async () => (await metrics.registry.getSingleMetric("rds_csi_breaker_state")!.get()).values.find((v) => v.labels.key === "backend:m")?.value;
     syncBreakerGauges(metrics, reg);
     expect(await gauge()).toBe(2);
     await Bun.sleep(120);
