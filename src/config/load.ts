@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, constants as fsc } from "node:fs";
 import * as v from "valibot";
 import YAML from "yaml";
-import type { Config, OptionSpec } from "../modes/types.ts";
+import type { Config, OptionSpec } from "./option-spec.ts";
 
 /** A configuration problem: one line naming the option, where the value came from, and the value. */
 export class ConfigError extends Error {

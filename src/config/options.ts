@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import type { OptionSpec } from "../modes/types.ts";
+import type { OptionSpec } from "./option-spec.ts";
 import { DEFAULTS } from "./defaults.ts";
 import { NqnPrefixSchema, ProtectedPatternSchema } from "./nqn.ts";
 import { AbsolutePath, DurationMs, Endpoint, FileMode, HostPort, PositiveInt } from "./schemas.ts";

@@ -1,6 +1,7 @@
 import type { Backend } from "../backends/backend.ts";
-import { buildBackend, mode as controllerMode } from "../modes/csi-controller.ts";
-import type { ModeContext, OptionSpec } from "../modes/types.ts";
+import { BACKEND_OPTIONS as CONTROLLER_BACKEND_OPTIONS, buildBackend } from "../backends/build.ts";
+import type { OptionSpec } from "../config/option-spec.ts";
+import type { ModeContext } from "../runtime/mode-context.ts";
 
 /**
  * gc reaches the backend with the controller's own flags (same names, same validation), taken
@@ -12,7 +13,7 @@ const SHARED = new Set([
   "routeros-insecure-skip-tls-verify", "request-timeout",
 ]);
 
-export const BACKEND_OPTIONS: readonly OptionSpec[] = controllerMode.options
+export const BACKEND_OPTIONS: readonly OptionSpec[] = CONTROLLER_BACKEND_OPTIONS
   .filter((o) => SHARED.has(o.name))
   .map((o) => (o.name === "backend"
     ? { ...o, default: undefined, describe: "Also collect unreferenced disks of this backend (off when unset)" }

@@ -7,7 +7,7 @@ import type { ModeContext } from "./types.ts";
  */
 export async function runDaemon(ctx: ModeContext, opts: { adminSocket?: string; backend?: () => unknown }): Promise<number> {
   if (opts.adminSocket) {
-    const admin = serveAdmin({ socketPath: opts.adminSocket, breakers: ctx.breakers, shutdown: ctx.shutdown, log: ctx.log, mode: String(ctx.config["mode"] ?? ""), ...(opts.backend ? { backend: opts.backend } : {}) });
+    const admin = serveAdmin({ socketPath: opts.adminSocket, breakers: ctx.breakers, shutdown: ctx.shutdown, log: ctx.log, mode: ctx.mode, ...(opts.backend ? { backend: opts.backend } : {}) });
     ctx.shutdown.onClose(() => admin.stop());
   }
   const address = ctx.config.metricsAddress as string | undefined;

@@ -1,4 +1,5 @@
-import type { Config, ModeContext } from "../modes/types.ts";
+import type { Config } from "../config/option-spec.ts";
+import type { ModeContext } from "./mode-context.ts";
 import { createBreakerRegistry } from "./breakers.ts";
 import { createRunner } from "./exec.ts";
 import { createLogger, type LogFormat } from "./log.ts";
@@ -26,5 +27,5 @@ export function createRuntime(
     onStateChange: (key, state) => recordBreakerState(metrics, key, state),
   });
   const shutdown = createShutdownCoordinator({ graceMs: config.shutdownGrace as number, log });
-  return { config, log, runner, breakers, shutdown, metrics, version: opts.version, positionals: opts.positionals ?? [] };
+  return { mode: opts.mode, config, log, runner, breakers, shutdown, metrics, version: opts.version, positionals: opts.positionals ?? [] };
 }
