@@ -27,13 +27,18 @@ function addOptions(y: Argv, specs: readonly OptionSpec[]): Argv {
       ...(spec.alias ? { alias: spec.alias } : {}),
       ...(spec.type === "boolean" ? { default: undefined } : {}),
     });
+    for (const old of spec.deprecated ?? []) {
+      y.option(old, { type: spec.type === "number" ? "string" : spec.type, hidden: true, describe: `deprecated: use --${spec.name}` });
+    }
   }
   return y;
 }
 
 function givenFlags(argv: Record<string, unknown>, specs: readonly OptionSpec[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const s of specs) if (argv[s.name] !== undefined) out[s.name] = argv[s.name];
+  for (const s of specs) {
+    for (const name of [s.name, ...(s.deprecated ?? [])]) if (argv[name] !== undefined) out[name] = argv[name];
+  }
   return out;
 }
 
@@ -49,6 +54,7 @@ async function runMode(mode: Mode, argv: Record<string, unknown>): Promise<numbe
     }
     throw e;
   }
+  for (const w of loaded.warnings) process.stderr.write(`rds-csi ${mode.command}: warning: ${w}\n`);
   const positionals = (argv["_"] as unknown[]).slice(1).map(String);
   for (const p of (mode.positional ?? "").match(/[<[](\w+)[\]>]/g) ?? []) {
     const name = p.slice(1, -1);

@@ -17,6 +17,8 @@ export interface OptionSpec {
   /** The value is secret: never echoed in errors or logs. */
   secret?: boolean;
   alias?: string;
+  /** Earlier names (flag, RDS_CSI_ environment name, config key): still accepted, with a warning. */
+  deprecated?: readonly string[];
 }
 
 export type Config = Record<string, unknown>;

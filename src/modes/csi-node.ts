@@ -12,6 +12,7 @@ import { createLoopConnector } from "../node/loop-connector.ts";
 import { createNodeService } from "../node/service.ts";
 import { kubeletPaths } from "../node/kubelet-paths.ts";
 import { DEFAULTS } from "../config/defaults.ts";
+import { HOST_NQN_FILE_OPTION, NVME_COMMAND_OPTION } from "../config/options.ts";
 import { daemonDirsProblem } from "../runtime/daemon-dirs.ts";
 import { nqnForVolume } from "../backends/ids.ts";
 
@@ -64,8 +65,8 @@ export const mode: Mode = {
     { name: "mkfs-timeout", type: "string", describe: "Deadline of mkfs", default: "5m", schema: DurationMs },
     { name: "mount-timeout", type: "string", describe: "Deadline of one mount or umount", default: "1m", schema: DurationMs },
     { name: "connect-timeout", type: "string", describe: "Deadline of one nvme connect or disconnect", default: "30s", schema: DurationMs },
-    { name: "host-nqn-file", type: "string", describe: "Host NQN file", default: "/etc/nvme/hostnqn", schema: AbsolutePath },
-    { name: "nvme-command", type: "string", describe: "nvme-cli executable", default: "nvme", schema: v.pipe(v.string(), v.minLength(1)) },
+    HOST_NQN_FILE_OPTION,
+    NVME_COMMAND_OPTION,
     { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
     { name: "file-dir", type: "string", describe: "Directory of the controller's file backend: loop volumes' backing files must be in it", default: DEFAULTS.fileDir, schema: AbsolutePath },
   ],

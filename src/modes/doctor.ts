@@ -1,4 +1,5 @@
 import * as v from "valibot";
+import { HOST_NQN_FILE_OPTION, NVME_COMMAND_OPTION } from "../config/options.ts";
 import { AbsolutePath, DurationMs, PositiveInt } from "../config/schemas.ts";
 import { createProbeRegistry } from "../mount/probe.ts";
 import { renderPrometheus, pushMetrics, writeTextfile } from "../health/prometheus.ts";
@@ -28,8 +29,8 @@ function depsFrom(ctx: ModeContext): HealthDeps {
     kubeletDir: c.kubeletDir as string,
     ...(c.nqnPrefix ? { nqnPrefix: c.nqnPrefix as string } : {}),
     protectedNqns: (c.protectedNqn as string[] | undefined) ?? [],
-    hostnqnFile: c.hostnqnFile as string,
-    nvmeCommand: "nvme",
+    hostnqnFile: c.hostNqnFile as string,
+    nvmeCommand: c.nvmeCommand as string,
     probes: createProbeRegistry({ timeoutMs: probeTimeoutMs, concurrency: c.probeConcurrency as number, log: ctx.log }),
     probeTimeoutMs,
     stormThreshold: c.stormThreshold as number,
@@ -121,7 +122,8 @@ export const mode: Mode = {
     { name: "check-timeout", type: "string", describe: "Deadline of each check (the mounts check gets at least the probe timeout + 10s)", default: "15s", schema: DurationMs },
     { name: "sample-interval", type: "string", describe: "Sample length for I/O wait and for confirming D-state processes", default: "1s", schema: DurationMs },
     { name: "kernel-log-window", type: "string", describe: "How far back kernel log errors count as recent", default: "1h", schema: DurationMs },
-    { name: "hostnqn-file", type: "string", describe: "Host NQN file to check", default: "/etc/nvme/hostnqn", schema: AbsolutePath },
+    HOST_NQN_FILE_OPTION,
+    NVME_COMMAND_OPTION,
     { name: "json", type: "boolean", describe: "Print the report as JSON", default: false },
     { name: "prometheus-textfile", type: "string", describe: "Write metrics to this file atomically (node_exporter textfile collector)", schema: AbsolutePath },
     { name: "pushgateway", type: "string", describe: "Push metrics to this Prometheus Pushgateway URL", schema: HttpUrl },

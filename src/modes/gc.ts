@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { VOLUME_PREFIX } from "../backends/ids.ts";
 import { nqnPolicyProblem } from "../config/nqn.ts";
+import { NVME_COMMAND_OPTION } from "../config/options.ts";
 import type { Backend } from "../backends/backend.ts";
 import { DurationMs } from "../config/schemas.ts";
 import { BACKEND_OPTIONS, backendFromConfig } from "../gc/backend.ts";
@@ -118,7 +119,7 @@ async function run(ctx: ModeContext): Promise<number> {
     let running = true;
     ctx.shutdown.install((code) => { if (running) process.exit(code); });
     const results: ItemResult[] = await ctx.shutdown.track("gc", "force", () => executePlan(thePlan.candidates, {
-      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeBin as string,
+      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeCommand as string,
       recheck: freshPlanRecheck(factDeps, facts.referenced),
       ...(backend ? { backend } : {}),
       stop: ctx.shutdown.signal,
@@ -146,7 +147,7 @@ export const mode: Mode = {
     { name: "grace", type: "string", describe: "Backend disks younger than this are never collected", default: "5m", schema: DurationMs },
     { name: "ignore-lock", type: "boolean", describe: "With --force: act although a live csi-node holds its lock (logged as a warning)", default: false },
     { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
-    { name: "nvme-bin", type: "string", describe: "nvme-cli executable", default: "nvme" },
+    NVME_COMMAND_OPTION,
     ...BACKEND_OPTIONS,
   ],
   run,
