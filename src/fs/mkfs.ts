@@ -1,4 +1,4 @@
-import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
+import { completeStdout, describeFailure, ok, type Runner } from "../runtime/exec.ts";
 import { failedPrecondition, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 
@@ -51,13 +51,13 @@ export async function ext4SmallerThanDevice(device: string, o: FsCommandOptions,
     known.fsBytes ?? (async () => {
       const fs = await o.runner("dumpe2fs", ["-h", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log });
       if (!ok(fs)) throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(fs)}`);
-      const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(fs.stdout)?.[1] ?? NaN);
+      const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(completeStdout(fs, "dumpe2fs -h"))?.[1] ?? NaN);
       return field("Block count") * field("Block size");
     })(),
     known.devBytes ?? (async () => {
       const dev = await o.runner("blockdev", ["--getsize64", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log });
       if (!ok(dev)) throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(dev)}`);
-      return Number(dev.stdout.trim());
+      return Number(completeStdout(dev, "blockdev --getsize64").trim());
     })(),
   ]);
   if (!Number.isFinite(fsBytes) || !Number.isFinite(devBytes)) throw unavailable(`cannot read the size of ext4 on ${device}`);

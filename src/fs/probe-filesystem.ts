@@ -40,6 +40,7 @@ async function blkidOnce(device: string, o: ProbeFilesystemOptions): Promise<Dev
   if (r.timedOut) return { state: "unknown", reason: `blkid did not answer within ${o.timeoutMs ?? 10_000} ms` };
   if (r.exitCode === 2) return { state: "none" };
   if (r.exitCode !== 0) return { state: "unknown", reason: `blkid exit ${r.exitCode}${r.signal ? ` (${r.signal})` : ""}: ${(r.stderr || r.stdout).trim().slice(0, 200)}` };
+  if (r.truncated) return { state: "unknown", reason: "blkid printed more than the runner keeps" };
   const tags = parseExport(r.stdout);
   if (tags.TYPE) {
     const blockSize = Number(tags.BLOCK_SIZE);

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { csiClient } from "../../src/csi/client.ts";
+import { REQUIRED_TOOLS } from "../../src/modes/csi-node.ts";
 
 const SRC_BIN = `${import.meta.dir}/../../dist/rds-csi`;
 const dir = mkdtempSync("/tmp/rds-csi-e2e-");
@@ -156,7 +157,7 @@ describe("compiled binary", () => {
     // A PATH with every tool the node checks for except xfs_growfs.
     const bin = `${dir}/partial-bin`;
     mkdirSync(bin, { recursive: true });
-    for (const tool of ["sh", "cat", "nvme", "blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat"]) {
+    for (const tool of ["nvme", ...REQUIRED_TOOLS.filter((t) => t !== "xfs_growfs")]) {
       const real = Bun.which(tool);
       if (real) symlinkSync(real, `${bin}/${tool}`);
     }
