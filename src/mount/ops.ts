@@ -1,6 +1,6 @@
 import { dirname } from "node:path";
 import { describeFailure, ok, type ExecResult, type Runner } from "../runtime/exec.ts";
-import { failedPrecondition, unavailable } from "../runtime/errors.ts";
+import { DomainError, failedPrecondition, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import { crashPoint } from "../runtime/crash-points.ts";
 
@@ -19,10 +19,30 @@ export interface OpsOptions {
 const run = (o: OpsOptions, cmd: string, args: string[], info = true): Promise<ExecResult> =>
   o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: info ? "info" : "debug" });
 
+/**
+ * A command that ran and failed, with its result: the service decides what it means for the RPC
+ * (a mount option the kernel refuses is the request's fault, a hung mount is the node's).
+ */
+export class CommandFailedError extends DomainError {
+  constructor(readonly result: ExecResult, what: string) {
+    super("unavailable", `${what} failed: ${describeFailure(result)}`);
+  }
+}
+
 function must(r: ExecResult, what: string): void {
   if (ok(r)) return;
   if (r.timedOut) throw unavailable(`${what} did not finish within ${r.durationMs} ms; the node's mounts may be hung`);
-  throw unavailable(`${what} failed: ${describeFailure(r)}`);
+  throw new CommandFailedError(r, what);
+}
+
+/**
+ * mount(8)'s words for an option the kernel refused: util-linux ≥ 2.39 names it ("Unknown parameter"),
+ * older ones print the catch-all "wrong fs type, bad option, bad superblock"; the filesystem has
+ * passed its read-only check just before, so with options given the option is the likely cause.
+ */
+export function refusedMountOptions(e: unknown, options: readonly string[]): boolean {
+  return options.length > 0 && e instanceof CommandFailedError && e.result.command === "mount" &&
+    /Unknown parameter|unknown mount option|unrecognized mount option|bad option/i.test(e.result.stderr);
 }
 
 export type PathKind =

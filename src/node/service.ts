@@ -7,7 +7,7 @@ import { checkFilesystem } from "../fs/health-check.ts";
 import { ext4SmallerThanDevice, growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
 import { probeFilesystem } from "../fs/probe-filesystem.ts";
 import { readMountinfo, type MountEntry } from "../mount/mountinfo.ts";
-import { bindMount, remountBind, ensureDirectory, makeBlockNode, makeDirectory, mountDevice, pathKind, removeEmptyDirectory, removePath, unmount, type OpsOptions, type PathKind } from "../mount/ops.ts";
+import { bindMount, refusedMountOptions, remountBind, ensureDirectory, makeBlockNode, makeDirectory, mountDevice, pathKind, removeEmptyDirectory, removePath, unmount, type OpsOptions, type PathKind } from "../mount/ops.ts";
 import type { ProbeRegistry } from "../mount/probe.ts";
 import { assertNoStorm, assertTableSane } from "../mount/storm-guard.ts";
 import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
@@ -205,7 +205,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     if (grow && fsType !== "xfs" && (await ext4SmallerThanDevice(device.devicePath, growOpts, { fsBytes, devBytes: device.sizeBytes }))) {
       await growFilesystem(device.devicePath, stagingPath, "ext4", { ...growOpts, offlineChecked: true });
     }
-    await mountDevice(device.devicePath, stagingPath, fsType, cap.mountFlags, ops(t.mountMs, log));
+    await mountDevice(device.devicePath, stagingPath, fsType, cap.mountFlags, ops(t.mountMs, log)).catch((e) => { throw requestFault(e, cap.mountFlags); });
     crashPoint("node.stage.mounted");
     if (grow && fsType === "xfs") await growFilesystem(device.devicePath, stagingPath, "xfs", growOpts);
   }
@@ -281,6 +281,15 @@ export function createNodeService(deps: NodeServiceDeps) {
         log.info({ device: device.devicePath, dev: device.dev, access_type: cap.accessType }, "volume staged");
       }
       return {};
+  }
+
+  /**
+   * A mount the kernel refused for the options the CO asked for is INVALID_ARGUMENT: retrying cannot
+   * help, and it is no sign of a sick volume (the breaker does not count it). Anything else stays as it was.
+   */
+  function requestFault(e: unknown, flags: readonly string[]): unknown {
+    if (!refusedMountOptions(e, flags)) return e;
+    return invalidArgument("volume_capability.mount.mount_flags", `the kernel refused the mount options ${flags.join(",")}: ${(e as Error).message}`);
   }
 
   /** Every staging record but this volume's: who else claims a path or a backing file. */
@@ -444,7 +453,8 @@ export function createNodeService(deps: NodeServiceDeps) {
     const k = await pathKind(targetPath, ops(t.commandMs, log));
     if (k.kind === "missing") await makeDirectory(targetPath, ops(t.commandMs, log));
     else if (k.kind !== "directory") throw alreadyExists(`target_path ${targetPath} exists and is not a directory (${k.kind === "other" ? k.type : k.kind})`);
-    await bindMount(record.staging_path, targetPath, readonly, cap.mountFlags.filter((f) => f !== "rw"), ops(t.mountMs, log));
+    const flags = cap.mountFlags.filter((f) => f !== "rw");
+    await bindMount(record.staging_path, targetPath, readonly, flags, ops(t.mountMs, log)).catch((e) => { throw requestFault(e, flags); });
     crashPoint("node.publish.mounted");
   }
 
