@@ -13,6 +13,8 @@ import { progressLine, renderJson, renderPlanText, renderResultsText, type Notes
 import type { ReferencedFacts } from "../gc/types.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { acquireLock, readLock, type HeldLock } from "../runtime/lockfile.ts";
+import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
+import type { COMMON_OPTIONS } from "../config/options.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
 export const EXIT_NOTHING = 0;
@@ -28,8 +30,23 @@ const DESCRIBE = [
   "timed out or not run (SIGTERM), 2 error before acting.",
 ].join("\n");
 
-function referencedSource(ctx: ModeContext, timeoutMs: number): (() => Promise<ReferencedFacts>) | undefined {
-  const given = ctx.config.referencedVolumes as string[] | undefined;
+const OPTIONS = [
+  { name: "force", type: "boolean", describe: "Act on the plan (default: only show it)", default: false },
+  { name: "json", type: "boolean", describe: "Print JSON instead of a table", default: false },
+  { name: "verbose", type: "boolean", describe: "Also list what was left alone and why", default: false },
+  { name: "step-timeout", type: "string", describe: "Deadline of each step and each read (a step that misses it is not retried in this run)", default: "10s", schema: DurationMs },
+  { name: "grace", type: "string", describe: "Backend disks younger than this are never collected", default: "5m", schema: DurationMs },
+  { name: "ignore-lock", type: "boolean", describe: "With --force: act although a live csi-node holds its lock (logged as a warning)", default: false },
+  { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
+  NVME_COMMAND_OPTION,
+  ...BACKEND_OPTIONS,
+] as const satisfies readonly OptionSpec[];
+
+type GcConfig = ConfigOf<[...typeof COMMON_OPTIONS, ...typeof OPTIONS], "nqn-prefix">;
+type GcContext = ModeContext<GcConfig>;
+
+function referencedSource(ctx: GcContext, timeoutMs: number): (() => Promise<ReferencedFacts>) | undefined {
+  const given = ctx.config.referencedVolumes;
   if (given !== undefined) return () => referencedFromOption(given, timeoutMs);
   return async () => {
     const access = await inClusterAccess();
@@ -43,8 +60,8 @@ function referencedSource(ctx: ModeContext, timeoutMs: number): (() => Promise<R
  * node must not fail); acting needs the node plugin stopped, because a volume it is staging right
  * now looks exactly like a leak. Stale locks are reported, and gc runs alone.
  */
-function takeLocks(ctx: ModeContext, notes: Notes): HeldLock | number {
-  const stateDir = ctx.config.stateDir as string;
+function takeLocks(ctx: GcContext, notes: Notes): HeldLock | number {
+  const stateDir = ctx.config.stateDir;
   const nodeLock = readLock(join(stateDir, "csi-node.lock"));
   if (nodeLock?.alive) {
     const who = `csi-node (pid ${nodeLock.pid}, since ${nodeLock.startedAt}) holds ${join(stateDir, "csi-node.lock")}`;
@@ -70,11 +87,11 @@ function takeLocks(ctx: ModeContext, notes: Notes): HeldLock | number {
   }
 }
 
-async function run(ctx: ModeContext): Promise<number> {
+async function run(ctx: GcContext): Promise<number> {
   const cfg = ctx.config;
   const notes: Notes = { warnings: [] };
-  const stepTimeoutMs = cfg.stepTimeout as number;
-  const policy = { prefix: cfg.nqnPrefix as string, protectedPatterns: (cfg.protectedNqn as string[] | undefined) ?? [] };
+  const stepTimeoutMs = cfg.stepTimeout;
+  const policy = { prefix: cfg.nqnPrefix, protectedPatterns: cfg.protectedNqn };
   const policyProblem = nqnPolicyProblem(policy);
   if (policyProblem) {
     process.stderr.write(`rds-csi gc: ${policyProblem}\n`);
@@ -92,14 +109,14 @@ async function run(ctx: ModeContext): Promise<number> {
   if (typeof lock === "number") return lock;
   try {
     const factDeps: FactDeps = {
-      runner: ctx.runner, log: ctx.log, policy, driverName: cfg.driverName as string,
-      sysfsRoot: cfg.sysfsRoot as string, procRoot: cfg.procRoot as string,
-      kubeletDir: cfg.kubeletDir as string, stateDir: cfg.stateDir as string,
-      ownedFileDirs: [cfg.fileDir as string],
+      runner: ctx.runner, log: ctx.log, policy, driverName: cfg.driverName,
+      sysfsRoot: cfg.sysfsRoot, procRoot: cfg.procRoot,
+      kubeletDir: cfg.kubeletDir, stateDir: cfg.stateDir,
+      ownedFileDirs: [cfg.fileDir],
       timeoutMs: stepTimeoutMs, probeTimeoutMs: stepTimeoutMs,
       ...(backend ? { backend } : {}),
       referenced: referencedSource(ctx, stepTimeoutMs),
-      slotPrefix: VOLUME_PREFIX, graceMs: cfg.grace as number,
+      slotPrefix: VOLUME_PREFIX, graceMs: cfg.grace,
     };
     let facts;
     try {
@@ -119,7 +136,7 @@ async function run(ctx: ModeContext): Promise<number> {
     let running = true;
     ctx.shutdown.install((code) => { if (running) process.exit(code); });
     const results: ItemResult[] = await ctx.shutdown.track("gc", "force", () => executePlan(thePlan.candidates, {
-      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeCommand as string,
+      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeCommand,
       recheck: freshPlanRecheck(factDeps, facts.referenced),
       ...(backend ? { backend } : {}),
       stop: ctx.shutdown.signal,
@@ -134,21 +151,11 @@ async function run(ctx: ModeContext): Promise<number> {
   }
 }
 
-export const mode: Mode = {
+export const mode: Mode<GcConfig> = {
   command: "gc",
   describe: DESCRIBE,
   logToStderr: true,
   required: ["nqn-prefix"],
-  options: [
-    { name: "force", type: "boolean", describe: "Act on the plan (default: only show it)", default: false },
-    { name: "json", type: "boolean", describe: "Print JSON instead of a table", default: false },
-    { name: "verbose", type: "boolean", describe: "Also list what was left alone and why", default: false },
-    { name: "step-timeout", type: "string", describe: "Deadline of each step and each read (a step that misses it is not retried in this run)", default: "10s", schema: DurationMs },
-    { name: "grace", type: "string", describe: "Backend disks younger than this are never collected", default: "5m", schema: DurationMs },
-    { name: "ignore-lock", type: "boolean", describe: "With --force: act although a live csi-node holds its lock (logged as a warning)", default: false },
-    { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
-    NVME_COMMAND_OPTION,
-    ...BACKEND_OPTIONS,
-  ],
+  options: OPTIONS,
   run,
 };

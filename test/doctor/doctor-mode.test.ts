@@ -71,7 +71,8 @@ function healthyNode(mountPoints: string[]) {
 }
 
 function context(node: ReturnType<typeof healthyNode>, extra: Record<string, unknown> = {}) {
-  const config: Record<string, unknown> = {
+  // Typed loosely on purpose: a hand-made config with durations already in ms.
+  const config: any = {
     logLevel: "info", logFormat: "json", breakerThreshold: 3, breakerOpen: 60_000, breakerMaxOpen: 1_800_000, shutdownGrace: 5000,
     sysfsRoot: node.sysfsRoot, procRoot: node.procRoot, devRoot: node.devRoot, stateDir: node.stateDir, kubeletDir: "/var/lib/kubelet",
     protectedNqn: [], hostNqnFile: node.hostnqnFile, nvmeCommand: "nvme", probeTimeout: 1000, probeConcurrency: 8, stormThreshold: 100,

@@ -115,7 +115,7 @@ export function gcArgs(sb: Sandbox, extra: string[] = []): string[] {
   return [
     "gc", "--nqn-prefix", PREFIX, "--protected-nqn", "nqn.2000-02.com.mikrotik:nixos-*",
     "--sysfs-root", sb.sysfs, "--kubelet-dir", sb.kubelet, "--state-dir", sb.state, "--file-dir", sb.files,
-    "--nvme-bin", sb.nvmeBin, "--log-level", "error", ...extra,
+    "--nvme-command", sb.nvmeBin, "--log-level", "error", ...extra,
   ];
 }
 
