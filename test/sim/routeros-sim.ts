@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { DiskExporter } from "./real-export.ts";
 
 /**
  * A RouterOS 7 REST look-alike over HTTPS on 127.0.0.1, covering the surface the routeros backend
@@ -37,6 +38,8 @@ export interface SimOptions {
   copyMs?: number;
   /** RouterOS answers a request that runs longer than this with an error (the real one: ~60 s). */
   serverTimeoutMs?: number;
+  /** Real export mode (real-export.ts): rows with nvme-tcp-export become kernel NVMe/TCP targets. */
+  exporter?: DiskExporter;
 }
 
 type Row = Record<string, string>;
@@ -154,10 +157,12 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
     disks.push(row);
     addFile(row["file-path"]!, size);
     refreshPool();
+    opts.exporter?.added(row, source);
     return { status: 200, body: row };
   }
 
   function setDisk(row: Row, body: Row): { status: number; body: unknown } {
+    const before = { ...row };
     for (const k of Object.keys(body)) {
       if (k === ".id") continue;
       if (!SET_FIELDS.has(k)) return badRequest(`unknown parameter ${k}`);
@@ -176,6 +181,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       if (body[k] !== undefined) row[k] = k === "nvme-tcp-export" ? (body[k] === "yes" || body[k] === "true" ? "true" : "false") : body[k]!;
     }
     refreshPool();
+    opts.exporter?.changed(row, before);
     return { status: 200, body: row };
   }
 
@@ -206,6 +212,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       const i = table.findIndex((r) => r[".id"] === id);
       if (i < 0) return err(404, "Not Found", "no such item");
       if (table === disks && table[i] === pool) return badRequest("cannot remove storage pool");
+      if (table === disks) opts.exporter?.removed(table[i]!);
       table.splice(i, 1);
       refreshPool();
       return { status: 204 };
@@ -303,6 +310,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
         disks.push(row);
         if (row["file-path"]) addFile(row["file-path"], Number(row["file-size"] ?? 0));
         refreshPool();
+        opts.exporter?.added(row);
         return { ...row };
       },
       poolFree: () => free(),
