@@ -19,8 +19,9 @@ import { join } from "node:path";
  * re-identifies the namespace (`nvme ns-rescan`), which is when nvmet revalidates the file size
  * (measured on Debian's 6.1 kernel: nvmet_execute_identify_ns revalidates).
  *
- * Backing files are sparse files under `dataDir`; nvmet opens them with buffered I/O because
- * tmpfs (where the VM keeps them) does not support O_DIRECT on 6.1.
+ * Backing files are sparse files under `dataDir`, which should be a filesystem with O_DIRECT and
+ * fallocate(ZERO_RANGE) (the RDS keeps them on Btrfs): on tmpfs nvmet fails the Write Zeroes that
+ * mkfs sends, and the kernel logs I/O errors no real target would cause (measured in the VM).
  */
 
 type Row = Record<string, string>;
@@ -132,7 +133,6 @@ export function createRealExport(opts: RealExportOptions): RealExport {
     const ns = join(subsysDir(nqn), "namespaces", "1");
     mkdirSync(ns);
     write(join(ns, "device_path"), file);
-    write(join(ns, "buffered_io"), "1");
     write(join(ns, "enable"), "1");
   }
 

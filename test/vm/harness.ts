@@ -131,13 +131,20 @@ export interface ClusterOptions {
   /** Controller defaults for the connection: ctrl_loss_tmo (s, -1 = forever) and reconnect_delay (s). */
   ctrlLossTmo?: number;
   reconnectDelay?: number;
+  /** Extra csi-node flags (e.g. shorter deadlines for outage scenarios). */
+  nodeFlags?: string[];
 }
 
 export async function startCluster(tag: string, opts: ClusterOptions = {}): Promise<Cluster> {
   requireVm();
   const dir = mkdtempSync(`/tmp/rds-vm-${tag}-`);
   for (const d of ["ctl", "node", "kubelet/plugins/kubernetes.io/csi", "kubelet/pods", "data"]) mkdirSync(join(dir, d), { recursive: true });
-  const target = createRealExport({ dataDir: join(dir, "data") });
+  // The pool: an ext4 image on the VM's tmpfs, so nvmet gets O_DIRECT and ZERO_RANGE as on the RDS's Btrfs.
+  const dataDir = join(dir, "data");
+  sh(["truncate", "-s", "64G", join(dir, "pool.img")]);
+  sh(["mkfs.ext4", "-q", "-E", "lazy_itable_init=1,lazy_journal_init=1", join(dir, "pool.img")]);
+  sh(["mount", "-o", "loop", join(dir, "pool.img"), dataDir]);
+  const target = createRealExport({ dataDir });
   const sim = await startRouterOsSim({ exporter: target });
   writeFileSync(join(dir, "password"), `${sim.password}\n`, { mode: 0o600 });
   writeFileSync(join(dir, "hostnqn"), `${HOST_NQN}\n`);
@@ -152,7 +159,7 @@ export async function startCluster(tag: string, opts: ClusterOptions = {}): Prom
   ];
   const nodeArgs = [
     "csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "vm-node", "--state-dir", join(dir, "node"),
-    "--kubelet-dir", join(dir, "kubelet"), "--host-nqn-file", join(dir, "hostnqn"), "--endpoint", nodeSock,
+    "--kubelet-dir", join(dir, "kubelet"), "--host-nqn-file", join(dir, "hostnqn"), "--endpoint", nodeSock, ...(opts.nodeFlags ?? []),
   ];
   const ctlProc = spawn(ctlArgs, join(dir, "ctl.log"));
   let nodeProc = spawn(nodeArgs, join(dir, "node.log"));
@@ -189,7 +196,7 @@ export async function startCluster(tag: string, opts: ClusterOptions = {}): Prom
       await Promise.all([stopProc(ctlProc), stopProc(nodeProc)]);
       // Only what lives under our directory: mounts deepest first, then managed NVMe connections.
       const mine = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4] ?? "")
-        .filter((mp) => mp.startsWith(`${dir}/`)).reverse();
+        .filter((mp) => mp.startsWith(`${dir}/`) && mp !== dataDir).reverse();
       for (const mp of mine) sh(["umount", "-l", mp], { allowFail: true });
       for (const d of sim.state.disks()) {
         const nqn = d["nvme-tcp-server-nqn"];
@@ -197,6 +204,7 @@ export async function startCluster(tag: string, opts: ClusterOptions = {}): Prom
       }
       target.close();
       await sim.close();
+      sh(["umount", dataDir], { allowFail: true });
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -216,4 +224,81 @@ export async function deviceOf(nqn: string): Promise<{ path: string; sizeBytes: 
 export function mountsAt(path: string): { source: string; dev: string }[] {
   return readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" "))
     .filter((f) => f[4] === path).map((f) => ({ dev: f[2]!, source: f[f.indexOf("-") + 2] ?? "" }));
+}
+
+export interface Staged {
+  name: string;
+  volumeId: string;
+  nqn: string;
+  volumeContext: Record<string, string>;
+  publishContext: Record<string, string>;
+  staging: string;
+  target: string;
+}
+
+/** Create → ControllerPublish → NodeStage → NodePublish (ext4 unless told), each RPC logged. */
+export async function provision(c: Cluster, scenario: string, what: string, opts: { fsType?: string; parameters?: Record<string, string> } = {}): Promise<Staged> {
+  const cap = mountCap(opts.fsType ?? "ext4");
+  const name = volName(what);
+  const v = okValue(await rpc(scenario, "CreateVolume", c.ctl.controller.CreateVolume({
+    name, capacity_range: { required_bytes: GiB }, volume_capabilities: [cap], parameters: opts.parameters ?? {},
+  }))).volume;
+  const pub = okValue(await rpc(scenario, "ControllerPublishVolume", c.ctl.controller.ControllerPublishVolume({
+    volume_id: v.volume_id, node_id: c.nodeId, volume_capability: cap, readonly: false, volume_context: v.volume_context,
+  })));
+  const s: Staged = {
+    name, volumeId: v.volume_id, nqn: v.volume_context.nqn, volumeContext: v.volume_context, publishContext: pub.publish_context ?? {},
+    staging: c.stagingPath(name), target: c.targetPath(name),
+  };
+  okValue(await rpc(scenario, "NodeStageVolume", stage(c, s, cap)));
+  okValue(await rpc(scenario, "NodePublishVolume", c.node.node.NodePublishVolume({
+    volume_id: s.volumeId, staging_target_path: s.staging, target_path: s.target, volume_capability: cap, readonly: false,
+    volume_context: s.volumeContext, publish_context: s.publishContext,
+  })));
+  return s;
+}
+
+/** The NodeStageVolume call for a provisioned volume (for restage and failure scenarios). */
+export function stage(c: Cluster, s: Staged, cap = mountCap("ext4"), deadlineMs?: number) {
+  return c.node.node.NodeStageVolume({
+    volume_id: s.volumeId, staging_target_path: s.staging, volume_capability: cap, volume_context: s.volumeContext, publish_context: s.publishContext,
+  }, deadlineMs ? { deadlineMs } : {});
+}
+
+/** NodeUnpublish + NodeUnstage, logged; returns the unstage outcome. */
+export async function teardown(c: Cluster, scenario: string, s: Staged, deadlineMs?: number) {
+  okValue(await rpc(scenario, "NodeUnpublishVolume", c.node.node.NodeUnpublishVolume({ volume_id: s.volumeId, target_path: s.target })));
+  return rpc(scenario, "NodeUnstageVolume", c.node.node.NodeUnstageVolume({ volume_id: s.volumeId, staging_target_path: s.staging }, deadlineMs ? { deadlineMs } : {}));
+}
+
+/** sha256 of a file read with O_DIRECT after dropping the page cache: what the target really holds. */
+export function directSha(path: string): string {
+  sh(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"]);
+  return sh(["sh", "-c", `dd if='${path}' bs=1M iflag=direct status=none | sha256sum`]).stdout.split(" ")[0]!;
+}
+
+/** `nvme connect` by hand, the way a diskless node's initrd or an operator would. */
+export async function connectByHand(nqn: string, port = NVME_PORT, extra: string[] = []) {
+  sh(["nvme", "connect", "-t", "tcp", "-a", "127.0.0.1", "-s", String(port), "-n", nqn, "-q", HOST_NQN, ...extra]);
+  await waitFor(`a block device for ${nqn}`, async () => (await deviceOf(nqn)) !== null, 15_000);
+  return (await deviceOf(nqn))!;
+}
+
+/** A disk the operator exported outside the driver (a diskless node's root, say), straight into the simulator. */
+export function seedExport(c: Cluster, slot: string, nqn: string, port = NVME_PORT) {
+  return c.sim.state.seedDisk({
+    slot, "file-path": `storage-pool/system/${slot}.img`, "file-size": String(GiB), size: String(GiB),
+    "nvme-tcp-export": "true", "nvme-tcp-server-nqn": nqn, "nvme-tcp-server-port": String(port),
+  });
+}
+
+/** rds-csi doctor --json on this cluster's node directories. */
+export function doctor(c: Cluster) {
+  const r = c.runBin(["doctor", "--json", "--nqn-prefix", NQN_PREFIX, "--kubelet-dir", join(c.dir, "kubelet"), "--state-dir", join(c.dir, "node"),
+    "--hostnqn-file", join(c.dir, "hostnqn"), "--sample-interval", "200ms"], 120_000);
+  let report: { findings: { check: string; class: string; severity: string; message: string; details?: any }[] } | undefined;
+  try { report = JSON.parse(r.stdout); } catch { /* reported below */ }
+  if (!report) throw new Error(`doctor printed no JSON (exit ${r.code}): ${r.stderr.slice(-1500)}`);
+  const byClass = (cls: string) => report!.findings.find((f) => f.class === cls);
+  return { code: r.code, report, byClass, stderr: r.stderr };
 }
