@@ -302,3 +302,13 @@ export function doctor(c: Cluster) {
   const byClass = (cls: string) => report!.findings.find((f) => f.class === cls);
   return { code: r.code, report, byClass, stderr: r.stderr };
 }
+
+/** rds-csi gc --json on this cluster's node (csi-node may be running: --ignore-lock), plan or --force. */
+export function gc(c: Cluster, opts: { force?: boolean; referenced?: string[] } = {}) {
+  const r = c.runBin(["gc", "--json", "--ignore-lock", "--nqn-prefix", NQN_PREFIX, "--kubelet-dir", join(c.dir, "kubelet"), "--state-dir", join(c.dir, "node"),
+    "--step-timeout", "20s", "--referenced-volumes", ...(opts.referenced?.length ? opts.referenced : [""]), ...(opts.force ? ["--force"] : [])], 180_000);
+  let out: { candidates: { kind: string; id: string; reason: string }[]; skipped: { kind: string; id: string; reason: string }[]; results?: { status: string; kind: string; id: string; detail?: string }[] } | undefined;
+  try { out = JSON.parse(r.stdout); } catch { /* reported below */ }
+  if (!out) throw new Error(`gc printed no JSON (exit ${r.code}): ${r.stderr.slice(-1500)}`);
+  return { code: r.code, ...out, stderr: r.stderr };
+}
