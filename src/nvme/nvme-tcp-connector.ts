@@ -62,8 +62,9 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
    */
   const notLive = (s: NvmeSubsystem): string | null => {
     if (s.controllers.some((c) => c.state === "live")) return null;
-    if (s.controllers.length === 0) return "has no NVMe controller";
-    return `has no live NVMe controller (${s.controllers.map((c) => `${c.name} is ${c.state}`).join(", ")})`;
+    // The kernel deleted the controller (ctrl_loss_tmo passed); a mounted namespace lingers until closed.
+    if (s.controllers.length === 0) return "has no NVMe controller left (the kernel stopped reconnecting: ctrl_loss_tmo passed); I/O on the volume fails";
+    return `has no live NVMe controller (${s.controllers.map((c) => `${c.name} is ${c.state}`).join(", ")}); I/O on the volume waits until the kernel reconnects or gives up (ctrl_loss_tmo)`;
   };
 
   async function gate(nqn: string, action: string, signal?: AbortSignal) {
@@ -117,7 +118,7 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
         if (problem) {
           // blkid or fsck on this device would sit in D state until the kernel gives up; leave it alone.
           log.warn({ problem, device: l.namespace.name }, "leftover connection is not live; not touching its device");
-          throw unavailable(`${nqn} ${problem}; not touching /dev/${l.namespace.name} until the kernel reconnects or gives up (ctrl_loss_tmo); retry later or see rds-csi doctor`);
+          throw unavailable(`${nqn} ${problem}; not touching /dev/${l.namespace.name}; retry later or see rds-csi doctor and rds-csi gc`);
         }
         return toDevice(l);
       }
@@ -166,7 +167,7 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
       const l = await lookup(nqn, signal);
       if (l.state === "absent") return `${nqn} is not connected`;
       const problem = notLive(l.subsystem);
-      return problem ? `${nqn} ${problem}; I/O on the volume waits until the kernel reconnects or gives up (ctrl_loss_tmo)` : null;
+      return problem ? `${nqn} ${problem}` : null;
     },
 
     async detach(v, signal) {

@@ -5,7 +5,7 @@
  * again; an unstage during an outage fails within its deadline and the process keeps answering.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { controllerStates, directSha, NVME_PORT, okValue, provision, rpc, sh, startCluster, teardown, waitFor, type Cluster, type Staged } from "./harness.ts";
+import { Code, controllerStates, directSha, NVME_PORT, okValue, provision, rpc, sh, startCluster, teardown, waitFor, type Cluster, type Staged } from "./harness.ts";
 
 const S = "scenario5";
 let c: Cluster;
@@ -63,6 +63,10 @@ describe("scenario 5: outage of the target under a published volume (ctrl_loss_t
     expect(r.code).not.toBe(0);
     expect(r.code).not.toBe(4); // DEADLINE_EXCEEDED would mean the node itself ran past the CO's deadline
     okValue(await rpc(S, "Probe(node, stuck umount)", c.node.identity.Probe({}, { deadlineMs: 2_000 })));
+    // The umount child could not be killed (D state): no more mount work until it is gone.
+    const again = await rpc(S, "NodeUnstageVolume(umount stuck)", c.node.node.NodeUnstageVolume({ volume_id: v.volumeId, staging_target_path: v.staging }, { deadlineMs: 10_000 }));
+    expect(again.code).toBe(Code.UNAVAILABLE);
+    expect(again.details).toContain("could not be killed");
     c.target.restorePort(NVME_PORT);
     await waitFor("the controller to reconnect", async () => (await controllerStates(v.nqn)).some((s) => s.endsWith(":live")), 60_000);
     await waitFor("the unstage to succeed on retry", async () => {
