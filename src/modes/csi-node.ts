@@ -64,6 +64,7 @@ export const mode: Mode = {
     { name: "mkfs-timeout", type: "string", describe: "Deadline of mkfs", default: "5m", schema: DurationMs },
     { name: "mount-timeout", type: "string", describe: "Deadline of one mount or umount", default: "1m", schema: DurationMs },
     { name: "connect-timeout", type: "string", describe: "Deadline of one nvme connect or disconnect", default: "30s", schema: DurationMs },
+    { name: "device-timeout", type: "string", describe: "How long the block device may take to appear after nvme connect", default: "15s", schema: DurationMs },
     { name: "host-nqn-file", type: "string", describe: "Host NQN file", default: "/etc/nvme/hostnqn", schema: AbsolutePath },
     { name: "nvme-command", type: "string", describe: "nvme-cli executable", default: "nvme", schema: v.pipe(v.string(), v.minLength(1)) },
     { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
@@ -112,7 +113,7 @@ export const mode: Mode = {
         "nvme-tcp": createNvmeTcpConnector({
           runner: ctx.runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot as string, policy, systemNqns, nvmeBin,
           ...(hostNqn ? { hostNqn } : {}),
-          timeouts: { connectMs: c.connectTimeout as number, disconnectMs: c.connectTimeout as number },
+          timeouts: { connectMs: c.connectTimeout as number, disconnectMs: c.connectTimeout as number, deviceSettleMs: c.deviceTimeout as number },
         }),
         loop: createLoopConnector({ runner: ctx.runner, log: ctx.log }),
       },

@@ -19,7 +19,7 @@ beforeAll(async () => {
   c = await startCluster("doctor", { reconnectDelay: 2 });
   v = await provision(c, S, "doctor");
   seedExport(c, "nixos-doctor-root", SYSTEM_NQN);
-  const dev = await connectByHand(SYSTEM_NQN);
+  const dev = await connectByHand(SYSTEM_NQN, NVME_PORT, ["-c", "2"]);
   sh(["mkfs.ext4", "-q", dev.path]);
   systemMount = join(c.dir, "sysroot");
   mkdirSync(systemMount);
@@ -61,7 +61,9 @@ describe("scenario 6: doctor on a real NVMe/TCP node", () => {
       name: "pvc-vm-doctor-lost", capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()], parameters: { nvmePort: "4421" },
     }))).volume;
     c.target.restorePort(NVME_PORT);
-    await waitFor("the controllers to reconnect", async () => (await controllerStates(v.nqn)).some((s) => s.endsWith(":live")), 60_000);
+    // Both the volume and the hand-connected root: doctor must see a node whose outage is over.
+    const allLive = async () => (await Promise.all([v.nqn, SYSTEM_NQN].map(controllerStates))).every((st) => st.length > 0 && st.every((s) => s.endsWith(":live")));
+    await waitFor("every controller to reconnect", allLive, 60_000);
     await connectByHand(lost.volume_context.nqn, 4421, ["-l", "-1", "-c", "2"]);
     c.target.removePort(4421);
     await waitFor("the lost controller to leave live", async () => (await controllerStates(lost.volume_context.nqn)).every((s) => !s.endsWith(":live")), 30_000);
