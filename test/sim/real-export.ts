@@ -56,7 +56,6 @@ export interface RealExport extends DiskExporter {
   exportEmpty(nqn: string, port: number): void;
   /** Subsystem NQNs configured in nvmet now. */
   subsystems(): string[];
-  backingFile(nqn: string): string | undefined;
   /** Removes everything this exporter configured (ports, subsystems, hosts, files). */
   close(): void;
 }
@@ -235,11 +234,6 @@ export function createRealExport(opts: RealExportOptions): RealExport {
 
     subsystems() {
       return readdirSync(join(nvmet, "subsystems"));
-    },
-
-    backingFile(nqn) {
-      for (const [slot, file] of files) if (nqn.endsWith(slot)) return file;
-      return undefined;
     },
 
     close() {
