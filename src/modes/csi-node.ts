@@ -61,6 +61,7 @@ const OPTIONS = [
   { name: "mkfs-timeout", type: "string", describe: "Deadline of mkfs", default: "5m", schema: DurationMs },
   { name: "mount-timeout", type: "string", describe: "Deadline of one mount or umount", default: "1m", schema: DurationMs },
   { name: "connect-timeout", type: "string", describe: "Deadline of one nvme connect or disconnect", default: "30s", schema: DurationMs },
+  { name: "device-timeout", type: "string", describe: "How long the block device may take to appear after nvme connect", default: "15s", schema: DurationMs },
   HOST_NQN_FILE_OPTION,
   NVME_COMMAND_OPTION,
   { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
@@ -130,7 +131,7 @@ export const mode: Mode<NodeConfig> = {
         "nvme-tcp": createNvmeTcpConnector({
           runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot, policy, systemNqns, nvmeBin,
           ...(hostNqn ? { hostNqn } : {}),
-          timeouts: { connectMs: c.connectTimeout, disconnectMs: c.connectTimeout },
+          timeouts: { connectMs: c.connectTimeout, disconnectMs: c.connectTimeout, deviceSettleMs: c.deviceTimeout },
         }),
         loop: createLoopConnector({ runner, log: ctx.log }),
       },
