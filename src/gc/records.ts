@@ -1,6 +1,6 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { StagingRecord as NodeStagingRecord } from "../node/staging-records.ts";
+import { parseStagingRecord, type StagingRecord as NodeStagingRecord } from "../node/staging-records.ts";
 import { withDeadline } from "../runtime/deadline.ts";
 
 /**
@@ -13,21 +13,6 @@ export type StagingRecord = Pick<NodeStagingRecord, "volume_id" | "transport" | 
   & { path: string };
 
 export const recordsDir = (stateDir: string) => join(stateDir, "volumes");
-
-/** Why a parsed JSON value is not a staging record, or null. */
-function recordProblem(x: unknown, fileId: string): string | null {
-  if (typeof x !== "object" || x === null || Array.isArray(x)) return "not a JSON object";
-  const r = x as Record<string, unknown>;
-  if (typeof r.volume_id !== "string" || r.volume_id === "") return "no volume_id";
-  if (r.volume_id !== fileId) return `volume_id ${JSON.stringify(r.volume_id)} does not match the file name`;
-  if (typeof r.staging_path !== "string" || !r.staging_path.startsWith("/")) return "no absolute staging_path";
-  if (r.transport !== "nvme-tcp" && r.transport !== "loop") return `unknown transport ${JSON.stringify(r.transport)}`;
-  if (r.transport === "nvme-tcp" && typeof r.nqn !== "string") return "transport nvme-tcp without nqn";
-  if (r.transport === "loop" && typeof r.backing_file !== "string") return "transport loop without backing_file";
-  if (r.access_type !== "mount" && r.access_type !== "block") return `unknown access_type ${JSON.stringify(r.access_type)}`;
-  if (typeof r.staged_at !== "string") return "no staged_at";
-  return null;
-}
 
 export interface RecordScan {
   records: StagingRecord[];
@@ -55,23 +40,10 @@ export function readStagingRecords(stateDir: string, opts: { timeoutMs: number; 
         out.unreadable.push({ path, reason: `cannot read: ${(e as Error).message}` });
         continue;
       }
-      const problem = recordProblem(parsed, name.slice(0, -".json".length));
-      if (problem) out.unreadable.push({ path, reason: problem });
-      else out.records.push({ ...(parsed as Omit<StagingRecord, "path">), path });
+      const record = parseStagingRecord(parsed, name.slice(0, -".json".length));
+      if (typeof record === "string") out.unreadable.push({ path, reason: record });
+      else out.records.push({ ...record, path });
     }
     return out;
   }, opts.signal);
-}
-
-/** Reads one record again (execute re-checks right before deleting it); null when it is gone or changed shape. */
-export async function rereadRecord(path: string, timeoutMs: number): Promise<StagingRecord | null> {
-  return withDeadline(`reading ${path}`, timeoutMs, async () => {
-    try {
-      const parsed = JSON.parse(await readFile(path, "utf8"));
-      const fileId = path.slice(path.lastIndexOf("/") + 1).replace(/\.json$/, "");
-      return recordProblem(parsed, fileId) ? null : { ...parsed, path };
-    } catch {
-      return null;
-    }
-  });
 }

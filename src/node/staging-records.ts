@@ -1,37 +1,59 @@
 import { lstat, mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { withDeadline } from "../runtime/deadline.ts";
-import { invalidArgument } from "../runtime/errors.ts";
+import * as v from "valibot";
+import { internal, invalidArgument } from "../runtime/errors.ts";
 import { crashPoint } from "../runtime/crash-points.ts";
-import type { Transport } from "./connector.ts";
 
 /**
  * What NodeUnstage needs and the CO does not resend, kept in `<state-dir>/volumes/<id>.json`
  * (read by gc too). Written before the first system change so a crash after any step can be
- * converged on retry; always temp + rename so a reader never sees half a record.
+ * converged on retry; always temp + rename so a reader never sees half a record. One schema, and
+ * every reader (node and gc) validates on read: a record is acted on only if it is well-formed.
  */
-export interface StagingRecord {
-  volume_id: string;
-  transport: Transport;
-  nqn?: string;
-  nvme_address?: string;
-  nvme_port?: number;
-  ctrl_loss_tmo?: number;
-  reconnect_delay?: number;
-  keep_alive_tmo?: number;
-  backing_file?: string;
-  staging_path: string;
-  fs_type: string;
-  access_type: "mount" | "block";
-  access_mode: string;
-  mount_flags: string[];
-  staged_at: string;
-  /** "staging" until the stage path finished once; gc treats both as in use. */
-  state: "staging" | "staged";
-  created_staging_dir: boolean;
-  /** Set just before mkfs and cleared after it: present only while a format of ours is unfinished. */
-  formatting?: { device: string; fs_type: string; started_at: string };
-  publications: { target_path: string; readonly: boolean; access_mode: string }[];
+const Int = v.pipe(v.number(), v.integer());
+const Publication = v.object({ target_path: v.pipe(v.string(), v.startsWith("/")), readonly: v.boolean(), access_mode: v.string() });
+export const StagingRecordSchema = v.pipe(
+  // Loose: a newer node may add fields an older reader ignores.
+  v.looseObject({
+    volume_id: v.pipe(v.string(), v.minLength(1, "no volume_id")),
+    transport: v.picklist(["nvme-tcp", "loop"], "unknown transport"),
+    nqn: v.optional(v.string()),
+    nvme_address: v.optional(v.string()),
+    nvme_port: v.optional(Int),
+    ctrl_loss_tmo: v.optional(Int),
+    reconnect_delay: v.optional(Int),
+    keep_alive_tmo: v.optional(Int),
+    backing_file: v.optional(v.string()),
+    staging_path: v.pipe(v.string("no absolute staging_path"), v.startsWith("/", "no absolute staging_path")),
+    fs_type: v.optional(v.string(), ""),
+    access_type: v.picklist(["mount", "block"], "unknown access_type"),
+    access_mode: v.optional(v.string(), ""),
+    mount_flags: v.optional(v.array(v.string()), []),
+    staged_at: v.string("no staged_at"),
+    /** "staging" until the stage path finished once; gc treats both as in use. */
+    state: v.optional(v.picklist(["staging", "staged"]), "staging"),
+    created_staging_dir: v.optional(v.boolean(), false),
+    /** Set just before mkfs and cleared after it: present only while a format of ours is unfinished. */
+    formatting: v.optional(v.object({ device: v.string(), fs_type: v.string(), started_at: v.string() })),
+    publications: v.optional(v.array(Publication), []),
+  }),
+  v.check((r) => r.transport !== "nvme-tcp" || typeof r.nqn === "string", "transport nvme-tcp without nqn"),
+  v.check((r) => r.transport !== "loop" || typeof r.backing_file === "string", "transport loop without backing_file"),
+);
+
+export type StagingRecord = v.InferOutput<typeof StagingRecordSchema>;
+
+/** A parsed JSON value as a staging record of `fileId`, or why it is not one. */
+export function parseStagingRecord(value: unknown, fileId: string): StagingRecord | string {
+  const r = v.safeParse(StagingRecordSchema, value);
+  if (!r.success) {
+    const issue = r.issues[0];
+    const at = issue?.path?.length ? ` (${issue.path.map((p) => String(p.key)).join(".")})` : "";
+    return typeof value !== "object" || value === null || Array.isArray(value) ? "not a JSON object" : `${issue?.message ?? "malformed"}${at}`;
+  }
+  if (r.output.volume_id !== fileId) return `volume_id ${JSON.stringify(r.output.volume_id)} does not match the file name`;
+  return r.output;
 }
 
 const IO_TIMEOUT_MS = 5_000;
@@ -57,9 +79,14 @@ export function stagingRecords(stateDir: string): StagingRecords {
   const io = <T>(what: string, fn: () => Promise<T>) => withDeadline(what, IO_TIMEOUT_MS, fn);
   const read = (volumeId: string) => io(`read staging record ${volumeId}`, async () => {
     try {
-      return JSON.parse(await readFile(join(dir, fileName(volumeId)), "utf8")) as StagingRecord;
+      const text = await readFile(join(dir, fileName(volumeId)), "utf8");
+      const record = parseStagingRecord(JSON.parse(text), volumeId);
+      // A record we cannot trust is not guessed at: the RPC fails and the file stays for an operator.
+      if (typeof record === "string") throw internal(`staging record of ${volumeId} in ${dir} is malformed: ${record}`);
+      return record;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+      if (e instanceof SyntaxError) throw internal(`staging record of ${volumeId} in ${dir} is not JSON: ${e.message}`);
       throw e;
     }
   });
