@@ -28,6 +28,7 @@ import { acquireLock } from "../runtime/lockfile.ts";
 import type { Logger } from "../runtime/log.ts";
 import { runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
+import { startNodeKube, NODE_KUBE_OPTIONS } from "../k8s/node-wiring.ts";
 
 /** Everything the node path runs; a node without one of them cannot serve every volume. */
 export const REQUIRED_TOOLS = ["blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat"];
@@ -149,7 +150,7 @@ export const mode: Mode = {
           driverName: c.driverName as string, version: ctx.version, pluginCapabilities: [],
           probe: async () => (ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` }),
         }),
-        Node: service as unknown as Record<string, (req: any) => Promise<unknown>>,
+        Node: (await startNodeKube(ctx, service, nodeName)) as unknown as Record<string, (req: any) => Promise<unknown>>,
       },
       shutdown: ctx.shutdown, log: ctx.log, metrics: ctx.metrics,
     });

@@ -1,0 +1,32 @@
+import { DurationMs } from "../config/schemas.ts";
+import type { ModeContext, OptionSpec } from "../modes/types.ts";
+import { startBreakerResetPoll } from "./breaker-reset.ts";
+import { createEventRecorder } from "./events.ts";
+import { annotationResetCounter, KUBE_OPTIONS, kubeClientFor } from "./mode-options.ts";
+import { withNodeEvents } from "./node-events.ts";
+import { createPvIndex } from "./pv-index.ts";
+
+export const NODE_KUBE_OPTIONS: readonly OptionSpec[] = [
+  ...KUBE_OPTIONS,
+  { name: "breaker-reset-poll", type: "string", describe: "How often PVs of volumes with an open breaker are checked for the reset annotation", default: "10s", schema: DurationMs },
+];
+
+/**
+ * The node's Kubernetes side: the PV-annotation breaker reset and Events. Returns the service
+ * to serve: wrapped when an API is there, unchanged when not (and then nothing is started).
+ */
+export async function startNodeKube<S extends object>(ctx: ModeContext, service: S, nodeName: string): Promise<S> {
+  // A --kubeconfig that cannot be used stops the start (exit 2, naming the option), never a silent run without it.
+  const client = await kubeClientFor(ctx);
+  if (!client) return service;
+  const pollMs = ctx.config.breakerResetPoll as number;
+  const pvs = createPvIndex(client, { listTtlMs: pollMs });
+  const events = createEventRecorder({ client, log: ctx.log, controller: `${ctx.config.driverName as string}/node`, instance: nodeName });
+  const resets = annotationResetCounter(ctx);
+  const poll = startBreakerResetPoll({
+    client, breakers: ctx.breakers, pvs, log: ctx.log, events, pollMs,
+    onReset: (volumeId) => resets.inc({ key: `volume:${volumeId}` }),
+  });
+  ctx.shutdown.onClose(() => poll.stop());
+  return withNodeEvents(service, { events, pvs, log: ctx.log });
+}
