@@ -14,6 +14,8 @@ import { startCsiServer } from "../csi/server.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { daemonDirsProblem, runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
+import { KUBE_OPTIONS, kubeClientFor } from "../k8s/mode-options.ts";
+import { createNodeExistence } from "../k8s/node-existence.ts";
 
 export const DEFAULT_VOLUME_PATH = "/storage-pool/metal-csi";
 const PASSWORD_ENV = "RDS_CSI_ROUTEROS_PASSWORD";
@@ -80,6 +82,7 @@ export const mode: Mode = {
     { name: "keep-alive-tmo", type: "number", describe: "Default keep_alive_tmo in seconds (0 = kernel default)", default: 0, schema: Int(0, 3600) },
     { name: "fs-type", type: "string", describe: "Default filesystem", default: "ext4", choices: ["ext4", "xfs"] },
     { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/controller-admin.sock", schema: AbsolutePath },
+    ...KUBE_OPTIONS,
   ],
   async run(ctx) {
     const cfg = ctx.config;
@@ -107,7 +110,12 @@ export const mode: Mode = {
       keepAliveTmo: cfg.keepAliveTmo as number,
       fsType: cfg.fsType as string,
     };
-    const deps = { backend, breakers: ctx.breakers, log: ctx.log, defaults, managementHost, probeTimeoutMs: cfg.requestTimeout as number };
+    const kube = await kubeClientFor(ctx);
+    const deps = {
+      backend, breakers: ctx.breakers, log: ctx.log, defaults, managementHost, probeTimeoutMs: cfg.requestTimeout as number,
+      requireHostNqn: backend.kind === "routeros",
+      ...(kube ? { nodes: createNodeExistence(kube, { ttlMs: 30_000, log: ctx.log }) } : {}),
+    };
     const server = await startCsiServer({
       endpoint: cfg.endpoint as string,
       socketMode: cfg.socketMode as number,

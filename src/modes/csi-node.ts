@@ -72,6 +72,7 @@ export const mode: Mode = {
     { name: "nvme-command", type: "string", describe: "nvme-cli executable", default: "nvme", schema: v.pipe(v.string(), v.minLength(1)) },
     { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
     { name: "file-dir", type: "string", describe: "Directory of the controller's file backend: loop volumes' backing files must be in it", default: DEFAULTS.fileDir, schema: AbsolutePath },
+    ...NODE_KUBE_OPTIONS,
   ],
   async run(ctx: ModeContext) {
     const c = ctx.config;

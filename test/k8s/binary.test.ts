@@ -1,0 +1,168 @@
+/**
+ * The Kubernetes side through the compiled binary: csi-controller and csi-node as processes,
+ * a fake API server on loopback (fake-apiserver.ts) with the RBAC deploy/ grants each of them.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { csiClient, type CsiClient } from "../../src/csi/client.ts";
+import { BIN, REPO } from "../helpers/binary.ts";
+import { releaseUnder } from "../helpers/release-under.ts";
+import { Code, DRIVER, GiB, HOST_NQN, NQN_PREFIX, mountCap, outcome } from "../conformance/harness.ts";
+import { clusterRoleRules, startFakeApiServer, type FakeApiServer } from "./fake-apiserver.ts";
+
+const ANNOTATION = "rds.csi.srvlab.io/reset-circuit-breaker";
+
+/** The binary as built from the current tree: rebuilt when any file under src/ is newer. */
+function freshBinary() {
+  const newest = (dir: string): number => Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((d) =>
+    d.isDirectory() ? newest(join(dir, d.name)) : statSync(join(dir, d.name)).mtimeMs));
+  let built = 0;
+  try { built = statSync(BIN).mtimeMs; } catch { /* not built */ }
+  if (built >= newest(join(REPO, "src"))) return;
+  const b = spawnSync("scripts/build", { cwd: REPO, encoding: "utf8" });
+  if (b.status !== 0) throw new Error(`build failed: ${b.stderr}`);
+}
+
+let api: FakeApiServer;
+let dir: string;
+const procs: Bun.Subprocess[] = [];
+
+function daemon(args: string[], name: string, env: Record<string, string> = {}) {
+  const p = Bun.spawn([BIN, ...args], { env: { ...process.env, ...env }, stdin: "ignore", stdout: Bun.file(join(dir, `${name}.log`)), stderr: Bun.file(join(dir, `${name}.err`)) });
+  procs.push(p);
+  return p;
+}
+const logOf = (name: string) => { try { return readFileSync(join(dir, `${name}.log`), "utf8") + readFileSync(join(dir, `${name}.err`), "utf8"); } catch { return ""; } };
+
+async function ready(c: CsiClient, p: Bun.Subprocess, name: string) {
+  for (let i = 0; i < 300; i++) {
+    if (p.exitCode !== null) break;
+    const r = await outcome(c.identity.Probe({}, { deadlineMs: 1_000 }));
+    if (r.code === 0 && r.value?.ready?.value === true) return;
+    await Bun.sleep(100);
+  }
+  throw new Error(`${name} not ready (exit ${p.exitCode}):\n${logOf(name).slice(-3000)}`);
+}
+
+beforeAll(() => {
+  freshBinary();
+  api = startFakeApiServer({ users: {
+    node: clusterRoleRules(join(REPO, "deploy/rbac-node.yaml"), "rds-csi-node"),
+    controller: clusterRoleRules(join(REPO, "deploy/rbac-controller.yaml"), "rds-csi-controller"),
+  } });
+  dir = mkdtempSync("/tmp/rds-k8s-bin-");
+});
+
+afterAll(async () => {
+  for (const p of procs) if (p.exitCode === null) p.kill("SIGTERM");
+  await Promise.all(procs.map((p) => Promise.race([p.exited, Bun.sleep(15_000).then(() => p.kill("SIGKILL"))])));
+  api?.stop();
+  releaseUnder(dir);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("PV-annotation breaker reset, end to end", () => {
+  test("an operator annotating the PV gets the volume staged again within 30 s, without waiting out the breaker's minute", async () => {
+    for (const d of ["disks", "ctl", "node", "kubelet/plugins/kubernetes.io/csi", "bin", "kube-node", "kube-ctl"]) mkdirSync(join(dir, d), { recursive: true });
+    // mkfs.ext4 fails while `broken` exists: three failed stages open the volume's breaker.
+    const broken = join(dir, "broken");
+    writeFileSync(broken, "");
+    writeFileSync(join(dir, "bin", "mkfs.ext4"), `#!/bin/sh\nif [ -e '${broken}' ]; then echo 'simulated mkfs failure' >&2; exit 1; fi\nexec '${Bun.which("mkfs.ext4")}' "$@"\n`);
+    chmodSync(join(dir, "bin", "mkfs.ext4"), 0o755);
+    writeFileSync(join(dir, "hostnqn"), `${HOST_NQN}\n`);
+    const ctlProc = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks`, "--state-dir", `${dir}/ctl`, "--endpoint", `unix://${dir}/ctl.sock`,
+      "--kubeconfig", api.kubeconfig(join(dir, "kube-ctl"), "controller")], "ctl");
+    const nodeProc = daemon(["csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "k8s-node", "--state-dir", `${dir}/node`, "--kubelet-dir", `${dir}/kubelet`,
+      "--file-dir", `${dir}/disks`, "--host-nqn-file", `${dir}/hostnqn`, "--endpoint", `unix://${dir}/node.sock`,
+      "--kubeconfig", api.kubeconfig(join(dir, "kube-node"), "node"), "--breaker-reset-poll", "2s"], "node", { PATH: `${dir}/bin:${process.env.PATH}` });
+    const ctl = csiClient(`unix://${dir}/ctl.sock`, { defaultDeadlineMs: 60_000 });
+    const node = csiClient(`unix://${dir}/node.sock`, { defaultDeadlineMs: 60_000 });
+    try {
+      await ready(ctl, ctlProc, "ctl");
+      await ready(node, nodeProc, "node");
+      // The provisioner (--extra-create-metadata) passes the PV name; the controller carries it into the volume context.
+      const created = await ctl.controller.CreateVolume({
+        name: "pvc-k8s-e2e", capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()],
+        parameters: { "csi.storage.k8s.io/pv/name": "pv-e2e", "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "app" },
+      });
+      const vol = created.volume;
+      expect(vol.volume_context["csi.storage.k8s.io/pv/name"]).toBe("pv-e2e");
+      api.put("persistentvolumes", { apiVersion: "v1", kind: "PersistentVolume", metadata: { name: "pv-e2e" }, spec: { csi: { driver: DRIVER, volumeHandle: vol.volume_id } } });
+      const staging = join(dir, "kubelet/plugins/kubernetes.io/csi", DRIVER, "e2e", "globalmount");
+      mkdirSync(staging, { recursive: true });
+      const stage = () => outcome(node.node.NodeStageVolume({ volume_id: vol.volume_id, staging_target_path: staging, volume_capability: mountCap(), volume_context: vol.volume_context }));
+
+      for (let i = 0; i < 3; i++) expect((await stage()).code).not.toBe(Code.OK);
+      const open = await stage();
+      expect(open.code).toBe(Code.UNAVAILABLE);
+      expect(open.details).toContain(`annotate the PV with ${ANNOTATION}=true`);
+      rmSync(broken); // the cause is fixed; the breaker would still refuse for a minute
+      expect((await stage()).code).toBe(Code.UNAVAILABLE);
+
+      // The opening was reported on the PV (within one poll period).
+      for (let i = 0; i < 50 && !api.list("events").some((e) => e.reason === "CircuitBreakerOpen" && e.regarding?.name === "pv-e2e"); i++) await Bun.sleep(100);
+      const opened = api.list("events").find((e) => e.reason === "CircuitBreakerOpen" && e.regarding?.name === "pv-e2e");
+      expect(opened?.note).toContain(`rds-csi breaker reset volume:${vol.volume_id}`);
+
+      const pv = api.get("persistentvolumes", "pv-e2e")!;
+      api.put("persistentvolumes", { ...pv, metadata: { ...pv.metadata, annotations: { [ANNOTATION]: "true" } } });
+      const t0 = Date.now();
+      let staged = await stage();
+      while (staged.code !== Code.OK && Date.now() - t0 < 30_000) {
+        await Bun.sleep(1_000); // the CO's retry
+        staged = await stage();
+      }
+      expect(staged.code).toBe(Code.OK);
+      expect(Date.now() - t0).toBeLessThan(30_000);
+      expect(api.get("persistentvolumes", "pv-e2e")!.metadata.annotations?.[ANNOTATION]).toBeUndefined(); // one-shot
+      expect(logOf("node")).toContain("breaker reset by PV annotation");
+      // Nothing was asked that the node's ClusterRole does not grant.
+      expect(api.requests.filter((r) => r.user === "node" && !r.allowed)).toEqual([]);
+      expect(api.requests.some((r) => r.user === "node" && r.verb === "patch" && r.resource === "persistentvolumes")).toBe(true);
+      expect((await outcome(node.node.NodeUnstageVolume({ volume_id: vol.volume_id, staging_target_path: staging }))).code).toBe(Code.OK);
+    } finally {
+      ctl.close();
+      node.close();
+    }
+  }, 120_000);
+});
+
+describe("ControllerPublishVolume and Node objects", () => {
+  test("a node id without a host NQN or whose Node is gone is NOT_FOUND; a hung API answers NOT_FOUND/OK only within its deadline", async () => {
+    // Reuses the controller from the test above when it ran; else starts one.
+    mkdirSync(join(dir, "disks2"), { recursive: true });
+    mkdirSync(join(dir, "kube-ctl2"), { recursive: true });
+    const p = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks2`, "--state-dir", `${dir}/ctl2`, "--endpoint", `unix://${dir}/ctl2.sock`,
+      "--kubeconfig", api.kubeconfig(join(dir, "kube-ctl2"), "controller"), "--kube-api-timeout", "1s"], "ctl2");
+    const ctl = csiClient(`unix://${dir}/ctl2.sock`, { defaultDeadlineMs: 30_000 });
+    try {
+      await ready(ctl, p, "ctl2");
+      const vol = (await ctl.controller.CreateVolume({ name: "pvc-pub", capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()] })).volume;
+      api.put("nodes", { apiVersion: "v1", kind: "Node", metadata: { name: "worker-a" } });
+      const pub = (node_id: string) => outcome(ctl.controller.ControllerPublishVolume({ volume_id: vol.volume_id, node_id, volume_capability: mountCap(), readonly: false }));
+      const before = api.requests.length;
+      expect((await pub("some-fake-node-id")).code).toBe(Code.NOT_FOUND); // bare name: looked up, no such Node
+      expect((await pub(`gone-node/${HOST_NQN}`)).code).toBe(Code.NOT_FOUND);
+      expect(api.requests.slice(before).map((r) => `${r.verb} ${r.resource} ${r.name}`)).toEqual(["get nodes some-fake-node-id", "get nodes gone-node"]);
+      const bad = await pub("Not A Node!");
+      expect(bad.code).toBe(Code.NOT_FOUND);
+      expect(api.requests.length).toBe(before + 2); // malformed: no lookup
+      expect((await pub(`worker-a/${HOST_NQN}`)).code).toBe(Code.OK);
+      // A hung API server: the publish is decided within the API deadline (1 s), as without an API.
+      api.delayMs = Infinity;
+      try {
+        const t = Date.now();
+        const r = await pub(`worker-b/${HOST_NQN}`);
+        expect(Date.now() - t).toBeLessThan(5_000);
+        expect(r.code).not.toBe(Code.NOT_FOUND); // unknown is not "gone"
+      } finally {
+        api.delayMs = 0;
+      }
+      expect(logOf("ctl2")).toContain("cannot ask the Kubernetes API whether nodes exist");
+    } finally {
+      ctl.close();
+    }
+  }, 120_000);
+});
