@@ -6,7 +6,8 @@ import { BACKEND_OPTIONS, backendFromConfig } from "../gc/backend.ts";
 import { executePlan, freshPlanRecheck, type ItemResult } from "../gc/execute.ts";
 import { gatherFacts, type FactDeps } from "../gc/facts.ts";
 import { plan } from "../gc/plan.ts";
-import { inClusterAccess, referencedFromKubernetes, referencedFromOption } from "../gc/referenced.ts";
+import { referencedFromKubernetes, referencedFromOption } from "../gc/referenced.ts";
+import { KUBE_OPTIONS, kubeClientFor } from "../k8s/mode-options.ts";
 import { progressLine, renderJson, renderPlanText, renderResultsText, type Notes } from "../gc/render.ts";
 import type { ReferencedFacts } from "../gc/types.ts";
 import { errorMessage } from "../runtime/errors.ts";
@@ -29,9 +30,9 @@ function referencedSource(ctx: ModeContext, timeoutMs: number): (() => Promise<R
   const given = ctx.config.referencedVolumes as string[] | undefined;
   if (given !== undefined) return () => referencedFromOption(given, timeoutMs);
   return async () => {
-    const access = await inClusterAccess();
-    if (!access) return { state: "unknown", reason: "not running in-cluster; give --referenced-volumes" };
-    return referencedFromKubernetes(access, timeoutMs);
+    const client = await kubeClientFor(ctx);
+    if (!client) return { state: "unknown", reason: "not running in-cluster and no --kubeconfig; give --referenced-volumes" };
+    return referencedFromKubernetes(client);
   };
 }
 
@@ -134,6 +135,7 @@ export const mode: Mode = {
     { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
     { name: "nvme-bin", type: "string", describe: "nvme-cli executable", default: "nvme" },
     ...BACKEND_OPTIONS,
+    ...KUBE_OPTIONS,
   ],
   run,
 };
