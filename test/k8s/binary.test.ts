@@ -166,3 +166,71 @@ describe("ControllerPublishVolume and Node objects", () => {
     }
   }, 120_000);
 });
+
+describe("Events an operator sees", () => {
+  test("a refused format on the PV (one object however often it repeats), a storm-guard refusal on the PV and the pod", async () => {
+    for (const d of ["disks3", "ctl3", "node3", "kube3", "kubelet3/plugins/kubernetes.io/csi"]) mkdirSync(join(dir, d), { recursive: true });
+    writeFileSync(join(dir, "hostnqn3"), `${HOST_NQN}\n`);
+    const kubeconfig = api.kubeconfig(join(dir, "kube3"), "node");
+    const ctlProc = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks3`, "--state-dir", `${dir}/ctl3`, "--endpoint", `unix://${dir}/ctl3.sock`], "ctl3");
+    const nodeArgs = ["csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "k8s-node3", "--state-dir", `${dir}/node3`, "--kubelet-dir", `${dir}/kubelet3`,
+      "--file-dir", `${dir}/disks3`, "--host-nqn-file", `${dir}/hostnqn3`, "--endpoint", `unix://${dir}/node3.sock`, "--kubeconfig", kubeconfig];
+    let nodeProc = daemon(nodeArgs, "node3");
+    const ctl = csiClient(`unix://${dir}/ctl3.sock`, { defaultDeadlineMs: 60_000 });
+    let node = csiClient(`unix://${dir}/node3.sock`, { defaultDeadlineMs: 60_000 });
+    const eventsOn = (kind: string, name: string, reason: string) => api.list("events").filter((e) => e.regarding?.kind === kind && e.regarding?.name === name && e.reason === reason);
+    const waitFor = async (f: () => unknown[]) => { for (let i = 0; i < 100 && f().length === 0; i++) await Bun.sleep(100); return f(); };
+    try {
+      await ready(ctl, ctlProc, "ctl3");
+      await ready(node, nodeProc, "node3");
+      const make = async (pv: string) => {
+        const v = (await ctl.controller.CreateVolume({ name: `pvc-${pv}`, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()], parameters: { "csi.storage.k8s.io/pv/name": pv } })).volume;
+        const staging = join(dir, "kubelet3/plugins/kubernetes.io/csi", DRIVER, pv, "globalmount");
+        mkdirSync(staging, { recursive: true });
+        return { v, staging, stageReq: { volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap(), volume_context: v.volume_context } };
+      };
+      // Foreign data on the device: the stage refuses to format it.
+      const a = await make("pv-data");
+      const junk = new Uint8Array(1 << 20);
+      crypto.getRandomValues(junk.subarray(0, 65536));
+      // 64 KiB of random bytes at the start (no signature blkid knows), the size kept.
+      await Bun.write(a.v.volume_context.backingFile, junk);
+      spawnSync("truncate", ["-s", String(GiB), a.v.volume_context.backingFile]);
+      for (let i = 0; i < 2; i++) expect((await outcome(node.node.NodeStageVolume(a.stageReq))).code).toBe(Code.FAILED_PRECONDITION);
+      const refused = await waitFor(() => eventsOn("PersistentVolume", "pv-data", "FormatRefused"));
+      expect(refused.length).toBe(1); // the repeat joined the first one's series
+      expect(refused[0].type).toBe("Warning");
+      expect(refused[0].note).toContain("refusing to format it");
+      expect(refused[0].reportingController).toBe(`${DRIVER}/node`);
+      expect(refused[0].reportingInstance).toBe("k8s-node3");
+
+      // A staged volume, then the node restarted with a mount-table limit below the table's size:
+      // the publish (naming its pod, podInfoOnMount) is refused by the storm guard.
+      const b = await make("pv-storm");
+      expect((await outcome(node.node.NodeStageVolume(b.stageReq))).code).toBe(Code.OK);
+      node.close();
+      nodeProc.kill("SIGTERM");
+      await nodeProc.exited;
+      nodeProc = daemon([...nodeArgs, "--storm-total", "1"], "node3b");
+      node = csiClient(`unix://${dir}/node3.sock`, { defaultDeadlineMs: 60_000 });
+      await ready(node, nodeProc, "node3b");
+      const target = join(dir, "kubelet3/pods/uid-1/volumes/kubernetes.io~csi/pv-storm/mount");
+      const pub = await outcome(node.node.NodePublishVolume({
+        volume_id: b.v.volume_id, staging_target_path: b.staging, target_path: target, volume_capability: mountCap(),
+        volume_context: { ...b.v.volume_context, "csi.storage.k8s.io/pod.name": "web-0", "csi.storage.k8s.io/pod.namespace": "app", "csi.storage.k8s.io/pod.uid": "uid-1" },
+      }));
+      expect(pub.code).toBe(Code.UNAVAILABLE);
+      const onPv = await waitFor(() => eventsOn("PersistentVolume", "pv-storm", "MountStormRefused"));
+      const onPod = await waitFor(() => eventsOn("Pod", "web-0", "MountStormRefused"));
+      expect(onPv.length).toBe(1);
+      expect(onPod.length).toBe(1);
+      expect(onPod[0].metadata.namespace).toBe("app");
+      expect(onPod[0].regarding.uid).toBe("uid-1");
+      expect(onPod[0].related?.name).toBe("pv-storm");
+      expect(api.requests.filter((r) => r.user === "node" && !r.allowed)).toEqual([]);
+    } finally {
+      ctl.close();
+      node.close();
+    }
+  }, 120_000);
+});
