@@ -174,7 +174,9 @@ describe("Events an operator sees", () => {
     const kubeconfig = api.kubeconfig(join(dir, "kube3"), "node");
     const ctlProc = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks3`, "--state-dir", `${dir}/ctl3`, "--endpoint", `unix://${dir}/ctl3.sock`], "ctl3");
     const nodeArgs = ["csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "k8s-node3", "--state-dir", `${dir}/node3`, "--kubelet-dir", `${dir}/kubelet3`,
-      "--file-dir", `${dir}/disks3`, "--host-nqn-file", `${dir}/hostnqn3`, "--endpoint", `unix://${dir}/node3.sock`, "--kubeconfig", kubeconfig];
+      "--file-dir", `${dir}/disks3`, "--host-nqn-file", `${dir}/hostnqn3`, "--endpoint", `unix://${dir}/node3.sock`, "--kubeconfig", kubeconfig,
+      // Longer than the gRPC deadlines below: an RPC that waited for the API would miss them.
+      "--kube-api-timeout", "30s"];
     let nodeProc = daemon(nodeArgs, "node3");
     const ctl = csiClient(`unix://${dir}/ctl3.sock`, { defaultDeadlineMs: 60_000 });
     let node = csiClient(`unix://${dir}/node3.sock`, { defaultDeadlineMs: 60_000 });
@@ -228,6 +230,23 @@ describe("Events an operator sees", () => {
       expect(onPod[0].regarding.uid).toBe("uid-1");
       expect(onPod[0].related?.name).toBe("pv-storm");
       expect(api.requests.filter((r) => r.user === "node" && !r.allowed)).toEqual([]);
+
+      // An API server that never answers: the same RPCs still answer with their own codes, within
+      // a gRPC deadline far below what a blocked call would need; Events wait in the background.
+      api.delayMs = Infinity;
+      try {
+        const again = await outcome(node.node.NodePublishVolume({
+          volume_id: b.v.volume_id, staging_target_path: b.staging, target_path: target, volume_capability: mountCap(),
+          volume_context: { ...b.v.volume_context, "csi.storage.k8s.io/pod.name": "web-1", "csi.storage.k8s.io/pod.namespace": "app" },
+        }, { deadlineMs: 10_000 }));
+        expect(again.code).toBe(Code.UNAVAILABLE);
+        expect(again.details).toContain("mount storm");
+        const other = await make("pv-hung");
+        const c = await outcome(node.node.NodeStageVolume(other.stageReq, { deadlineMs: 10_000 }));
+        expect(c.code).toBe(Code.UNAVAILABLE); // the storm guard again, not a deadline
+      } finally {
+        api.delayMs = 0;
+      }
     } finally {
       ctl.close();
       node.close();
