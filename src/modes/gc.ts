@@ -9,7 +9,8 @@ import { plan } from "../gc/plan.ts";
 import { referencedFromKubernetes, referencedFromOption } from "../gc/referenced.ts";
 import { KUBE_OPTIONS, kubeClientFor } from "../k8s/mode-options.ts";
 import { progressLine, renderJson, renderPlanText, renderResultsText, type Notes } from "../gc/render.ts";
-import type { ReferencedFacts } from "../gc/types.ts";
+import { attachmentsFromKubernetes } from "../gc/allowed-hosts.ts";
+import type { KubeClient } from "../k8s/client.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { acquireLock, readLock, type HeldLock } from "../runtime/lockfile.ts";
 import type { Mode, ModeContext } from "./types.ts";
@@ -20,19 +21,29 @@ export const EXIT_ERROR = 2;
 
 const DESCRIBE = [
   "Fail-dumb garbage collection of what the driver leaked: dead mounts, NVMe subsystems, loop devices,",
-  "staging records and (with --backend) unreferenced disks. Shows the plan by default; --force acts.",
+  "staging records and (with --backend) unreferenced disks and allowed hosts of exports that no Node or",
+  "VolumeAttachment accounts for (RouterOS side only). Shows the plan by default; --force acts.",
   "Exit codes: plan: 0 nothing to collect, 1 candidates exist, 2 error (including a refused lock).",
   "--force: 0 every candidate was collected (or there were none), 1 some were skipped, failed,",
   "timed out or not run (SIGTERM), 2 error before acting.",
 ].join("\n");
 
-function referencedSource(ctx: ModeContext, timeoutMs: number): (() => Promise<ReferencedFacts>) | undefined {
+/** The cluster's facts gc asks for: referenced volumes and (with a backend) attachments; one client, made on first use. */
+function clusterSources(ctx: ModeContext, timeoutMs: number): Pick<FactDeps, "referenced" | "attachments"> {
+  let client: Promise<KubeClient | null> | undefined;
+  const kube = () => (client ??= kubeClientFor(ctx));
   const given = ctx.config.referencedVolumes as string[] | undefined;
-  if (given !== undefined) return () => referencedFromOption(given, timeoutMs);
-  return async () => {
-    const client = await kubeClientFor(ctx);
-    if (!client) return { state: "unknown", reason: "not running in-cluster and no --kubeconfig; give --referenced-volumes" };
-    return referencedFromKubernetes(client);
+  return {
+    referenced: given !== undefined ? () => referencedFromOption(given, timeoutMs) : async () => {
+      const c = await kube();
+      if (!c) return { state: "unknown", reason: "not running in-cluster and no --kubeconfig; give --referenced-volumes" };
+      return referencedFromKubernetes(c);
+    },
+    attachments: async () => {
+      const c = await kube();
+      if (!c) return { state: "unknown", reason: "no Kubernetes API (not in a pod, no --kubeconfig)" };
+      return attachmentsFromKubernetes(c);
+    },
   };
 }
 
@@ -84,7 +95,7 @@ async function run(ctx: ModeContext): Promise<number> {
       ownedFileDirs: [cfg.fileDir as string],
       timeoutMs: stepTimeoutMs, probeTimeoutMs: stepTimeoutMs,
       ...(backend ? { backend } : {}),
-      referenced: referencedSource(ctx, stepTimeoutMs),
+      ...clusterSources(ctx, stepTimeoutMs),
       slotPrefix: VOLUME_PREFIX, graceMs: cfg.grace as number,
     };
     let facts;
@@ -106,7 +117,7 @@ async function run(ctx: ModeContext): Promise<number> {
     ctx.shutdown.install((code) => { if (running) process.exit(code); });
     const results: ItemResult[] = await ctx.shutdown.track("gc", "force", () => executePlan(thePlan.candidates, {
       runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeBin as string,
-      recheck: freshPlanRecheck(factDeps, facts.referenced),
+      recheck: freshPlanRecheck(factDeps, facts.referenced, facts.attachments),
       ...(backend ? { backend } : {}),
       stop: ctx.shutdown.signal,
       onProgress: progressLine(process.stderr),

@@ -181,7 +181,7 @@ describe("Events an operator sees", () => {
     const ctl = csiClient(`unix://${dir}/ctl3.sock`, { defaultDeadlineMs: 60_000 });
     let node = csiClient(`unix://${dir}/node3.sock`, { defaultDeadlineMs: 60_000 });
     const eventsOn = (kind: string, name: string, reason: string) => api.list("events").filter((e) => e.regarding?.kind === kind && e.regarding?.name === name && e.reason === reason);
-    const waitFor = async (f: () => unknown[]) => { for (let i = 0; i < 100 && f().length === 0; i++) await Bun.sleep(100); return f(); };
+    const waitFor = async (f: () => any[]) => { for (let i = 0; i < 100 && f().length === 0; i++) await Bun.sleep(100); return f(); };
     try {
       await ready(ctl, ctlProc, "ctl3");
       await ready(node, nodeProc, "node3");

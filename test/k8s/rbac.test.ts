@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
+import { attachmentsFromKubernetes } from "../../src/gc/allowed-hosts.ts";
 import { referencedFromKubernetes } from "../../src/gc/referenced.ts";
 import { startBreakerResetPoll } from "../../src/k8s/breaker-reset.ts";
 import { createKubeClient, type KubeClient } from "../../src/k8s/client.ts";
@@ -53,8 +54,7 @@ test("csi-controller and gc/doctor: everything they use is granted to the contro
   const client = clientAs("controller");
   await createNodeExistence(client, { ttlMs: 1_000, log }).check("worker-x");
   await referencedFromKubernetes(client);
-  await client.listNodes();
-  await client.listVolumeAttachments();
+  await attachmentsFromKubernetes(client);
   const denied = api.requests.filter((r) => r.user === "controller" && !r.allowed);
   expect(denied).toEqual([]);
   const all = granted(CONTROLLER);
