@@ -17,7 +17,7 @@ export function nodeEventReason(rpc: string, e: unknown): NodeEventReason | null
   if ((e.kind === "resource-exhausted" || e.kind === "unavailable") && /refusing to mount|a mount storm is under way/.test(m)) return "MountStormRefused";
   if (e.kind === "failed-precondition" && m.includes("refusing to format it")) return "FormatRefused";
   if (e.kind === "failed-precondition" && m.includes("(backs-system-mount)")) return "SystemVolumeRefused";
-  const late = isDeadlineError(e) || e.kind === "deadline-exceeded" || /did not finish within \d+ ms|could not be read within \d+ ms/.test(m);
+  const late = isDeadlineError(e) || e.kind === "deadline-exceeded" || /did not finish within \d+ ms|could not be read within \d+ ms|killed after \d+ ms deadline/.test(m);
   if (late && rpc === "NodeStageVolume") return "StageDeadlineExceeded";
   if (late && rpc === "NodeUnstageVolume") return "UnstageDeadlineExceeded";
   return null;

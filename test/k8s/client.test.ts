@@ -8,7 +8,11 @@ import { createEventRecorder } from "../../src/k8s/events.ts";
 import { createNodeExistence } from "../../src/k8s/node-existence.ts";
 import { nodeEventReason } from "../../src/k8s/node-events.ts";
 import { createPvIndex } from "../../src/k8s/pv-index.ts";
+import { makeFilesystem } from "../../src/fs/mkfs.ts";
+import { makeDirectory } from "../../src/mount/ops.ts";
 import { assertNoStorm, assertTableSane } from "../../src/mount/storm-guard.ts";
+import { createNvmeTcpConnector } from "../../src/nvme/nvme-tcp-connector.ts";
+import { createRunner, type Runner } from "../../src/runtime/exec.ts";
 import { createBreakerRegistry } from "../../src/runtime/breakers.ts";
 import { DeadlineError, failedPrecondition } from "../../src/runtime/errors.ts";
 import { silentLogger } from "../../src/runtime/log.ts";
@@ -134,6 +138,28 @@ describe("Events", () => {
     const table = (() => { try { assertTableSane(mounts as any, 2); } catch (e) { return e; } })();
     expect(nodeEventReason("NodePublishVolume", table)).toBe("MountStormRefused");
     expect(nodeEventReason("NodeStageVolume", new DeadlineError("mkfs", 10))).toBe("StageDeadlineExceeded");
+  });
+
+  test("deadline reasons from real children killed at their deadline (a sleep standing in for a hung mkfs or mkdir)", async () => {
+    const real = createRunner();
+    const hung: Runner = (_cmd, _args, opts) => real("sleep", ["5"], opts);
+    const mkfs = await makeFilesystem("/dev/null", "ext4", { runner: hung, log, timeoutMs: 100 }).catch((e) => e);
+    expect(String(mkfs.message)).toContain("deadline");
+    expect(nodeEventReason("NodeStageVolume", mkfs)).toBe("StageDeadlineExceeded");
+    const mkdir = await makeDirectory("/tmp/never", { runner: hung, log, timeoutMs: 100 }).catch((e) => e);
+    expect(nodeEventReason("NodeUnstageVolume", mkdir)).toBe("UnstageDeadlineExceeded");
+    expect(nodeEventReason("NodeGetVolumeStats", mkdir)).toBeNull();
+  });
+
+  test("the NQN gate's refusal of a subsystem that backs a system mount", async () => {
+    const nqn = "nqn.2000-02.com.mikrotik:pvc-11111111-2222-4333-8444-555555555555";
+    const connector = createNvmeTcpConnector({
+      runner: createRunner(), log, sysfsRoot: "/nonexistent", devRoot: "/dev", nvmeBin: "false",
+      policy: { prefix: "nqn.2000-02.com.mikrotik:pvc-", protectedPatterns: [] }, systemNqns: async () => new Set([nqn]),
+      timeouts: { connectMs: 1_000, disconnectMs: 1_000 },
+    });
+    const e = await connector.attach({ volumeId: "pvc-x", transport: "nvme-tcp", nqn, address: "127.0.0.1", port: 4420 }).catch((x) => x);
+    expect(nodeEventReason("NodeStageVolume", e)).toBe("SystemVolumeRefused");
     expect(nodeEventReason("NodeUnstageVolume", new DeadlineError("umount", 10))).toBe("UnstageDeadlineExceeded");
     expect(nodeEventReason("NodePublishVolume", new DeadlineError("x", 10))).toBeNull();
     expect(nodeEventReason("NodeStageVolume", failedPrecondition("volume pvc-1 is staged at /a, not /b"))).toBeNull();
