@@ -72,11 +72,14 @@ describe("PV-annotation breaker reset, end to end", () => {
     writeFileSync(join(dir, "bin", "mkfs.ext4"), `#!/bin/sh\nif [ -e '${broken}' ]; then echo 'simulated mkfs failure' >&2; exit 1; fi\nexec '${Bun.which("mkfs.ext4")}' "$@"\n`);
     chmodSync(join(dir, "bin", "mkfs.ext4"), 0o755);
     writeFileSync(join(dir, "hostnqn"), `${HOST_NQN}\n`);
+    const free = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
+    const metricsPort = free.port;
+    free.stop(true);
     const ctlProc = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks`, "--state-dir", `${dir}/ctl`, "--endpoint", `unix://${dir}/ctl.sock`,
       "--kubeconfig", api.kubeconfig(join(dir, "kube-ctl"), "controller")], "ctl");
     const nodeProc = daemon(["csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "k8s-node", "--state-dir", `${dir}/node`, "--kubelet-dir", `${dir}/kubelet`,
       "--file-dir", `${dir}/disks`, "--host-nqn-file", `${dir}/hostnqn`, "--endpoint", `unix://${dir}/node.sock`,
-      "--kubeconfig", api.kubeconfig(join(dir, "kube-node"), "node"), "--breaker-reset-poll", "2s"], "node", { PATH: `${dir}/bin:${process.env.PATH}` });
+      "--kubeconfig", api.kubeconfig(join(dir, "kube-node"), "node"), "--breaker-reset-poll", "2s", "--metrics-address", `127.0.0.1:${metricsPort}`], "node", { PATH: `${dir}/bin:${process.env.PATH}` });
     const ctl = csiClient(`unix://${dir}/ctl.sock`, { defaultDeadlineMs: 60_000 });
     const node = csiClient(`unix://${dir}/node.sock`, { defaultDeadlineMs: 60_000 });
     try {
@@ -118,6 +121,8 @@ describe("PV-annotation breaker reset, end to end", () => {
       expect(Date.now() - t0).toBeLessThan(30_000);
       expect(api.get("persistentvolumes", "pv-e2e")!.metadata.annotations?.[ANNOTATION]).toBeUndefined(); // one-shot
       expect(logOf("node")).toContain("breaker reset by PV annotation");
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      expect(metrics).toContain(`rds_csi_breaker_annotation_resets_total{key="volume:${vol.volume_id}"} 1`);
       // Nothing was asked that the node's ClusterRole does not grant.
       expect(api.requests.filter((r) => r.user === "node" && !r.allowed)).toEqual([]);
       expect(api.requests.some((r) => r.user === "node" && r.verb === "patch" && r.resource === "persistentvolumes")).toBe(true);
