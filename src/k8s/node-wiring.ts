@@ -2,7 +2,8 @@ import { DurationMs } from "../config/schemas.ts";
 import type { ModeContext, OptionSpec } from "../modes/types.ts";
 import { startBreakerResetPoll } from "./breaker-reset.ts";
 import { createEventRecorder } from "./events.ts";
-import { annotationResetCounter, KUBE_OPTIONS, kubeClientFor } from "./mode-options.ts";
+import type { KubeClient } from "./client.ts";
+import { annotationResetCounter, KUBE_OPTIONS } from "./mode-options.ts";
 import { withNodeEvents } from "./node-events.ts";
 import { createPvIndex } from "./pv-index.ts";
 
@@ -12,12 +13,11 @@ export const NODE_KUBE_OPTIONS: readonly OptionSpec[] = [
 ];
 
 /**
- * The node's Kubernetes side: the PV-annotation breaker reset and Events. Returns the service
- * to serve: wrapped when an API is there, unchanged when not (and then nothing is started).
+ * The node's Kubernetes side: the PV-annotation breaker reset and Events. `client` comes from
+ * kubeClientFor, called before the mode takes its lock so that a bad --kubeconfig changes nothing.
+ * Returns the service to serve: wrapped when an API is there, unchanged when not.
  */
-export async function startNodeKube<S extends object>(ctx: ModeContext, service: S, nodeName: string): Promise<S> {
-  // A --kubeconfig that cannot be used stops the start (exit 2, naming the option), never a silent run without it.
-  const client = await kubeClientFor(ctx);
+export function startNodeKube<S extends object>(ctx: ModeContext, client: KubeClient | null, service: S, nodeName: string): S {
   if (!client) return service;
   const pollMs = ctx.config.breakerResetPoll as number;
   const pvs = createPvIndex(client, { listTtlMs: pollMs });

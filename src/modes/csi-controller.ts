@@ -91,6 +91,11 @@ export const mode: Mode = {
       ctx.log.fatal(`csi-controller: ${unsafe}`);
       return 2;
     }
+    const kube = await kubeClientFor(ctx).catch((e: Error) => e);
+    if (kube instanceof Error) {
+      ctx.log.fatal(`csi-controller: ${kube.message}`);
+      return 2;
+    }
     const nqnPrefix = (cfg.nqnPrefix as string | undefined) ?? GO_DRIVER_DEFAULT_PREFIX;
     let built: ReturnType<typeof buildBackend>;
     try {
@@ -110,7 +115,6 @@ export const mode: Mode = {
       keepAliveTmo: cfg.keepAliveTmo as number,
       fsType: cfg.fsType as string,
     };
-    const kube = await kubeClientFor(ctx);
     const deps = {
       backend, breakers: ctx.breakers, log: ctx.log, defaults, managementHost, probeTimeoutMs: cfg.requestTimeout as number,
       requireHostNqn: backend.kind === "routeros",

@@ -29,6 +29,7 @@ import type { Logger } from "../runtime/log.ts";
 import { runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
 import { startNodeKube, NODE_KUBE_OPTIONS } from "../k8s/node-wiring.ts";
+import { kubeClientFor } from "../k8s/mode-options.ts";
 
 /** Everything the node path runs; a node without one of them cannot serve every volume. */
 export const REQUIRED_TOOLS = ["blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat"];
@@ -88,6 +89,11 @@ export const mode: Mode = {
     const unsafe = daemonDirsProblem(c);
     if (unsafe) {
       ctx.log.fatal(`csi-node: ${unsafe}`);
+      return 2;
+    }
+    const kube = await kubeClientFor(ctx).catch((e: Error) => e);
+    if (kube instanceof Error) {
+      ctx.log.fatal(`csi-node: ${kube.message}`);
       return 2;
     }
     let lock: ReturnType<typeof acquireLock>;
@@ -151,7 +157,7 @@ export const mode: Mode = {
           driverName: c.driverName as string, version: ctx.version, pluginCapabilities: [],
           probe: async () => (ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` }),
         }),
-        Node: (await startNodeKube(ctx, service, nodeName)) as unknown as Record<string, (req: any) => Promise<unknown>>,
+        Node: startNodeKube(ctx, kube, service, nodeName) as unknown as Record<string, (req: any) => Promise<unknown>>,
       },
       shutdown: ctx.shutdown, log: ctx.log, metrics: ctx.metrics,
     });

@@ -258,3 +258,26 @@ describe("Events an operator sees", () => {
     }
   }, 120_000);
 });
+
+describe("--kubeconfig", () => {
+  test("a kubeconfig that cannot be used stops csi-node and csi-controller with exit 2 on one line naming it; nothing is created", async () => {
+    const base = join(dir, "badcfg");
+    mkdirSync(base, { recursive: true });
+    const noToken = join(base, "no-token.yaml");
+    writeFileSync(noToken, `apiVersion: v1\nkind: Config\ncurrent-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: "${api.url}"}\nusers:\n- name: u\n  user: {client-certificate: /x.pem}\n`);
+    const cases: [string[], string][] = [
+      [["csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "n", "--state-dir", `${base}/state-n`, "--kubelet-dir", `${base}/kubelet`, "--endpoint", `unix://${base}/n/csi.sock`, "--kubeconfig", `${base}/missing.yaml`], "cannot read it"],
+      [["csi-controller", "--backend", "file", "--file-dir", `${base}/disks`, "--state-dir", `${base}/state-c`, "--endpoint", `unix://${base}/c/csi.sock`, "--kubeconfig", noToken], "has no token or tokenFile"],
+    ];
+    for (const [args, why] of cases) {
+      const r = spawnSync(BIN, args, { encoding: "utf8", timeout: 30_000 });
+      expect(r.status).toBe(2);
+      const lines = `${r.stdout}${r.stderr}`.trim().split("\n").filter((l) => l.includes("kubeconfig"));
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toContain(why);
+    }
+    // The state directories exist before any mode runs (the runtime makes them); nothing is in them, no socket, no lock.
+    expect(readdirSync(base).filter((f) => !f.startsWith("state-")).sort()).toEqual(["no-token.yaml"]);
+    for (const d of readdirSync(base).filter((f) => f.startsWith("state-"))) expect(readdirSync(join(base, d))).toEqual([]);
+  }, 60_000);
+});
