@@ -9,9 +9,12 @@ rec {
 
   endpointFor = kubeletDir: driverName: "unix://${kubeletDir}/plugins/${driverName}/csi.sock";
 
-  # systemd must not SIGKILL the node plugin while it is still draining: the drain itself may
-  # take the whole grace, and the commands it waits on have their own deadlines on top.
-  stopMarginSeconds = 15;
+  # systemd must not SIGKILL the node plugin while it is still shutting down: the drain may take
+  # the whole grace, then each of its five closers (node lock, probe registry, CSI server, admin
+  # socket, metrics server) may take up to 5 s (src/runtime/shutdown.ts), plus 5 s to exit.
+  closerCount = 5;
+  closerTimeoutSeconds = 5;
+  stopMarginSeconds = closerCount * closerTimeoutSeconds + 5;
   timeoutStopSecFor = graceSeconds: graceSeconds + stopMarginSeconds;
 
   endpoint = endpointFor kubeletDir driverName;

@@ -28,9 +28,12 @@ let
     else if domainOnly prefix then "is only a domain (nothing after ':'); it would cover every volume of that vendor, including diskless nodes' system volumes"
     else null;
 
+  # The module hands the list to the binary comma-separated (RDS_CSI_PROTECTED_NQN), and the
+  # binary splits flags and environment on commas: a comma inside a pattern would make two.
   patternProblem = pattern:
-    if printableNoSpace pattern && startsWith "nqn." pattern then null
-    else "must start with 'nqn.' and be printable ASCII without whitespace";
+    if !(printableNoSpace pattern && startsWith "nqn." pattern) then "must start with 'nqn.' and be printable ASCII without whitespace"
+    else if builtins.match ".*,.*" pattern != null then "must not contain ',' (lists of patterns are comma-separated)"
+    else null;
 
   # Could one NQN match both the glob (`*` any run, `?` one character) and the prefix?
   # Same walk as patternOverlapsPrefix in src/config/nqn.ts: literal characters up to the
@@ -59,30 +62,52 @@ let
   danger = "The node plugin and gc only ever connect, disconnect or collect NVMe subsystems inside this prefix; "
     + "on a diskless node whose root or /var is an NVMe/TCP volume on the same RDS, a prefix that covers it lets the driver disconnect the node's own disks.";
 
-  # NixOS-style assertions ({ assertion, message }) for one configuration.
-  assertionsFor = { nqnPrefix, protectedNqns ? [ ], option ? "services.rds-csi" }:
+  # `<vendor domain>:nixos-*`, the names diskless NixOS nodes boot from, for the prefix's vendor.
+  nixosVolumesOf = prefix: "${builtins.head (builtins.match "([^:]*:).*" prefix)}nixos-*";
+
+  # NixOS-style assertions ({ assertion, message }) for one configuration. `systemNqns` are the
+  # node's own volumes and `protectedNqns` any other: both are protected, checked the same way.
+  assertionsFor = { nqnPrefix, protectedNqns ? [ ], systemNqns ? [ ], option ? "services.rds-csi" }:
     let
       problem = prefixProblem nqnPrefix;
+      listed = map (pattern: { inherit pattern; name = "systemNqns"; }) systemNqns
+        ++ map (pattern: { inherit pattern; name = "protectedNqns"; }) protectedNqns;
       patternChecks = map
-        (pattern:
+        ({ pattern, name }:
           let bad = patternProblem pattern; in
-          check (bad == null) "${option}.protectedNqns entry ${builtins.toJSON pattern} ${toString bad}.")
-        protectedNqns;
+          check (bad == null) "${option}.${name} entry ${builtins.toJSON pattern} ${toString bad}.")
+        listed;
       overlapChecks = map
-        (pattern:
+        ({ pattern, name }:
           check (!patternOverlapsPrefix pattern nqnPrefix)
-            ("${option}.protectedNqns entry ${builtins.toJSON pattern} overlaps ${option}.nqnPrefix ${builtins.toJSON nqnPrefix}: "
+            ("${option}.${name} entry ${builtins.toJSON pattern} overlaps ${option}.nqnPrefix ${builtins.toJSON nqnPrefix}: "
               + "some NQN would be both managed and protected. Protected NQNs are the node's own system volumes and must lie outside the managed prefix "
               + "(for example nqnPrefix \"nqn.2000-02.com.mikrotik:pvc-\" next to protectedNqns [ \"nqn.2000-02.com.mikrotik:nixos-*\" ])."))
-        protectedNqns;
+        listed;
+      # Only for a prefix that passed its own rules: a domain-only one already has its message.
+      nixosCheck = if problem != null then [ ] else
+        let volumes = nixosVolumesOf nqnPrefix; in
+        [
+          (check (!patternOverlapsPrefix volumes nqnPrefix)
+            "${option}.nqnPrefix ${builtins.toJSON nqnPrefix} covers ${builtins.toJSON volumes}, the names diskless NixOS nodes boot from, and no protection can carve them out of the prefix. ${danger}")
+        ];
     in
     [ (check (problem == null) "${option}.nqnPrefix ${builtins.toJSON nqnPrefix} ${toString problem}. ${danger}") ]
+    ++ nixosCheck
     ++ patternChecks
     ++ overlapChecks;
+
+  # What evaluates but deserves a word: nothing declared as the node's own.
+  warningsFor = { nqnPrefix, protectedNqns ? [ ], systemNqns ? [ ], option ? "services.rds-csi" }:
+    if systemNqns != [ ] || protectedNqns != [ ] then [ ]
+    else [
+      ("${option}: neither systemNqns nor protectedNqns is set, so only the prefix keeps the driver off this node's own NVMe/TCP volumes. "
+        + "List them in ${option}.systemNqns (on a diskless node: its root and /var volumes).")
+    ];
 
   # Messages of the failing assertions only: what an operator would read.
   problemsFor = args: map (a: a.message) (builtins.filter (a: !a.assertion) (assertionsFor args));
 in
 {
-  inherit maxBytes prefixProblem patternProblem patternOverlapsPrefix assertionsFor problemsFor;
+  inherit maxBytes prefixProblem patternProblem patternOverlapsPrefix nixosVolumesOf assertionsFor warningsFor problemsFor;
 }

@@ -1,25 +1,27 @@
-# Builds rds-csi from this repository with nixpkgs' Bun.
-#
-# Reproducibility: the npm dependencies come from package-lock.json through fetchNpmDeps, a
-# fixed-output derivation (its hash pins every tarball), and npmConfigHook installs them into
-# node_modules offline with install scripts disabled. Bun itself is nixpkgs' `bun`, not the npm
-# package in devDependencies (whose install script would download a binary). After changing
-# package-lock.json, set npmDepsHash to lib.fakeHash, build once, and copy the hash Nix reports.
+# Builds rds-csi from this repository with nixpkgs' Bun, in the sandbox (no network).
 #
 #   nix-build -E 'with import <nixpkgs> {}; callPackage ./nix/package.nix {}'
+#
+# Dependencies: nix/npm-deps.nix turns package-lock.json into importNpmLock's input, so each npm
+# tarball is a fixed-output fetch pinned by the lock file's own sha512 `integrity`; after changing
+# package-lock.json there is no hash to update here. npm installs them offline with install scripts
+# off (npm's own --ignore-scripts in install, npmRebuildFlags for the rebuild). Bun is nixpkgs'
+# `bun`: the devDependencies, the `bun` npm package among them, are not installed at all.
 #
 # The alternative, wrapping a binary built elsewhere with scripts/build, is nix/package-prebuilt.nix.
 { lib
 , stdenv
 , bun
 , nodejs
-, fetchNpmDeps
-, npmHooks
-, npmDepsHash ? lib.fakeHash
+, importNpmLock
 }:
 
 let
   packageJson = lib.importJSON ../package.json;
+  npmDeps = import ./npm-deps.nix {
+    inherit lib packageJson;
+    packageLock = lib.importJSON ../package-lock.json;
+  };
 in
 stdenv.mkDerivation (finalAttrs: {
   pname = "rds-csi";
@@ -37,16 +39,17 @@ stdenv.mkDerivation (finalAttrs: {
     ];
   };
 
-  npmDeps = fetchNpmDeps {
-    inherit (finalAttrs) src;
-    name = "rds-csi-${finalAttrs.version}-npm-deps";
-    hash = npmDepsHash;
-  };
+  npmDeps = importNpmLock { inherit (npmDeps) package packageLock; };
+  npmRebuildFlags = [ "--ignore-scripts" ];
 
-  nativeBuildInputs = [ bun nodejs npmHooks.npmConfigHook ];
+  nativeBuildInputs = [ bun nodejs importNpmLock.npmConfigHook ];
+
+  # scripts/build takes Bun from $BUN.
+  env.BUN = lib.getExe bun;
 
   buildPhase = ''
     runHook preBuild
+    export HOME=$TMPDIR
     patchShebangs scripts
     scripts/build
     runHook postBuild
@@ -58,8 +61,9 @@ stdenv.mkDerivation (finalAttrs: {
     runHook postInstall
   '';
 
-  # A `bun build --compile` executable is the Bun runtime with the bundle appended; strip and
-  # patchelf rewrite the file and cut the bundle off. The runtime is nixpkgs' bun, already linked
+  # A `bun build --compile` executable is the Bun runtime with the bundle in an ELF section
+  # (`.bun`) at the end; strip would drop that section and leave a bare Bun that runs nothing
+  # of ours. patchelf rewrites the file the same way. The runtime is nixpkgs' bun, already linked
   # against the store's glibc, so there is nothing to patch.
   dontStrip = true;
   dontPatchELF = true;
@@ -67,7 +71,7 @@ stdenv.mkDerivation (finalAttrs: {
   doInstallCheck = true;
   installCheckPhase = ''
     runHook preInstallCheck
-    $out/bin/rds-csi version
+    $out/bin/rds-csi version | grep -F 'rds-csi ${finalAttrs.version}'
     runHook postInstallCheck
   '';
 

@@ -2,11 +2,12 @@
 /**
  * doctor's mount probing over 1,000 and 10,000 real bind mounts with 10 frozen FUSE mounts among
  * them: wall time next to the probe deadline, peak probe children; and the mountinfo parser next to
- * `findmnt --raw -F` on the same files (100k entries). Run as root. Cleans up every mount it makes.
+ * `findmnt --raw -F` on the same files (100k entries). Run as root. Leaves the host as it found it,
+ * interrupted or not (scripts/bench-cleanup.ts): the whole bind tree goes with one lazy unmount of
+ * its private tmpfs parent — `umount -R` over 10,000 binds ran past its deadline and left them all.
  *   bun scripts/bench-doctor.ts [--probe-timeout-ms 2000] [--sizes 1000,10000]
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mountsCheck } from "../src/health/mounts.ts";
 import type { HealthDeps, RoundFacts } from "../src/health/types.ts";
@@ -14,6 +15,7 @@ import { parseMountinfo, readMountinfo } from "../src/mount/mountinfo.ts";
 import { createProbeRegistry } from "../src/mount/probe.ts";
 import { createRunner } from "../src/runtime/exec.ts";
 import { createFrozenFuse, type FrozenFuse } from "../test/helpers/frozen-fuse.ts";
+import { benchTmpDir, hostState, own, releaseNow, tearDownTree } from "./bench-cleanup.ts";
 
 const arg = (name: string, dflt: string) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : dflt; };
 const PROBE_TIMEOUT_MS = Number(arg("probe-timeout-ms", "2000"));
@@ -36,7 +38,7 @@ async function benchParser() {
     l[4] = `${l[4]}/bench\\040${i}`;
     lines.push(l.join(" "));
   }
-  const dir = mkdtempSync(join(tmpdir(), "bench-mi-"));
+  const dir = benchTmpDir("doctor-mi");
   const file = join(dir, "mountinfo");
   writeFileSync(file, lines.join("\n") + "\n");
   try {
@@ -51,11 +53,11 @@ async function benchParser() {
     parseMountinfo(viaChild.stdout);
     const withChild = performance.now() - t1;
     console.log(`parser   ${n} entries: parseMountinfo ${ours.toFixed(1)} ms; read by a child cat + parse ${withChild.toFixed(1)} ms (cat ${viaChild.durationMs} ms) | reference findmnt --raw -F ${f.durationMs} ms (exit ${f.exitCode})`);
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally { tearDownTree(dir); }
 }
 
 async function benchProbes(size: number) {
-  const base = mkdtempSync(join(tmpdir(), "bench-doctor-"));
+  const base = benchTmpDir("doctor");
   const fuses: FrozenFuse[] = [];
   // A private tmpfs parent keeps thousands of mounts out of every other mount namespace.
   await sh(`mount -t tmpfs -o size=16m bench-doctor '${base}' && mount --make-private '${base}' && mkdir '${base}/src'`);
@@ -63,7 +65,14 @@ async function benchProbes(size: number) {
     const t0 = performance.now();
     await sh(`cd '${base}' && i=0; while [ $i -lt ${size} ]; do mkdir t$i && mount --bind src t$i || exit 1; i=$((i+1)); done`);
     const setupMs = performance.now() - t0;
-    for (let i = 0; i < FROZEN; i++) fuses.push(await createFrozenFuse());
+    for (let i = 0; i < FROZEN; i++) {
+      const f = await createFrozenFuse();
+      fuses.push(f);
+      // If this run dies hard, the next one thaws and kills the frozen bindfs and drops its mount.
+      own({ dir: f.source });
+      own({ dir: f.mountPoint });
+      own({ pid: f.pid, needle: f.mountPoint });
+    }
     for (const f of fuses) f.freeze();
 
     const probes = createProbeRegistry({ timeoutMs: PROBE_TIMEOUT_MS, concurrency: 64 });
@@ -85,10 +94,15 @@ async function benchProbes(size: number) {
     probes.close();
   } finally {
     for (const f of fuses) await f.cleanup();
-    await runner("umount", ["-R", "-l", base], { timeoutMs: 120_000 });
-    rmSync(base, { recursive: true, force: true });
+    tearDownTree(base);
   }
 }
 
-await benchParser();
-for (const size of SIZES) await benchProbes(size);
+const host = hostState();
+try {
+  await benchParser();
+  for (const size of SIZES) await benchProbes(size);
+} finally {
+  releaseNow();
+}
+console.log(host.report());

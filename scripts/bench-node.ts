@@ -1,15 +1,23 @@
+#!/usr/bin/env bun
 /**
  * Node benchmarks (root; prints figures, asserts nothing):
  *   1. mountinfo parse of synthetic 10k / 100k tables next to `findmnt --raw -F` on the same file;
- *   2. a full stage+publish+unpublish+unstage cycle on loop devices, next to the bare commands;
+ *   2. a full stage+publish+unpublish+unstage cycle on loop devices, per RPC (time, child processes,
+ *      mount-table reads, the commands run), next to the bare commands doing the same kernel work;
  *   3. idempotent NodeStage/NodePublish repeats with 1,000 extra mounts present (goal ≤ 5 ms).
+ * Leaves the host as it found it (scripts/bench-cleanup.ts), interrupted or not.
  * Usage: bun scripts/bench-node.ts [--quick]
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseMountinfo, readMountinfo } from "../src/mount/mountinfo.ts";
-import { blockCap, mountCap, nodeHarness } from "../test/node/harness.ts";
+import { createLoopConnector } from "../src/node/loop-connector.ts";
+import { profiled, profilingRunner, type RpcProfile } from "../src/runtime/rpc-profile.ts";
+import { createRunner } from "../src/runtime/exec.ts";
+import { silentLogger } from "../src/runtime/log.ts";
+import { mountCap, nodeHarness } from "../test/node/harness.ts";
+import { hostState, own, releaseNow } from "./bench-cleanup.ts";
 
 const quick = process.argv.includes("--quick");
 const ms = (x: number) => `${x.toFixed(2)} ms`;
@@ -26,7 +34,11 @@ function syntheticMountinfo(n: number): string {
   return lines.join("\n") + "\n";
 }
 
-const h = nodeHarness({ stormThreshold: 5_000 });
+const host = hostState();
+const runner = profilingRunner(createRunner());
+const log = silentLogger();
+const h = nodeHarness({ stormThreshold: 5_000, runner, connectors: { loop: createLoopConnector({ runner, log }), "nvme-tcp": { attach: async () => { throw new Error("unused"); }, find: async () => null, detach: async () => {} } } });
+own({ dir: h.base });
 try {
   console.log("## mountinfo parse (median of runs)");
   for (const n of quick ? [10_000] : [10_000, 100_000]) {
@@ -43,34 +55,61 @@ try {
     console.log(`${n} entries: parseMountinfo ${ms(median(ours))}  findmnt --raw -F ${ms(median(theirs))}  ratio ${ratio.toFixed(2)} (goal ≤ 0.50)`);
   }
 
-  console.log("\n## stage+publish+unpublish+unstage cycle, ext4 on loop (pre-formatted: stage runs blkid, fsck -n, resize2fs, mount)");
-  const cycles = quick ? 3 : 8;
+  console.log("\n## stage → publish → unpublish → unstage, ext4 on loop (formatted and used before: stage runs its read-only check)");
+  const cycles = quick ? 3 : 10;
+  const RPCS = ["NodeStageVolume", "NodePublishVolume", "NodeUnpublishVolume", "NodeUnstageVolume"] as const;
+  const perRpc = new Map<string, { ms: number[]; profile: RpcProfile }>(RPCS.map((r) => [r, { ms: [], profile: { children: [], mountTableReads: 0 } }]));
   const cycleTimes: number[] = [];
+  const bareSteps = new Map<string, number[]>();
   const bareTimes: number[] = [];
   for (let i = 0; i < cycles; i++) {
     const id = `pvc-bench-${i}`;
     const file = h.backingFile(64 * 1024 * 1024);
     execFileSync("mkfs.ext4", ["-q", "-F", file]);
     const { staging, target } = h.paths(id);
-    const ctx = { transport: "loop", backingFile: file };
-    cycleTimes.push(await time(async () => {
-      await h.service.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: mountCap(), volume_context: ctx });
-      await h.service.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: mountCap(), readonly: false });
-      await h.service.NodeUnpublishVolume({ volume_id: id, target_path: target });
-      await h.service.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
-    }));
+    const requests: Record<(typeof RPCS)[number], object> = {
+      NodeStageVolume: { volume_id: id, staging_target_path: staging, volume_capability: mountCap(), volume_context: { transport: "loop", backingFile: file } },
+      NodePublishVolume: { volume_id: id, staging_target_path: staging, target_path: target, volume_capability: mountCap(), readonly: false },
+      NodeUnpublishVolume: { volume_id: id, target_path: target },
+      NodeUnstageVolume: { volume_id: id, staging_target_path: staging },
+    };
+    let cycle = 0;
+    for (const rpc of RPCS) {
+      const slot = perRpc.get(rpc)!;
+      const took = await time(() => profiled(() => (h.service[rpc] as (r: object) => Promise<unknown>)(requests[rpc]), (p) => { slot.profile = p; }));
+      slot.ms.push(took);
+      cycle += took;
+    }
+    cycleTimes.push(cycle);
+
     // Reference: the same kernel work as bare commands, without our checks.
     const s2 = staging + "-bare", t2 = target + "-bare";
     mkdirSync(s2, { recursive: true }); mkdirSync(t2, { recursive: true });
-    bareTimes.push(await time(() => {
-      const dev = execFileSync("losetup", ["--find", "--show", file], { encoding: "utf8" }).trim();
-      execFileSync("blkid", ["-p", dev]);
-      execFileSync("fsck.ext4", ["-n", dev], { stdio: "ignore" });
-      execFileSync("mount", [dev, s2]); execFileSync("mount", ["--bind", s2, t2]);
-      execFileSync("umount", [t2]); execFileSync("umount", [s2]); execFileSync("losetup", ["-d", dev]);
-    }));
+    const step = (name: string, cmd: string, args: string[]) => {
+      const t0 = performance.now();
+      const out = execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+      (bareSteps.get(name) ?? bareSteps.set(name, []).get(name)!).push(performance.now() - t0);
+      return out.trim();
+    };
+    const t0 = performance.now();
+    const dev = step("losetup --find --show", "losetup", ["--find", "--show", file]);
+    step("blkid -p", "blkid", ["-p", dev]);
+    step("fsck.ext4 -n", "fsck.ext4", ["-n", dev]);
+    step("mount", "mount", [dev, s2]);
+    step("mount --bind", "mount", ["--bind", s2, t2]);
+    step("umount (target)", "umount", [t2]);
+    step("umount (staging)", "umount", [s2]);
+    step("losetup -d", "losetup", ["-d", dev]);
+    bareTimes.push(performance.now() - t0);
   }
-  console.log(`rds-csi cycle median ${ms(median(cycleTimes))} (p95 ${ms(p95(cycleTimes))}); bare commands median ${ms(median(bareTimes))}`);
+  console.log(`${"RPC".padEnd(20)} ${"median".padStart(9)}  children  mount-table reads  commands (last run)`);
+  for (const [rpc, { ms: xs, profile }] of perRpc) {
+    const children = profile.children.map((c) => `${c.command}(${c.ms})`).join(" ");
+    console.log(`${rpc.padEnd(20)} ${ms(median(xs)).padStart(9)}  ${String(profile.children.length).padStart(8)}  ${String(profile.mountTableReads).padStart(17)}  ${children}`);
+  }
+  console.log(`bare commands: ${[...bareSteps].map(([n, xs]) => `${n} ${ms(median(xs))}`).join(", ")}`);
+  const ratio = median(cycleTimes) / median(bareTimes);
+  console.log(`cycle: rds-csi median ${ms(median(cycleTimes))} (p95 ${ms(p95(cycleTimes))})   bare commands median ${ms(median(bareTimes))}   ratio ${ratio.toFixed(2)}× (goal ≤ 1.5×)`);
 
   console.log("\n## idempotent repeats with 1,000 extra mounts present");
   const extra = join(h.base, "extra");
@@ -96,7 +135,8 @@ try {
   console.log(`reference: one readMountinfo (child cat + parse) with ${(await readMountinfo({ runner: h.runner })).length} entries: median ${ms(median(mi))}`);
   await h.service.NodeUnpublishVolume({ volume_id: id, target_path: target });
   await h.service.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
-  void blockCap;
 } finally {
   h.cleanup();
+  releaseNow();
 }
+console.log(`\n${host.report()}`);

@@ -1,7 +1,7 @@
 import yargs, { type Argv } from "yargs";
 import { COMMON_OPTIONS } from "./config/options.ts";
 import { ConfigError, envName, loadConfig } from "./config/load.ts";
-import { MODES } from "./modes/index.ts";
+import { loadModes, MODE_NAMES } from "./modes/index.ts";
 import type { Mode, OptionSpec } from "./modes/types.ts";
 import { createRuntime } from "./runtime/index.ts";
 import { VERSION } from "./version.ts";
@@ -27,13 +27,18 @@ function addOptions(y: Argv, specs: readonly OptionSpec[]): Argv {
       ...(spec.alias ? { alias: spec.alias } : {}),
       ...(spec.type === "boolean" ? { default: undefined } : {}),
     });
+    for (const old of spec.deprecated ?? []) {
+      y.option(old, { type: spec.type === "number" ? "string" : spec.type, hidden: true, describe: `deprecated: use --${spec.name}` });
+    }
   }
   return y;
 }
 
 function givenFlags(argv: Record<string, unknown>, specs: readonly OptionSpec[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const s of specs) if (argv[s.name] !== undefined) out[s.name] = argv[s.name];
+  for (const s of specs) {
+    for (const name of [s.name, ...(s.deprecated ?? [])]) if (argv[name] !== undefined) out[name] = argv[name];
+  }
   return out;
 }
 
@@ -49,12 +54,17 @@ async function runMode(mode: Mode, argv: Record<string, unknown>): Promise<numbe
     }
     throw e;
   }
+  for (const w of loaded.warnings) process.stderr.write(`rds-csi ${mode.command}: warning: ${w}\n`);
   const positionals = (argv["_"] as unknown[]).slice(1).map(String);
   for (const p of (mode.positional ?? "").match(/[<[](\w+)[\]>]/g) ?? []) {
     const name = p.slice(1, -1);
     if (argv[name] !== undefined) positionals.push(String(argv[name]));
   }
-  const ctx = createRuntime(loaded.config, { mode: mode.command, version: VERSION, positionals, logToStderr: mode.logToStderr });
+  // prom-client (and its process metrics) only in a process that serves them.
+  const metrics = mode.servesMetrics && loaded.config.metricsAddress
+    ? (await import("./runtime/metrics.ts")).createMetrics({ defaultMetrics: true })
+    : undefined;
+  const ctx = createRuntime(loaded.config, { mode: mode.command, version: VERSION, positionals, logToStderr: mode.logToStderr, ...(metrics ? { metrics } : {}) });
   return mode.run(ctx);
 }
 
@@ -64,7 +74,7 @@ export async function main(args: string[]): Promise<number> {
     .scriptName("rds-csi")
     .usage("$0 <mode> [options]\n\nKubernetes CSI driver for MikroTik RDS volumes over NVMe/TCP, with gc and doctor.")
     .strict()
-    .demandCommand(1, "Name a mode: csi-controller, csi-node, gc, doctor, breaker, version")
+    .demandCommand(1, `Name a mode: ${MODE_NAMES.join(", ")}`)
     .recommendCommands()
     .help()
     .alias("h", "help")
@@ -75,7 +85,7 @@ export async function main(args: string[]): Promise<number> {
       process.stderr.write(`rds-csi: ${String(msg).replace(/\s*\n\s*/g, "; ")} (rds-csi --help lists the options)\n`);
       process.exit(EXIT_USAGE);
     });
-  for (const mode of MODES) {
+  for (const mode of await loadModes(args[0])) {
     const specs = mode.command === "version" ? [] : [...COMMON_OPTIONS, ...mode.options];
     cli = cli.command(
       `${mode.command}${mode.positional ? ` ${mode.positional}` : ""}`,

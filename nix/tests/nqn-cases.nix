@@ -13,6 +13,13 @@ let
       else [ "prefix ${builtins.toJSON row.prefix}: expected ok=${builtins.toJSON row.ok}, nqn-rules.nix says ${builtins.toJSON problem}" ])
     cases.prefixes;
 
+  patternFailures = builtins.concatMap
+    (row:
+      let problem = rules.patternProblem row.pattern; in
+      if (problem == null) == row.ok then [ ]
+      else [ "pattern ${builtins.toJSON row.pattern}: expected ok=${builtins.toJSON row.ok}, nqn-rules.nix says ${builtins.toJSON problem}" ])
+    cases.patterns;
+
   overlapFailures = builtins.concatMap
     (row:
       let got = rules.patternOverlapsPrefix row.pattern row.prefix; in
@@ -23,7 +30,8 @@ let
   # The examples are NixOS modules written as plain attribute sets, so their settings can be read
   # without evaluating the module system (which needs nixpkgs).
   settingsOf = file: (import file).services.rds-csi;
-  problemsOf = file: rules.problemsFor { inherit (settingsOf file) nqnPrefix protectedNqns; };
+  problemsOf = file: let s = settingsOf file; in
+    rules.problemsFor { inherit (s) nqnPrefix; protectedNqns = s.protectedNqns or [ ]; systemNqns = s.systemNqns or [ ]; };
 
   expectedDangerous = [
     ("services.rds-csi.nqnPrefix \"nqn.2000-02.com.mikrotik:\" is only a domain (nothing after ':'); it would cover every volume of that vendor, including diskless nodes' system volumes. "
@@ -41,11 +49,12 @@ let
     (if goodProblems == [ ] then [ ] else [ "examples/good.nix should pass but fails with ${builtins.toJSON goodProblems}" ])
     ++ (if dangerousProblems == expectedDangerous then [ ] else [ "examples/dangerous.nix should fail with ${builtins.toJSON expectedDangerous} but gives ${builtins.toJSON dangerousProblems}" ]);
 
-  failures = prefixFailures ++ overlapFailures ++ exampleFailures;
+  failures = prefixFailures ++ patternFailures ++ overlapFailures ++ exampleFailures;
 in
 if failures != [ ] then throw "nqn-rules.nix disagrees:\n  ${builtins.concatStringsSep "\n  " failures}"
 else {
   prefixes = builtins.length cases.prefixes;
+  patterns = builtins.length cases.patterns;
   overlaps = builtins.length cases.overlaps;
   examples = { good = goodProblems; dangerous = dangerousProblems; };
 }

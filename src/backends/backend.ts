@@ -14,6 +14,8 @@ export interface DiskMeta {
   publishedTo?: string[];
   /** Access mode of the current publications, to refuse an incompatible second publish. */
   publishMode?: string;
+  /** Epoch ms when the controller saw this disk's copy complete (a creation time where the backend shows none). */
+  copiedAt?: number;
 }
 
 export interface Disk {

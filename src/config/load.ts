@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, constants as fsc } from "node:fs";
 import * as v from "valibot";
 import YAML from "yaml";
-import type { Config, OptionSpec } from "../modes/types.ts";
+import type { Config, OptionSpec } from "./option-spec.ts";
 
 /** A configuration problem: one line naming the option, where the value came from, and the value. */
 export class ConfigError extends Error {
@@ -95,13 +95,28 @@ export interface LoadInput {
  * Merge flag > env > file > default, then validate every option. Throws ConfigError on the first
  * bad value; nothing has been touched yet when this runs.
  */
-export function loadConfig(input: LoadInput): { config: Config; sources: Record<string, Source> } {
+export function loadConfig(input: LoadInput): { config: Config; sources: Record<string, Source>; warnings: string[] } {
   const byName = new Map(input.specs.map((s) => [s.name, s]));
+  const warnings: string[] = [];
+  // Earlier names of an option: accepted from flag, environment and file, each use warned once.
+  const renamed = new Map(input.specs.flatMap((s) => (s.deprecated ?? []).map((old) => [old, s.name] as const)));
+  const flags = { ...input.flags };
+  for (const [old, now] of renamed) {
+    if (flags[old] === undefined) continue;
+    warnings.push(`option --${old} is deprecated: use --${now}`);
+    if (flags[now] === undefined) flags[now] = flags[old];
+    delete flags[old];
+  }
   const configPath = (input.flags["config"] as string | undefined) ?? input.env[envName("config")];
   const file = configPath ? readConfigFile(configPath) : {};
   const fileValues = new Map<string, unknown>();
   for (const [key, value] of Object.entries(file)) {
-    const name = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/_/g, "-");
+    let name = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/_/g, "-");
+    const now = renamed.get(name);
+    if (now) {
+      warnings.push(`config file ${configPath}: key ${JSON.stringify(key)} is deprecated: use ${JSON.stringify(now)}`);
+      name = now;
+    }
     if (!byName.has(name) || name === "config") throw new ConfigError(`config file ${configPath}: unknown option ${JSON.stringify(key)}`);
     fileValues.set(name, value);
   }
@@ -112,10 +127,13 @@ export function loadConfig(input: LoadInput): { config: Config; sources: Record<
     let raw: unknown;
     let source: Source = "default";
     let where = "default";
-    const envNames = [envName(spec.name), ...(spec.env ?? [])];
+    const envNames = [envName(spec.name), ...(spec.env ?? []), ...(spec.deprecated ?? []).map(envName)];
     const envHit = envNames.find((n) => input.env[n] !== undefined && input.env[n] !== "");
-    if (input.flags[spec.name] !== undefined) {
-      raw = input.flags[spec.name];
+    if (envHit && (spec.deprecated ?? []).map(envName).includes(envHit) && input.flags[spec.name] === undefined) {
+      warnings.push(`environment ${envHit} is deprecated: use ${envName(spec.name)}`);
+    }
+    if (flags[spec.name] !== undefined) {
+      raw = flags[spec.name];
       source = "flag";
       where = `--${spec.name}`;
     } else if (envHit) {
@@ -160,5 +178,5 @@ export function loadConfig(input: LoadInput): { config: Config; sources: Record<
       throw new ConfigError(`option --${name} is required for this mode (flag --${name}, environment ${envName(name)}, or the config file)`);
     }
   }
-  return { config, sources };
+  return { config, sources, warnings };
 }

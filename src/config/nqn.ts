@@ -42,11 +42,19 @@ export function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${body}$`);
 }
 
+/**
+ * Why a protected pattern is unacceptable, or null. The environment and flag forms of the list are
+ * comma-separated, so a comma inside one pattern would silently split it in two.
+ */
+export function protectedPatternProblem(pattern: string): string | null {
+  if (!PRINTABLE_NO_SPACE.test(pattern) || !pattern.startsWith("nqn.")) return "must start with 'nqn.' and be printable ASCII without whitespace";
+  if (pattern.includes(",")) return "must not contain ',' (lists of patterns are comma-separated)";
+  return null;
+}
+
 export const ProtectedPatternSchema = v.pipe(
   v.string(),
-  v.check((s) => PRINTABLE_NO_SPACE.test(s) && s.startsWith("nqn."), () => "must start with 'nqn.' and be printable ASCII without whitespace"),
-  // The environment form of the list is comma-separated: a comma inside a pattern would split it silently.
-  v.check((s) => !s.includes(","), () => "must not contain ',' (RDS_CSI_PROTECTED_NQN separates patterns with commas)"),
+  v.check((s) => protectedPatternProblem(s) === null, (issue) => protectedPatternProblem(String(issue.input)) ?? "is invalid"),
 );
 
 export interface NqnPolicy {
@@ -89,4 +97,22 @@ export function patternOverlapsPrefix(pattern: string, prefix: string): boolean 
   }
   // The pattern's literal head covers the whole prefix (or vice versa): overlap if the pattern can go on.
   return pattern.length >= prefix.length || pattern.endsWith("*");
+}
+
+/**
+ * The start-up check of a whole policy: the prefix's own rules, each pattern's rules, and no
+ * pattern that could match anything the prefix covers (docs/install.md promises all three).
+ * One line naming the option and the value, or null.
+ */
+export function nqnPolicyProblem(policy: NqnPolicy): string | null {
+  const prefixProblem = nqnPrefixProblem(policy.prefix);
+  if (prefixProblem) return `option --nqn-prefix ${JSON.stringify(policy.prefix)} ${prefixProblem}`;
+  for (const pattern of policy.protectedPatterns) {
+    const problem = protectedPatternProblem(pattern);
+    if (problem) return `option --protected-nqn ${JSON.stringify(pattern)} ${problem}`;
+    if (patternOverlapsPrefix(pattern, policy.prefix)) {
+      return `option --protected-nqn ${JSON.stringify(pattern)} overlaps --nqn-prefix ${JSON.stringify(policy.prefix)}: some NQN would be both managed and protected; protected NQNs must lie outside the managed prefix`;
+    }
+  }
+  return null;
 }

@@ -1,8 +1,18 @@
 import * as v from "valibot";
-import type { OptionSpec } from "../modes/types.ts";
+import type { OptionSpec } from "./option-spec.ts";
 import { DEFAULTS } from "./defaults.ts";
 import { NqnPrefixSchema, ProtectedPatternSchema } from "./nqn.ts";
 import { AbsolutePath, DurationMs, Endpoint, FileMode, HostPort, PositiveInt } from "./schemas.ts";
+
+/** nvme-cli, for every mode that runs it (one name: csi-node had --nvme-command, gc --nvme-bin, doctor none). */
+export const NVME_COMMAND_OPTION: OptionSpec = {
+  name: "nvme-command", type: "string", describe: "nvme-cli executable", default: "nvme", schema: v.pipe(v.string(), v.minLength(1)), deprecated: ["nvme-bin"],
+};
+
+/** The host NQN file, for every mode that reads it (doctor called it --hostnqn-file). */
+export const HOST_NQN_FILE_OPTION: OptionSpec = {
+  name: "host-nqn-file", type: "string", describe: "Host NQN file", default: "/etc/nvme/hostnqn", schema: AbsolutePath, deprecated: ["hostnqn-file"],
+};
 
 /** Options every mode accepts. Mode-specific ones live in the mode's own file. */
 export const COMMON_OPTIONS: readonly OptionSpec[] = [

@@ -26,8 +26,6 @@ export interface ControllerDeps {
   /** Host of the RouterOS management URL; StorageClasses naming another rdsAddress are refused. */
   managementHost?: string;
   keyLock?: KeyLock;
-  /** Deadline for Probe's backend check. */
-  probeTimeoutMs?: number;
   /** Node objects, when a Kubernetes API is reachable: publishing to a node that is gone is NOT_FOUND. */
   nodes?: NodeExistence;
   /** Node ids must carry a host NQN (NVMe/TCP exports are restricted to it); without one the node is NOT_FOUND. */
@@ -143,7 +141,10 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     return byName.run(id, () => exclusive(id, async () => {
       const existing = await backend.getDisk(id, ctx.signal);
       if (existing) {
-        if (!sizeFits(existing.sizeBytes, r.capacity_range)) {
+        // A copy of the requested source that has not reached its size yet (still copying, or done but not
+        // grown: the router cut the request, or we died in between) is this request's to finish.
+        const unfinished = !!source && existing.meta.source === source.id && (existing.copying || existing.sizeBytes < (r.capacity_range?.required_bytes ?? 0));
+        if (!unfinished && !sizeFits(existing.sizeBytes, r.capacity_range)) {
           throw alreadyExists(`volume ${r.name} exists as ${id} with ${existing.sizeBytes} bytes, outside the requested capacity range`);
         }
         if ((existing.meta.source ?? "") !== (source?.id ?? "") && (existing.meta.source || existing.meta.paramsDigest)) {
@@ -152,10 +153,14 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
         if (existing.meta.paramsDigest && existing.meta.paramsDigest !== digest) {
           throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters or capabilities`);
         }
-        if (existing.copying) {
-          // Same request: let the copy go on; the CO retries and picks the volume up when done.
-          const done = await backend.createDisk({ id, sizeBytes: existing.sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source, meta: existing.meta }, ctx.signal);
+        if (unfinished || existing.copying) {
+          // Same request: let the copy go on; the CO retries and picks the volume up when done (and grown).
+          const sizeBytes = sizeForRange(r.capacity_range, existing.sizeBytes);
+          const done = await backend.createDisk({ id, sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source, meta: existing.meta }, ctx.signal);
           if (done.copying) throw aborted(`volume ${id} is still being copied from ${source?.id}; retry later`);
+          if (!sizeFits(done.sizeBytes, r.capacity_range)) {
+            throw alreadyExists(`volume ${r.name} exists as ${id} with ${done.sizeBytes} bytes, outside the requested capacity range`);
+          }
           return { volume: volumeMessage(done, params, pvName) };
         }
         log.debug("volume exists, returning it");
@@ -177,6 +182,13 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
         id, sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source,
         meta: { ...(source ? { source: source.id } : {}), paramsDigest: digest },
       }, ctx.signal);
+      // A concurrent add for the same name (another controller) may have won with another size.
+      if (!disk.copying && !sizeFits(disk.sizeBytes, r.capacity_range)) {
+        throw alreadyExists(`volume ${r.name} exists as ${id} with ${disk.sizeBytes} bytes (created concurrently), outside the requested capacity range`);
+      }
+      if (disk.meta.paramsDigest && disk.meta.paramsDigest !== digest) {
+        throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters or capabilities (created concurrently)`);
+      }
       if (disk.copying) throw aborted(`volume ${id} is being copied from ${source?.id}; retry later`);
       log.info({ size_bytes: disk.sizeBytes, source: source?.id }, "volume created");
       return { volume: volumeMessage(disk, params, pvName) };
@@ -389,34 +401,5 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     ListSnapshots: listSnapshots,
     ControllerExpandVolume: expand,
     ControllerGetVolume: getVolume,
-  };
-}
-
-/** Readiness for Identity.Probe: the backend answers and its breaker is closed. */
-export function controllerProbe(deps: Pick<ControllerDeps, "backend" | "breakers" | "probeTimeoutMs"> & { probeCacheMs?: number }) {
-  const key = `backend:${deps.backend.address}`;
-  // The livenessprobe and kubelet call Probe often; one backend round trip answers all callers of the
-  // same moment, and a success is trusted for a short while. A failure is never cached, and an open
-  // breaker is always seen at once.
-  const cacheMs = deps.probeCacheMs ?? 1_000;
-  let lastSuccessAt = -Infinity;
-  let inFlight: Promise<{ ready: boolean; reason?: string }> | undefined;
-  const check = async (): Promise<{ ready: boolean; reason?: string }> => {
-    try {
-      await deps.backend.probe(AbortSignal.timeout(deps.probeTimeoutMs ?? 5_000));
-      lastSuccessAt = performance.now();
-      return { ready: true };
-    } catch (e) {
-      lastSuccessAt = -Infinity;
-      return { ready: false, reason: `backend ${deps.backend.address}: ${errorMessage(e)}` };
-    }
-  };
-  return async (): Promise<{ ready: boolean; reason?: string }> => {
-    if (deps.backend.kind === "routeros" && deps.breakers.isOpen(key)) {
-      return { ready: false, reason: `circuit breaker ${key} is open` };
-    }
-    if (performance.now() - lastSuccessAt < cacheMs) return { ready: true };
-    inFlight ??= check().finally(() => { inFlight = undefined; });
-    return inFlight;
   };
 }

@@ -2,11 +2,11 @@ import * as grpc from "@grpc/grpc-js";
 import { unlinkSync } from "node:fs";
 import { DomainError, isDomainError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
-import type { Metrics } from "../runtime/metrics.ts";
+import type { Metrics } from "../runtime/metric-sink.ts";
 import type { ShutdownCoordinator } from "../runtime/shutdown.ts";
 import { csiPackage, grpcAddress } from "./proto.ts";
 import { checkRequestBounds } from "./request-bounds.ts";
-import { bindPrivateSocket } from "./private-socket.ts";
+import { bindPrivateSocket } from "../runtime/private-socket.ts";
 import { STATUS_OF_KIND, statusName } from "./status.ts";
 
 export interface RpcContext {

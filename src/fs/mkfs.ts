@@ -1,4 +1,4 @@
-import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
+import { completeStdout, describeFailure, ok, type Runner } from "../runtime/exec.ts";
 import { failedPrecondition, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 
@@ -41,16 +41,25 @@ export async function growFilesystem(device: string, mountPoint: string, fsType:
   throw unavailable(`${cmd} for ${device} failed: ${describeFailure(r)}`);
 }
 
-/** Whether an ext4 filesystem is smaller than its device (by more than one block group's worth of slack). */
-export async function ext4SmallerThanDevice(device: string, o: FsCommandOptions): Promise<boolean> {
-  const [fs, dev] = await Promise.all([
-    o.runner("dumpe2fs", ["-h", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log }),
-    o.runner("blockdev", ["--getsize64", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log }),
+/**
+ * Whether an ext4 filesystem is smaller than its device (by more than one block group's worth of
+ * slack). Sizes the caller already knows (from blkid + e2fsck, from sysfs) spare the dumpe2fs and
+ * blockdev children.
+ */
+export async function ext4SmallerThanDevice(device: string, o: FsCommandOptions, known: { fsBytes?: number; devBytes?: number } = {}): Promise<boolean> {
+  const [fsBytes, devBytes] = await Promise.all([
+    known.fsBytes ?? (async () => {
+      const fs = await o.runner("dumpe2fs", ["-h", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log });
+      if (!ok(fs)) throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(fs)}`);
+      const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(completeStdout(fs, "dumpe2fs -h"))?.[1] ?? NaN);
+      return field("Block count") * field("Block size");
+    })(),
+    known.devBytes ?? (async () => {
+      const dev = await o.runner("blockdev", ["--getsize64", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log });
+      if (!ok(dev)) throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(dev)}`);
+      return Number(completeStdout(dev, "blockdev --getsize64").trim());
+    })(),
   ]);
-  if (!ok(fs) || !ok(dev)) throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(ok(fs) ? dev : fs)}`);
-  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(fs.stdout)?.[1] ?? NaN);
-  const fsBytes = field("Block count") * field("Block size");
-  const devBytes = Number(dev.stdout.trim());
   if (!Number.isFinite(fsBytes) || !Number.isFinite(devBytes)) throw unavailable(`cannot read the size of ext4 on ${device}`);
   // resize2fs rounds to whole blocks groups' alignment; a few MiB of slack is not worth a resize.
   return devBytes - fsBytes > 8 * 1024 * 1024;

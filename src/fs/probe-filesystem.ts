@@ -8,7 +8,7 @@ import type { Logger } from "../runtime/log.ts";
  * caller never formats on "unknown" (incident 5: blkid exit 1 right after connect).
  */
 export type DeviceContent =
-  | { state: "filesystem"; type: string }
+  | { state: "filesystem"; type: string; /** blkid's BLOCK_SIZE: ext4's block size, xfs's sector size. */ blockSize?: number }
   | { state: "none" }
   /** blkid found no signature, but the device holds data (a damaged filesystem looks like this). */
   | { state: "data"; reason: string }
@@ -40,8 +40,12 @@ async function blkidOnce(device: string, o: ProbeFilesystemOptions): Promise<Dev
   if (r.timedOut) return { state: "unknown", reason: `blkid did not answer within ${o.timeoutMs ?? 10_000} ms` };
   if (r.exitCode === 2) return { state: "none" };
   if (r.exitCode !== 0) return { state: "unknown", reason: `blkid exit ${r.exitCode}${r.signal ? ` (${r.signal})` : ""}: ${(r.stderr || r.stdout).trim().slice(0, 200)}` };
+  if (r.truncated) return { state: "unknown", reason: "blkid printed more than the runner keeps" };
   const tags = parseExport(r.stdout);
-  if (tags.TYPE) return { state: "filesystem", type: tags.TYPE };
+  if (tags.TYPE) {
+    const blockSize = Number(tags.BLOCK_SIZE);
+    return { state: "filesystem", type: tags.TYPE, ...(Number.isInteger(blockSize) && blockSize > 0 ? { blockSize } : {}) };
+  }
   if (tags.PTTYPE) return { state: "data", reason: `partition table (${tags.PTTYPE})` };
   return { state: "data", reason: `unrecognised signature: ${r.stdout.trim().replace(/\n/g, " ").slice(0, 200)}` };
 }

@@ -1,6 +1,7 @@
 import type { Backend } from "../backends/backend.ts";
-import { buildBackend, mode as controllerMode } from "../modes/csi-controller.ts";
-import type { ModeContext, OptionSpec } from "../modes/types.ts";
+import { BACKEND_OPTIONS as CONTROLLER_BACKEND_OPTIONS, buildBackend } from "../backends/build.ts";
+import type { OptionSpec } from "../config/option-spec.ts";
+import type { ModeContext } from "../runtime/mode-context.ts";
 
 /**
  * gc reaches the backend with the controller's own flags (same names, same validation), taken
@@ -12,7 +13,7 @@ const SHARED = new Set([
   "routeros-insecure-skip-tls-verify", "request-timeout",
 ]);
 
-export const BACKEND_OPTIONS: readonly OptionSpec[] = controllerMode.options
+export const BACKEND_OPTIONS: readonly OptionSpec[] = CONTROLLER_BACKEND_OPTIONS
   .filter((o) => SHARED.has(o.name))
   .map((o) => (o.name === "backend"
     ? { ...o, default: undefined, describe: "Also collect unreferenced disks of this backend (off when unset)" }
@@ -22,7 +23,7 @@ export const BACKEND_OPTIONS: readonly OptionSpec[] = controllerMode.options
  * Builds the backend named by `--backend`, or undefined, with the controller's own factory. Lists
  * and deletes only: copies never start here, so their deadline is just the request deadline.
  */
-export function backendFromConfig(ctx: ModeContext, nqnPrefix: string): Backend | undefined {
+export async function backendFromConfig(ctx: ModeContext, nqnPrefix: string): Promise<Backend | undefined> {
   if (ctx.config.backend === undefined) return undefined;
-  return buildBackend({ ...ctx, config: { copyTimeout: ctx.config.requestTimeout, ...ctx.config } }, nqnPrefix).backend;
+  return (await buildBackend({ ...ctx, config: { copyTimeout: ctx.config.requestTimeout, ...ctx.config } }, nqnPrefix)).backend;
 }

@@ -1,5 +1,5 @@
 import { DeadlineError, DomainError } from "../runtime/errors.ts";
-import { describeFailure, type Runner } from "../runtime/exec.ts";
+import { completeStdout, describeFailure, type Runner } from "../runtime/exec.ts";
 import type { LoopDevice } from "./types.ts";
 
 const DELETED = " (deleted)";
@@ -28,8 +28,9 @@ export async function listLoopDevices(runner: Runner, opts: { timeoutMs: number;
   });
   if (r.timedOut) throw new DeadlineError("losetup --list", opts.timeoutMs);
   if (r.exitCode !== 0) throw new DomainError("unavailable", `listing loop devices failed: ${describeFailure(r)}`);
+  const listing = completeStdout(r, "the loop device list");
   try {
-    return parseLosetupJson(r.stdout);
+    return parseLosetupJson(listing);
   } catch (e) {
     throw new DomainError("internal", `losetup --json printed something that is not JSON: ${(e as Error).message}`);
   }

@@ -2,6 +2,7 @@ import { closeSync, constants, openSync, readSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { sleep } from "../runtime/deadline.ts";
+import { completeStdout } from "../runtime/exec.ts";
 import { finding, type Check, type Finding, type HealthDeps } from "./types.ts";
 
 interface TaskState { pid: number; comm: string; state: string; startTicks: number }
@@ -117,7 +118,7 @@ async function kernelRecords(deps: HealthDeps, signal: AbortSignal): Promise<{ s
   } catch {
     const r = await deps.runner("dmesg", ["-r"], { timeoutMs: 3000, signal, maxOutputBytes: 8 * 1024 * 1024 });
     if (r.exitCode !== 0) throw new Error(`neither ${kmsg} nor dmesg could be read (${r.spawnError ?? (r.timedOut ? "dmesg timed out" : r.stderr.trim())})`);
-    return { source: "dmesg", records: parseDmesgRaw(r.stdout) };
+    return { source: "dmesg", records: parseDmesgRaw(completeStdout(r, "the kernel log")) };
   }
 }
 

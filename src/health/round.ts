@@ -1,6 +1,7 @@
 import { readMountinfo } from "../mount/mountinfo.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { breakersCheck } from "./breakers.ts";
+import { controllerBackendCheck } from "./controller-backend.ts";
 import { createDStateCheck, kernelLogCheck } from "./kernel.ts";
 import { mountsCheck, stormCheck } from "./mounts.ts";
 import { nvmeCheck } from "./nvme.ts";
@@ -11,7 +12,7 @@ import type { Check, HealthDeps, RoundFacts } from "./types.ts";
 
 /** The checks of one doctor session; stateful ones (D-state sightings) carry over between rounds. */
 export const createChecks = (): Check[] => [
-  mountsCheck, stormCheck, nvmeCheck, createDStateCheck(), kernelLogCheck, memoryCheck, iowaitCheck, breakersCheck,
+  mountsCheck, stormCheck, nvmeCheck, createDStateCheck(), kernelLogCheck, memoryCheck, iowaitCheck, breakersCheck, controllerBackendCheck,
 ];
 
 /** One round: read the mount table once (child, deadline), then every check side by side. */

@@ -1,4 +1,3 @@
-import { Counter } from "prom-client";
 import { AbsolutePath, DurationMs } from "../config/schemas.ts";
 import type { ModeContext, OptionSpec } from "../modes/types.ts";
 import { resolveAccess } from "./access.ts";
@@ -20,9 +19,3 @@ export async function kubeClientFor(ctx: ModeContext): Promise<KubeClient | null
   ctx.log.info({ server: access.server, source: access.source }, "Kubernetes API");
   return createKubeClient({ access, timeoutMs: ctx.config.kubeApiTimeout as number });
 }
-
-/** rds_csi_breaker_annotation_resets_total: resets an operator asked for on a PV. */
-export function annotationResetCounter(ctx: ModeContext): Counter<"key"> {
-  return new Counter({ name: "rds_csi_breaker_annotation_resets_total", help: "Circuit breakers reset by the PV annotation rds.csi.srvlab.io/reset-circuit-breaker=true", labelNames: ["key"], registers: [ctx.metrics.registry] });
-}
-

@@ -3,7 +3,7 @@ import type { ModeContext, OptionSpec } from "../modes/types.ts";
 import { startBreakerResetPoll } from "./breaker-reset.ts";
 import { createEventRecorder } from "./events.ts";
 import type { KubeClient } from "./client.ts";
-import { annotationResetCounter, KUBE_OPTIONS } from "./mode-options.ts";
+import { KUBE_OPTIONS } from "./mode-options.ts";
 import { withNodeEvents } from "./node-events.ts";
 import { createPvIndex } from "./pv-index.ts";
 
@@ -22,10 +22,9 @@ export function startNodeKube<S extends object>(ctx: ModeContext, client: KubeCl
   const pollMs = ctx.config.breakerResetPoll as number;
   const pvs = createPvIndex(client, { listTtlMs: pollMs });
   const events = createEventRecorder({ client, log: ctx.log, controller: `${ctx.config.driverName as string}/node`, instance: nodeName });
-  const resets = annotationResetCounter(ctx);
   const poll = startBreakerResetPoll({
     client, breakers: ctx.breakers, pvs, log: ctx.log, events, pollMs,
-    onReset: (volumeId) => resets.inc({ key: `volume:${volumeId}` }),
+    onReset: (volumeId) => ctx.metrics.breakerAnnotationResets.inc({ key: `volume:${volumeId}` }),
   });
   ctx.shutdown.onClose(() => poll.stop());
   return withNodeEvents(service, { events, pvs, log: ctx.log });

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { join } from "node:path";
 import * as v from "valibot";
-import { nqnPrefixProblem, type NqnPolicy } from "../config/nqn.ts";
+import { nqnPolicyProblem, type NqnPolicy } from "../config/nqn.ts";
 import { AbsolutePath, DurationMs, NonNegativeInt, PositiveInt } from "../config/schemas.ts";
 import { identityHandlers } from "../csi/identity.ts";
 import { startCsiServer } from "../csi/server.ts";
@@ -12,7 +12,8 @@ import { createLoopConnector } from "../node/loop-connector.ts";
 import { createNodeService } from "../node/service.ts";
 import { kubeletPaths } from "../node/kubelet-paths.ts";
 import { DEFAULTS } from "../config/defaults.ts";
-import { daemonDirsProblem } from "./daemon.ts";
+import { HOST_NQN_FILE_OPTION, NVME_COMMAND_OPTION } from "../config/options.ts";
+import { daemonDirsProblem } from "../runtime/daemon-dirs.ts";
 import { nqnForVolume } from "../backends/ids.ts";
 
 /** Volume ids of the Go driver: its NQN is the managed prefix plus the id's uuid. */
@@ -23,25 +24,21 @@ import { nativeMultipath } from "../nvme/sysfs.ts";
 import { systemVolumeNqns } from "../nvme/system-volumes.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { ok, type Runner } from "../runtime/exec.ts";
+import { missingTools } from "../runtime/tools-on-path.ts";
 import { createKeyLock } from "../runtime/key-lock.ts";
 import { acquireLock } from "../runtime/lockfile.ts";
 import type { Logger } from "../runtime/log.ts";
+import { profiled, profileFields, profilingRunner } from "../runtime/rpc-profile.ts";
 import { runDaemon } from "./daemon.ts";
 import type { Mode, ModeContext } from "./types.ts";
 import { startNodeKube, NODE_KUBE_OPTIONS } from "../k8s/node-wiring.ts";
 import { kubeClientFor } from "../k8s/mode-options.ts";
 
-/** Everything the node path runs; a node without one of them cannot serve every volume. */
-export const REQUIRED_TOOLS = ["blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat"];
-
-async function missingTools(runner: Runner, tools: readonly string[], log: Logger): Promise<string[]> {
-  const missing: string[] = [];
-  for (const tool of tools) {
-    const r = await runner("sh", ["-c", 'command -v "$1"', "sh", tool], { timeoutMs: 5_000, log });
-    if (!ok(r)) missing.push(tool);
-  }
-  return missing;
-}
+/**
+ * Everything the node path runs (directly or, for `sh`, to batch mount probes); a node without one
+ * of them cannot serve every volume. The NixOS module's unit PATH is tested against this list.
+ */
+export const REQUIRED_TOOLS = ["sh", "cat", "blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "dumpe2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat", "realpath", "mkdir", "rmdir", "rm"];
 
 /** The host NQN, read by a child with a deadline; absent is allowed (node_id is then the bare name). */
 async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<string | undefined> {
@@ -56,6 +53,7 @@ async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<s
 
 export const mode: Mode = {
   command: "csi-node",
+  servesMetrics: true,
   // No default: a guessed prefix is how the Go driver disconnected a node's own system volume.
   required: ["nqn-prefix"],
   describe: "CSI Identity + Node: NVMe/TCP (or loop) attach, check/mkfs/mount, publish on this node",
@@ -69,8 +67,8 @@ export const mode: Mode = {
     { name: "mkfs-timeout", type: "string", describe: "Deadline of mkfs", default: "5m", schema: DurationMs },
     { name: "mount-timeout", type: "string", describe: "Deadline of one mount or umount", default: "1m", schema: DurationMs },
     { name: "connect-timeout", type: "string", describe: "Deadline of one nvme connect or disconnect", default: "30s", schema: DurationMs },
-    { name: "host-nqn-file", type: "string", describe: "Host NQN file", default: "/etc/nvme/hostnqn", schema: AbsolutePath },
-    { name: "nvme-command", type: "string", describe: "nvme-cli executable", default: "nvme", schema: v.pipe(v.string(), v.minLength(1)) },
+    HOST_NQN_FILE_OPTION,
+    NVME_COMMAND_OPTION,
     { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
     { name: "file-dir", type: "string", describe: "Directory of the controller's file backend: loop volumes' backing files must be in it", default: DEFAULTS.fileDir, schema: AbsolutePath },
     ...NODE_KUBE_OPTIONS,
@@ -79,12 +77,12 @@ export const mode: Mode = {
     const c = ctx.config;
     // The prefix first: nothing is scanned, locked or served before it is known to be safe.
     const prefix = c.nqnPrefix as string;
-    const problem = nqnPrefixProblem(prefix);
+    const policy: NqnPolicy = { prefix, protectedPatterns: (c.protectedNqn as string[] | undefined) ?? [] };
+    const problem = nqnPolicyProblem(policy);
     if (problem) {
-      ctx.log.fatal({ nqn_prefix: prefix }, `csi-node: NQN prefix ${problem}`);
+      process.stderr.write(`rds-csi csi-node: ${problem}\n`);
       return 2;
     }
-    const policy: NqnPolicy = { prefix, protectedPatterns: (c.protectedNqn as string[] | undefined) ?? [] };
     const stateDir = c.stateDir as string;
     const unsafe = daemonDirsProblem(c);
     if (unsafe) {
@@ -106,7 +104,7 @@ export const mode: Mode = {
     ctx.shutdown.onClose(() => lock.release());
 
     const nvmeBin = c.nvmeCommand as string;
-    const missing = await missingTools(ctx.runner, [nvmeBin, ...REQUIRED_TOOLS], ctx.log);
+    const missing = missingTools([nvmeBin, ...REQUIRED_TOOLS]);
     if (missing.length) ctx.log.error({ missing }, "required tools are missing; Probe reports not ready");
     const sysfsRoot = c.sysfsRoot as string;
     const multipath = await nativeMultipath(sysfsRoot).catch(() => undefined);
@@ -116,8 +114,10 @@ export const mode: Mode = {
     const procRoot = c.procRoot as string;
     const mountinfoMs = c.mountinfoTimeout as number;
     const kubeletDir = c.kubeletDir as string;
+    // Child processes and mount-table reads are counted per RPC and logged at debug level.
+    const runner = profilingRunner(ctx.runner);
     const systemNqns = async (signal?: AbortSignal) => {
-      const mounts = await readMountinfo({ runner: ctx.runner, procRoot, timeoutMs: mountinfoMs, ...(signal ? { signal } : {}) });
+      const mounts = await readMountinfo({ runner, procRoot, timeoutMs: mountinfoMs, ...(signal ? { signal } : {}) });
       return systemVolumeNqns(sysfsRoot, mounts, { workloadTrees: [kubeletDir], signal });
     };
     const probes = createProbeRegistry({ timeoutMs: c.probeTimeout as number, log: ctx.log });
@@ -127,14 +127,14 @@ export const mode: Mode = {
     const stale = await records.removeTempFiles().catch(() => []);
     if (stale.length) ctx.log.info({ removed: stale }, "removed temp files of staging records a crash interrupted");
     const service = createNodeService({
-      runner: ctx.runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes as number,
+      runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes as number,
       connectors: {
         "nvme-tcp": createNvmeTcpConnector({
-          runner: ctx.runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot as string, policy, systemNqns, nvmeBin,
+          runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot as string, policy, systemNqns, nvmeBin,
           ...(hostNqn ? { hostNqn } : {}),
           timeouts: { connectMs: c.connectTimeout as number, disconnectMs: c.connectTimeout as number },
         }),
-        loop: createLoopConnector({ runner: ctx.runner, log: ctx.log }),
+        loop: createLoopConnector({ runner, log: ctx.log }),
       },
       records,
       paths: kubeletPaths({ kubeletDir, runner: ctx.runner, log: ctx.log, timeoutMs: 15_000 }),
@@ -157,7 +157,8 @@ export const mode: Mode = {
           driverName: c.driverName as string, version: ctx.version, pluginCapabilities: [],
           probe: async () => (ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` }),
         }),
-        Node: startNodeKube(ctx, kube, service, nodeName) as unknown as Record<string, (req: any) => Promise<unknown>>,
+        Node: Object.fromEntries(Object.entries(startNodeKube(ctx, kube, service, nodeName)).map(([method, handler]) => [method, (req: unknown, rpc: unknown) =>
+          profiled(() => (handler as (r: unknown, c: unknown) => Promise<unknown>)(req, rpc), (p) => ctx.log.debug({ op: method, ...profileFields(p) }, "rpc profile"))])),
       },
       shutdown: ctx.shutdown, log: ctx.log, metrics: ctx.metrics,
     });

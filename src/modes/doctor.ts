@@ -1,4 +1,5 @@
 import * as v from "valibot";
+import { HOST_NQN_FILE_OPTION, NVME_COMMAND_OPTION } from "../config/options.ts";
 import { AbsolutePath, DurationMs, PositiveInt } from "../config/schemas.ts";
 import { createProbeRegistry } from "../mount/probe.ts";
 import { renderPrometheus, pushMetrics, writeTextfile } from "../health/prometheus.ts";
@@ -7,8 +8,11 @@ import { createChecks, runRound } from "../health/round.ts";
 import type { HealthDeps } from "../health/types.ts";
 import { sleep } from "../runtime/deadline.ts";
 import { errorMessage } from "../runtime/errors.ts";
-import { parseHostPort } from "../runtime/metrics.ts";
+import { parseHostPort } from "../runtime/metric-sink.ts";
 import type { Mode, ModeContext } from "./types.ts";
+
+const EXIT_CRITICAL = 2;
+export const EXIT_EXPORT_FAILED = 3;
 
 const HttpUrl = v.pipe(v.string(), v.url("must be a URL like http://pushgateway:9091"), v.regex(/^https?:\/\//, "must be an http:// or https:// URL"));
 
@@ -25,8 +29,8 @@ function depsFrom(ctx: ModeContext): HealthDeps {
     kubeletDir: c.kubeletDir as string,
     ...(c.nqnPrefix ? { nqnPrefix: c.nqnPrefix as string } : {}),
     protectedNqns: (c.protectedNqn as string[] | undefined) ?? [],
-    hostnqnFile: c.hostnqnFile as string,
-    nvmeCommand: "nvme",
+    hostnqnFile: c.hostNqnFile as string,
+    nvmeCommand: c.nvmeCommand as string,
     probes: createProbeRegistry({ timeoutMs: probeTimeoutMs, concurrency: c.probeConcurrency as number, log: ctx.log }),
     probeTimeoutMs,
     stormThreshold: c.stormThreshold as number,
@@ -77,7 +81,7 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
       async fetch(req) {
         const path = new URL(req.url).pathname;
         if (path === "/metrics") {
-          const body = (last ? renderPrometheus(last) : "") + (await ctx.metrics.registry.metrics());
+          const body = (last ? renderPrometheus(last) : "") + (await ctx.metrics.render());
           return new Response(body, { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
         }
         if (path === "/healthz") return new Response("ok\n");
@@ -109,7 +113,8 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
 export const mode: Mode = {
   command: "doctor",
   logToStderr: true,
-  describe: "Health report of this node: every mount probed without hanging, mount storms, NVMe, kernel, resources, breakers. Exit 0 healthy, 1 warnings, 2 critical",
+  servesMetrics: true,
+  describe: "Health report of this node: every mount probed without hanging, mount storms, NVMe, kernel, resources, breakers. Exit 0 healthy, 1 warnings, 2 critical, 3 the metrics could not be exported (textfile or Pushgateway)",
   options: [
     { name: "probe-timeout", type: "string", describe: "How long a mount may take to answer before it is reported dead", default: "5s", schema: DurationMs },
     { name: "probe-concurrency", type: "number", describe: "Probe children running at once", default: 64, schema: PositiveInt },
@@ -117,7 +122,8 @@ export const mode: Mode = {
     { name: "check-timeout", type: "string", describe: "Deadline of each check (the mounts check gets at least the probe timeout + 10s)", default: "15s", schema: DurationMs },
     { name: "sample-interval", type: "string", describe: "Sample length for I/O wait and for confirming D-state processes", default: "1s", schema: DurationMs },
     { name: "kernel-log-window", type: "string", describe: "How far back kernel log errors count as recent", default: "1h", schema: DurationMs },
-    { name: "hostnqn-file", type: "string", describe: "Host NQN file to check", default: "/etc/nvme/hostnqn", schema: AbsolutePath },
+    HOST_NQN_FILE_OPTION,
+    NVME_COMMAND_OPTION,
     { name: "json", type: "boolean", describe: "Print the report as JSON", default: false },
     { name: "prometheus-textfile", type: "string", describe: "Write metrics to this file atomically (node_exporter textfile collector)", schema: AbsolutePath },
     { name: "pushgateway", type: "string", describe: "Push metrics to this Prometheus Pushgateway URL", schema: HttpUrl },
@@ -136,7 +142,9 @@ export const mode: Mode = {
       else process.stdout.write(renderTable(report, Boolean(process.stdout.isTTY) && !process.env.NO_COLOR));
       const exported = await exportReport(ctx, report);
       const code = exitCodeOf(report);
-      return exported ? code : Math.max(code, 1);
+      // A failed export has its own status: a unit that accepts 1 (warnings) must still fail on it.
+      if (!exported && code !== EXIT_CRITICAL) return EXIT_EXPORT_FAILED;
+      return code;
     } finally {
       // Stuck probe children would otherwise outlive a one-shot run, blocked on their dead mounts.
       deps.probes.close();

@@ -1,5 +1,7 @@
 import { join } from "node:path";
 import { VOLUME_PREFIX } from "../backends/ids.ts";
+import { nqnPolicyProblem } from "../config/nqn.ts";
+import { NVME_COMMAND_OPTION } from "../config/options.ts";
 import type { Backend } from "../backends/backend.ts";
 import { DurationMs } from "../config/schemas.ts";
 import { BACKEND_OPTIONS, backendFromConfig } from "../gc/backend.ts";
@@ -23,6 +25,7 @@ const DESCRIBE = [
   "Fail-dumb garbage collection of what the driver leaked: dead mounts, NVMe subsystems, loop devices,",
   "staging records and (with --backend) unreferenced disks and allowed hosts of exports that no Node or",
   "VolumeAttachment accounts for (RouterOS side only). Shows the plan by default; --force acts.",
+  "The plan only reads, so it runs beside a live csi-node; --force needs the node plugin stopped (or --ignore-lock).",
   "Exit codes: plan: 0 nothing to collect, 1 candidates exist, 2 error (including a refused lock).",
   "--force: 0 every candidate was collected (or there were none), 1 some were skipped, failed,",
   "timed out or not run (SIGTERM), 2 error before acting.",
@@ -47,18 +50,25 @@ function clusterSources(ctx: ModeContext, timeoutMs: number): Pick<FactDeps, "re
   };
 }
 
-/** Lock rules: a live csi-node blocks gc (unless overridden), stale locks are reported, gc runs alone. */
+/**
+ * Lock rules: the plan only reads, so it runs beside a live csi-node (an hourly plan on a healthy
+ * node must not fail); acting needs the node plugin stopped, because a volume it is staging right
+ * now looks exactly like a leak. Stale locks are reported, and gc runs alone.
+ */
 function takeLocks(ctx: ModeContext, notes: Notes): HeldLock | number {
   const stateDir = ctx.config.stateDir as string;
   const nodeLock = readLock(join(stateDir, "csi-node.lock"));
   if (nodeLock?.alive) {
     const who = `csi-node (pid ${nodeLock.pid}, since ${nodeLock.startedAt}) holds ${join(stateDir, "csi-node.lock")}`;
-    if (!ctx.config.ignoreLock) {
-      process.stderr.write(`rds-csi gc: refusing to run: ${who}. Stop it first, or pass --ignore-lock if you are sure it is idle.\n`);
+    if (!ctx.config.force) {
+      notes.warnings.push(`${who}: this plan is a snapshot; a volume being staged right now can show up as a candidate`);
+    } else if (!ctx.config.ignoreLock) {
+      process.stderr.write(`rds-csi gc: refusing to act: ${who}. Stop it first, or pass --ignore-lock if you are sure it is idle (the plan without --force runs beside it).\n`);
       return EXIT_ERROR;
+    } else {
+      ctx.log.warn({ pid: nodeLock.pid }, "gc: --ignore-lock: acting although a live csi-node holds its lock");
+      notes.warnings.push(`--ignore-lock: ${who}`);
     }
-    ctx.log.warn({ pid: nodeLock.pid }, "gc: --ignore-lock: running although a live csi-node holds its lock");
-    notes.warnings.push(`--ignore-lock: ${who}`);
   } else if (nodeLock) {
     notes.warnings.push(`stale csi-node lock ignored (pid ${nodeLock.pid} is not running, ${nodeLock.command})`);
   }
@@ -77,10 +87,15 @@ async function run(ctx: ModeContext): Promise<number> {
   const notes: Notes = { warnings: [] };
   const stepTimeoutMs = cfg.stepTimeout as number;
   const policy = { prefix: cfg.nqnPrefix as string, protectedPatterns: (cfg.protectedNqn as string[] | undefined) ?? [] };
+  const policyProblem = nqnPolicyProblem(policy);
+  if (policyProblem) {
+    process.stderr.write(`rds-csi gc: ${policyProblem}\n`);
+    return EXIT_ERROR;
+  }
 
   let backend: Backend | undefined;
   try {
-    backend = backendFromConfig(ctx, policy.prefix);
+    backend = await backendFromConfig(ctx, policy.prefix);
   } catch (e) {
     process.stderr.write(`rds-csi gc: ${errorMessage(e)}\n`);
     return EXIT_ERROR;
@@ -116,7 +131,7 @@ async function run(ctx: ModeContext): Promise<number> {
     let running = true;
     ctx.shutdown.install((code) => { if (running) process.exit(code); });
     const results: ItemResult[] = await ctx.shutdown.track("gc", "force", () => executePlan(thePlan.candidates, {
-      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeBin as string,
+      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeCommand as string,
       recheck: freshPlanRecheck(factDeps, facts.referenced, facts.attachments),
       ...(backend ? { backend } : {}),
       stop: ctx.shutdown.signal,
@@ -142,9 +157,9 @@ export const mode: Mode = {
     { name: "verbose", type: "boolean", describe: "Also list what was left alone and why", default: false },
     { name: "step-timeout", type: "string", describe: "Deadline of each step and each read (a step that misses it is not retried in this run)", default: "10s", schema: DurationMs },
     { name: "grace", type: "string", describe: "Backend disks younger than this are never collected", default: "5m", schema: DurationMs },
-    { name: "ignore-lock", type: "boolean", describe: "Run although a live csi-node holds its lock (logged as a warning)", default: false },
+    { name: "ignore-lock", type: "boolean", describe: "With --force: act although a live csi-node holds its lock (logged as a warning)", default: false },
     { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
-    { name: "nvme-bin", type: "string", describe: "nvme-cli executable", default: "nvme" },
+    NVME_COMMAND_OPTION,
     ...BACKEND_OPTIONS,
     ...KUBE_OPTIONS,
   ],

@@ -146,8 +146,8 @@ export async function readMountinfo(opts: ReadMountinfoOptions): Promise<MountEn
   });
   if (r.timedOut) throw new DeadlineError(`reading ${path}`, timeoutMs);
   if (r.exitCode !== 0) {
-    const kind = r.aborted ? "aborted" : "unavailable";
-    throw new DomainError(kind, `reading ${path} failed: ${describeFailure(r)}`);
+    // Never ABORTED: CSI keeps that code for "another operation on this volume is pending".
+    throw new DomainError("unavailable", `reading ${path} ${r.aborted ? "was cancelled" : "failed"}: ${describeFailure(r)}`);
   }
   if (r.truncated) throw new DomainError("resource-exhausted", `${path} is larger than ${MAX_MOUNTINFO_BYTES} bytes`);
   return parseMountinfo(r.stdout);

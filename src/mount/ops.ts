@@ -1,6 +1,6 @@
 import { dirname } from "node:path";
 import { describeFailure, ok, type ExecResult, type Runner } from "../runtime/exec.ts";
-import { failedPrecondition, unavailable } from "../runtime/errors.ts";
+import { DomainError, failedPrecondition, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import { crashPoint } from "../runtime/crash-points.ts";
 
@@ -19,10 +19,30 @@ export interface OpsOptions {
 const run = (o: OpsOptions, cmd: string, args: string[], info = true): Promise<ExecResult> =>
   o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: info ? "info" : "debug" });
 
+/**
+ * A command that ran and failed, with its result: the service decides what it means for the RPC
+ * (a mount option the kernel refuses is the request's fault, a hung mount is the node's).
+ */
+export class CommandFailedError extends DomainError {
+  constructor(readonly result: ExecResult, what: string) {
+    super("unavailable", `${what} failed: ${describeFailure(result)}`);
+  }
+}
+
 function must(r: ExecResult, what: string): void {
   if (ok(r)) return;
   if (r.timedOut) throw unavailable(`${what} did not finish within ${r.durationMs} ms; the node's mounts may be hung`);
-  throw unavailable(`${what} failed: ${describeFailure(r)}`);
+  throw new CommandFailedError(r, what);
+}
+
+/**
+ * mount(8)'s words for an option the kernel refused: util-linux ≥ 2.39 names it ("Unknown parameter"),
+ * older ones print the catch-all "wrong fs type, bad option, bad superblock"; the filesystem has
+ * passed its read-only check just before, so with options given the option is the likely cause.
+ */
+export function refusedMountOptions(e: unknown, options: readonly string[]): boolean {
+  return options.length > 0 && e instanceof CommandFailedError && e.result.command === "mount" &&
+    /Unknown parameter|unknown mount option|unrecognized mount option|bad option/i.test(e.result.stderr);
 }
 
 export type PathKind =
@@ -51,13 +71,43 @@ export async function makeDirectory(path: string, o: OpsOptions): Promise<void> 
   must(await run(o, "mkdir", ["-p", "--", path], false), `mkdir ${path}`);
 }
 
-/** Removes an empty directory or a non-directory; a missing path is fine. */
+/**
+ * Makes the directory (and its parents) unless it exists, in one child: `mkdir -pv` names what it
+ * created, so no stat is needed to learn whether the directory was ours. A non-directory in the
+ * way is FAILED_PRECONDITION naming the field.
+ */
+export async function ensureDirectory(path: string, field: string, o: OpsOptions): Promise<"created" | "existed"> {
+  const r = await run(o, "mkdir", ["-pv", "--", path], false);
+  if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) throw failedPrecondition(`${field} ${path} exists and is not a directory`);
+  must(r, `mkdir ${path}`);
+  return r.stdout.trim() ? "created" : "existed";
+}
+
+/**
+ * Removes an empty directory or a non-directory; a missing path is fine. rmdir first (what the
+ * unpublish and unstage paths remove is a directory), `rm -f` only when rmdir says it is not one:
+ * one child in the common case instead of a stat before.
+ */
 export async function removePath(path: string, o: OpsOptions): Promise<void> {
-  const k = await pathKind(path, o);
-  if (k.kind === "missing") return;
-  const r = k.kind === "directory" ? await run(o, "rmdir", ["--", path]) : await run(o, "rm", ["-f", "--", path]);
+  let r = await run(o, "rmdir", ["--", path]);
+  if (ok(r) || /No such file or directory/.test(r.stderr)) return;
+  if (/Not a directory/.test(r.stderr)) r = await run(o, "rm", ["-f", "--", path]);
   if (!ok(r) && /Directory not empty/.test(r.stderr)) throw failedPrecondition(`${path} is not empty; refusing to remove it`);
   must(r, `remove ${path}`);
+}
+
+/**
+ * rmdir and nothing else: an empty directory goes, a missing path is fine, a non-empty directory is
+ * FAILED_PRECONDITION, and anything that is not a directory is reported, never removed.
+ */
+export async function removeEmptyDirectory(path: string, o: OpsOptions): Promise<"removed" | "missing" | "not-a-directory"> {
+  const r = await run(o, "rmdir", ["--", path]);
+  if (ok(r)) return "removed";
+  if (/No such file or directory/.test(r.stderr)) return "missing";
+  if (/Not a directory/.test(r.stderr)) return "not-a-directory";
+  if (/Directory not empty/.test(r.stderr)) throw failedPrecondition(`${path} is not empty; refusing to remove it`);
+  must(r, `rmdir ${path}`);
+  return "removed";
 }
 
 export async function mountDevice(device: string, target: string, fsType: string, options: readonly string[], o: OpsOptions): Promise<void> {

@@ -1,5 +1,5 @@
 import { posix } from "node:path";
-import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
+import { completeStdout, describeFailure, ok, type Runner } from "../runtime/exec.ts";
 import { invalidArgument, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 
@@ -63,7 +63,7 @@ export function kubeletPaths(deps: KubeletPathsDeps): KubeletPaths {
       if (r.timedOut) throw unavailable(`resolving the parent directories of ${parents.join(", ")} did not finish within ${deps.timeoutMs} ms; the kubelet dir may sit on a hung mount`);
       throw unavailable(`resolving the parent directories of ${parents.join(", ")} failed: ${describeFailure(r)}`);
     }
-    const lines = r.stdout.split("\n");
+    const lines = completeStdout(r, "resolving kubelet paths").split("\n");
     const realRoot = lines[0] ?? "";
     entries.forEach(([field, path], i) => {
       const written = parents[i]!;

@@ -2,7 +2,7 @@ import { invalidArgument } from "../runtime/errors.ts";
 import { SUPPORTED_FS, type FsType } from "../fs/mkfs.ts";
 
 /**
- * Validation of Node RPC requests as decoded by proto-loader (snake_case, enums as names,
+ * Validation of Node RPC requests as decoded by src/csi/proto.ts (snake_case, enums as names,
  * `access_type` naming the oneof). Every error names the field; nothing is touched before.
  */
 

@@ -7,7 +7,7 @@ import { checkFilesystem } from "../fs/health-check.ts";
 import { ext4SmallerThanDevice, growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
 import { probeFilesystem } from "../fs/probe-filesystem.ts";
 import { readMountinfo, type MountEntry } from "../mount/mountinfo.ts";
-import { bindMount, remountBind, makeBlockNode, makeDirectory, mountDevice, pathKind, removePath, unmount, type OpsOptions, type PathKind } from "../mount/ops.ts";
+import { bindMount, refusedMountOptions, remountBind, ensureDirectory, makeBlockNode, makeDirectory, mountDevice, pathKind, removeEmptyDirectory, removePath, unmount, type OpsOptions, type PathKind } from "../mount/ops.ts";
 import type { ProbeRegistry } from "../mount/probe.ts";
 import { assertNoStorm, assertTableSane } from "../mount/storm-guard.ts";
 import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
@@ -125,12 +125,17 @@ export function createNodeService(deps: NodeServiceDeps) {
 
   const mountsAt = (mounts: readonly MountEntry[], path: string) => mounts.filter((m) => m.mountPoint === path);
 
+  /**
+   * Unmounts everything stacked at path. The table read once up front says how many there are; a
+   * successful umount removes exactly the top one, so the table is not read again after each.
+   */
   async function unmountAll(path: string, log: Logger): Promise<MountEntry[]> {
-    let mounts = await preflight();
-    for (let i = 0; mountsAt(mounts, path).length > 0; i++) {
-      if (i >= MAX_UNMOUNT_ROUNDS) throw failedPrecondition(`${path} still has ${mountsAt(mounts, path).length} mounts stacked after ${i} unmounts; run rds-csi doctor and rds-csi gc`);
+    const mounts = await preflight();
+    const stacked = mountsAt(mounts, path).length;
+    if (stacked > MAX_UNMOUNT_ROUNDS) throw failedPrecondition(`${path} has ${stacked} mounts stacked; run rds-csi doctor and rds-csi gc`);
+    for (let i = 0; i < stacked; i++) {
       await unmount(path, ops(t.mountMs, log));
-      mounts = await preflight();
+      mounts.splice(mounts.findLastIndex((m) => m.mountPoint === path), 1);
     }
     return mounts;
   }
@@ -144,6 +149,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     const content = await probeFilesystem(device.devicePath, { runner: deps.runner, log, timeoutMs: t.commandMs });
     let fsType: string = cap.fsType;
     let grow = false;
+    let fsBytes: number | undefined;
     const format = async (again: boolean) => {
       // Written before mkfs runs: after a crash mid-format the retry knows the half-written
       // filesystem is this node's own and may format again. Foreign data never carries this mark.
@@ -173,6 +179,7 @@ export function createNodeService(deps: NodeServiceDeps) {
         if (verdict.warning) log.warn({ device: device.devicePath, warning: verdict.warning }, "health check passed with a warning");
         // A forced offline resize is only safe on a filesystem the check found fully clean (no journal to replay).
         grow = fsType === "xfs" || !verdict.warning;
+        if (verdict.blocks && content.blockSize) fsBytes = verdict.blocks * content.blockSize;
         break;
       }
       case "none":
@@ -188,21 +195,17 @@ export function createNodeService(deps: NodeServiceDeps) {
       case "unknown":
         throw unavailable(`could not tell whether ${device.devicePath} holds a filesystem (${content.reason}); not formatting; retry later`);
     }
-    const kind = await pathKind(stagingPath, ops(t.commandMs, log));
-    if (kind.kind === "missing") {
-      await makeDirectory(stagingPath, ops(t.commandMs, log));
+    if ((await ensureDirectory(stagingPath, "staging_target_path", ops(t.commandMs, log))) === "created") {
       record.created_staging_dir = true;
       await deps.records.write(record);
-    } else if (kind.kind !== "directory") {
-      throw failedPrecondition(`staging_target_path ${stagingPath} exists and is not a directory (${kind.kind})`);
     }
     // The backend may have grown the volume while it was not staged anywhere. ext4 grows best
     // before the mount (offline resize needs no extra capability); xfs only grows mounted.
     const growOpts = { runner: deps.runner, log, timeoutMs: t.growMs };
-    if (grow && fsType !== "xfs" && (await ext4SmallerThanDevice(device.devicePath, growOpts))) {
+    if (grow && fsType !== "xfs" && (await ext4SmallerThanDevice(device.devicePath, growOpts, { fsBytes, devBytes: device.sizeBytes }))) {
       await growFilesystem(device.devicePath, stagingPath, "ext4", { ...growOpts, offlineChecked: true });
     }
-    await mountDevice(device.devicePath, stagingPath, fsType, cap.mountFlags, ops(t.mountMs, log));
+    await mountDevice(device.devicePath, stagingPath, fsType, cap.mountFlags, ops(t.mountMs, log)).catch((e) => { throw requestFault(e, cap.mountFlags); });
     crashPoint("node.stage.mounted");
     if (grow && fsType === "xfs") await growFilesystem(device.devicePath, stagingPath, "xfs", growOpts);
   }
@@ -278,6 +281,15 @@ export function createNodeService(deps: NodeServiceDeps) {
         log.info({ device: device.devicePath, dev: device.dev, access_type: cap.accessType }, "volume staged");
       }
       return {};
+  }
+
+  /**
+   * A mount the kernel refused for the options the CO asked for is INVALID_ARGUMENT: retrying cannot
+   * help, and it is no sign of a sick volume (the breaker does not count it). Anything else stays as it was.
+   */
+  function requestFault(e: unknown, flags: readonly string[]): unknown {
+    if (!refusedMountOptions(e, flags)) return e;
+    return invalidArgument("volume_capability.mount.mount_flags", `the kernel refused the mount options ${flags.join(",")}: ${(e as Error).message}`);
   }
 
   /** Every staging record but this volume's: who else claims a path or a backing file. */
@@ -375,9 +387,10 @@ export function createNodeService(deps: NodeServiceDeps) {
    */
   async function removeOwned(path: string, allowed: { directory?: boolean; blockDev?: string }, log: Logger) {
     const o = ops(t.commandMs, log);
+    // The common case (a directory) in one child: rmdir removes only an empty directory and says what else it found.
+    if (allowed.directory && (await removeEmptyDirectory(path, o)) !== "not-a-directory") return;
     const k: PathKind = await pathKind(path, o);
     if (k.kind === "missing") return;
-    if (k.kind === "directory" && allowed.directory) return removePath(path, o);
     if (k.kind === "block" && allowed.blockDev !== undefined && k.dev === allowed.blockDev) return removePath(path, o);
     const what = k.kind === "block" ? `a device node for ${k.dev}` : k.kind === "other" ? k.type : k.kind;
     throw failedPrecondition(`${path} is ${what}, which this driver did not create there; not removing it`);
@@ -440,7 +453,8 @@ export function createNodeService(deps: NodeServiceDeps) {
     const k = await pathKind(targetPath, ops(t.commandMs, log));
     if (k.kind === "missing") await makeDirectory(targetPath, ops(t.commandMs, log));
     else if (k.kind !== "directory") throw alreadyExists(`target_path ${targetPath} exists and is not a directory (${k.kind === "other" ? k.type : k.kind})`);
-    await bindMount(record.staging_path, targetPath, readonly, cap.mountFlags.filter((f) => f !== "rw"), ops(t.mountMs, log));
+    const flags = cap.mountFlags.filter((f) => f !== "rw");
+    await bindMount(record.staging_path, targetPath, readonly, flags, ops(t.mountMs, log)).catch((e) => { throw requestFault(e, flags); });
     crashPoint("node.publish.mounted");
   }
 

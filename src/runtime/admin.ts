@@ -1,5 +1,5 @@
 import { unlinkSync } from "node:fs";
-import { bindPrivateSocketSync } from "../csi/private-socket.ts";
+import { bindPrivateSocketSync } from "./private-socket.ts";
 import type { BreakerRegistry } from "./breakers.ts";
 import type { Logger } from "./log.ts";
 import type { ShutdownCoordinator } from "./shutdown.ts";
@@ -10,7 +10,14 @@ import type { ShutdownCoordinator } from "./shutdown.ts";
  */
 export const adminSocketPath = (stateDir: string) => `${stateDir}/admin.sock`;
 
-export function serveAdmin(opts: { socketPath: string; breakers: BreakerRegistry; shutdown: ShutdownCoordinator; log: Logger; mode: string }) {
+/** The controller's admin socket (doctor reads the backend's detected features there). */
+export const controllerAdminSocketPath = (stateDir: string) => `${stateDir}/controller-admin.sock`;
+
+export function serveAdmin(opts: {
+  socketPath: string; breakers: BreakerRegistry; shutdown: ShutdownCoordinator; log: Logger; mode: string;
+  /** What the backend detected (csi-controller): served at GET /backend. */
+  backend?: () => unknown;
+}) {
   // The state dir is ours alone: a shared one is refused at start-up, so no escape hatch here.
   const server = bindPrivateSocketSync(opts.socketPath, 0o600, { allowSharedDir: false }, (unix) => Bun.serve({
     unix,
@@ -23,6 +30,7 @@ export function serveAdmin(opts: { socketPath: string; breakers: BreakerRegistry
         opts.log.info({ breaker: key, found }, "admin: breaker reset requested");
         return Response.json({ key, reset: found }, { status: found ? 200 : 404 });
       }
+      if (req.method === "GET" && url.pathname === "/backend" && opts.backend) return Response.json(opts.backend());
       if (req.method === "GET" && url.pathname === "/status") {
         return Response.json({ mode: opts.mode, pid: process.pid, draining: opts.shutdown.draining, in_flight: opts.shutdown.inFlight() });
       }

@@ -1,6 +1,6 @@
 import {
-  BrokenCircuitError, CircuitState, ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen,
-  noJitterGenerator, type CircuitBreakerPolicy,
+  BrokenCircuitError, CircuitState, ExponentialBackoff, circuitBreaker, handleWhen, noJitterGenerator,
+  type CircuitBreakerPolicy, type IBreaker,
 } from "cockatiel";
 import { isDomainError, unavailable } from "./errors.ts";
 import type { Logger } from "./log.ts";
@@ -10,12 +10,12 @@ export type BreakerStateName = "closed" | "open" | "half-open";
 export interface BreakerInfo {
   key: string;
   state: BreakerStateName;
-  /** Consecutive failures counted since the last success. */
+  /** Consecutive failures since the last success (of the kind of call that fails most). */
   failures: number;
   /** How many times in a row it has opened; drives the growing open period. */
   opens: number;
   lastError?: string;
-  /** Epoch ms when the breaker will let one trial call through. */
+  /** Epoch ms when the breaker will let one trial call through; only while `open` (never in the past). */
   openUntil?: number;
 }
 
@@ -30,7 +30,12 @@ export interface BreakerRegistryOptions {
 }
 
 export interface BreakerRegistry {
-  execute<T>(key: string, fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` through the breaker of `key`. `kind` names the kind of call (e.g. `GET disk`): a success
+   * resets only the count of its own kind, so a healthy endpoint cannot hide a hanging one.
+   */
+  execute<T>(key: string, fn: () => Promise<T>, kind?: string): Promise<T>;
+  /** True while calls are refused without being tried (open, and the open period not over). */
   isOpen(key: string): boolean;
   list(): BreakerInfo[];
   get(key: string): BreakerInfo | undefined;
@@ -54,12 +59,36 @@ export function defaultResetHint(key: string): string {
 
 const countsAsFailure = (e: unknown) => !(isDomainError(e) && NOT_A_HEALTH_SIGNAL.has(e.kind));
 
-const stateName = (s: CircuitState): BreakerStateName =>
-  s === CircuitState.Closed ? "closed" : s === CircuitState.HalfOpen ? "half-open" : "open";
+/**
+ * Consecutive failures counted per kind of call (for the RouterOS client: method and menu, e.g.
+ * `GET disk`), so that one endpoint answering does not hide another that hangs: a success resets only
+ * its own kind's count, and the breaker opens when any kind reaches the threshold. Callers that pass no
+ * kind share one count, which is cockatiel's ConsecutiveBreaker. The counts are updated by the registry
+ * the moment a call settles (see `execute`); cockatiel asks `failure()` afterwards and so sees them.
+ */
+class PerKindConsecutiveBreaker implements IBreaker {
+  readonly counts = new Map<string, number>();
+  constructor(private readonly threshold: number) {}
+  get state(): unknown { return Object.fromEntries(this.counts); }
+  set state(v: unknown) {
+    this.counts.clear();
+    for (const [k, n] of Object.entries((v ?? {}) as Record<string, number>)) this.counts.set(k, n);
+  }
+  success(): void {}
+  failure(state: CircuitState): boolean {
+    return state === CircuitState.HalfOpen || this.highest() >= this.threshold;
+  }
+  highest(): number {
+    let n = 0;
+    for (const c of this.counts.values()) n = Math.max(n, c);
+    return n;
+  }
+}
 
 interface Entry {
   policy: CircuitBreakerPolicy;
-  info: BreakerInfo;
+  counts: PerKindConsecutiveBreaker;
+  lastError?: string;
 }
 
 /** One registry per process; breakers are created lazily per key and replaced on reset. */
@@ -69,34 +98,37 @@ export function createBreakerRegistry(opts: BreakerRegistryOptions = {}): Breake
   const maxOpenMs = opts.maxOpenMs ?? 30 * 60_000;
   const entries = new Map<string, Entry>();
 
-  const openPeriod = (opens: number) => Math.min(initialOpenMs * 2 ** Math.max(0, opens - 1), maxOpenMs);
+  /** cockatiel's ExponentialBackoff with noJitterGenerator gives exactly this for its attempt number. */
+  const openPeriod = (attempt: number) => Math.min(initialOpenMs * 2 ** Math.max(0, attempt - 1), maxOpenMs);
+
+  /**
+   * The state as it is, read from cockatiel (the one source of truth): cockatiel stays `Open` until a
+   * call arrives after the open period, but from that moment the next call *is* the trial, which is
+   * what cockatiel itself calls half-open. Reporting `open` with an `openUntil` in the past was a lie.
+   */
+  function infoOf(key: string, e: Entry): BreakerInfo {
+    const own = (e.policy.toJSON() as { ownState: { value: CircuitState; openedAt?: number; attemptNo?: number } }).ownState;
+    const info: BreakerInfo = { key, state: "closed", failures: e.counts.highest(), opens: 0, ...(e.lastError ? { lastError: e.lastError } : {}) };
+    if (e.policy.state === CircuitState.HalfOpen) return { ...info, state: "half-open", opens: own.attemptNo ?? 1 };
+    if (e.policy.state !== CircuitState.Open) return info;
+    const opens = own.attemptNo ?? 1;
+    const openUntil = (own.openedAt ?? 0) + openPeriod(opens);
+    return openUntil > Date.now() ? { ...info, state: "open", opens, openUntil } : { ...info, state: "half-open", opens };
+  }
 
   function create(key: string): Entry {
+    const counts = new PerKindConsecutiveBreaker(threshold);
     const policy = circuitBreaker(handleWhen(countsAsFailure), {
       halfOpenAfter: new ExponentialBackoff({ initialDelay: initialOpenMs, maxDelay: maxOpenMs, exponent: 2, generator: noJitterGenerator }),
-      breaker: new ConsecutiveBreaker(threshold),
+      breaker: counts,
     });
-    const info: BreakerInfo = { key, state: "closed", failures: 0, opens: 0 };
-    const entry = { policy, info };
-    policy.onFailure(({ reason }) => {
-      if ("error" in reason && !countsAsFailure(reason.error)) return;
-      info.failures++;
-      if ("error" in reason) info.lastError = reason.error instanceof Error ? reason.error.message : String(reason.error);
-    });
-    policy.onSuccess(() => {
-      info.failures = 0;
-    });
+    const entry: Entry = { policy, counts };
     policy.onStateChange((s) => {
       if (entries.get(key) !== entry) return;
-      const name = stateName(s);
-      info.state = name;
-      if (name === "open") {
-        info.opens++;
-        info.openUntil = Date.now() + openPeriod(info.opens);
-      } else if (name === "closed") {
-        info.opens = 0;
-        info.openUntil = undefined;
-      }
+      // A trial that succeeded closes the breaker for every kind of call.
+      if (s === CircuitState.Closed) counts.counts.clear();
+      const info = infoOf(key, entry);
+      const name: BreakerStateName = s === CircuitState.Closed ? "closed" : s === CircuitState.HalfOpen ? "half-open" : "open";
       opts.log?.[name === "open" ? "warn" : "info"]({ breaker: key, state: name, failures: info.failures, open_until: info.openUntil }, "breaker state change");
       opts.onStateChange?.(key, name);
     });
@@ -107,16 +139,30 @@ export function createBreakerRegistry(opts: BreakerRegistryOptions = {}): Breake
   const entryFor = (key: string) => entries.get(key) ?? create(key);
 
   return {
-    async execute<T>(key: string, fn: () => Promise<T>): Promise<T> {
-      const { policy, info } = entryFor(key);
+    async execute<T>(key: string, fn: () => Promise<T>, kind = ""): Promise<T> {
+      const entry = entryFor(key);
+      const { policy, counts } = entry;
       try {
-        return await policy.execute(fn);
+        return await policy.execute(async () => {
+          try {
+            const r = await fn();
+            counts.counts.set(kind, 0);
+            return r;
+          } catch (e) {
+            if (countsAsFailure(e)) {
+              counts.counts.set(kind, (counts.counts.get(kind) ?? 0) + 1);
+              entry.lastError = e instanceof Error ? e.message : String(e);
+            }
+            throw e;
+          }
+        });
       } catch (e) {
         if (e instanceof BrokenCircuitError) {
-          const until = info.openUntil ? new Date(info.openUntil).toISOString() : "later";
+          const info = infoOf(key, entry);
+          const until = info.openUntil ? new Date(info.openUntil).toISOString() : "now";
           const hint = opts.hint?.(key) ?? defaultResetHint(key);
           throw unavailable(
-            `circuit breaker ${key} is open after ${info.failures} consecutive failures (last: ${info.lastError ?? "unknown"}); next attempt allowed at ${until}; ${hint}`,
+            `circuit breaker ${key} is open after ${info.failures} consecutive failures (last: ${entry.lastError ?? "unknown"}); next attempt allowed at ${until}; ${hint}`,
           );
         }
         throw e;
@@ -124,12 +170,12 @@ export function createBreakerRegistry(opts: BreakerRegistryOptions = {}): Breake
     },
     isOpen: (key) => {
       const e = entries.get(key);
-      return !!e && e.policy.state === CircuitState.Open;
+      return !!e && infoOf(key, e).state === "open";
     },
-    list: () => [...entries.values()].map((e) => ({ ...e.info })).sort((a, b) => a.key.localeCompare(b.key)),
+    list: () => [...entries.entries()].map(([k, e]) => infoOf(k, e)).sort((a, b) => a.key.localeCompare(b.key)),
     get: (key) => {
       const e = entries.get(key);
-      return e ? { ...e.info } : undefined;
+      return e ? infoOf(key, e) : undefined;
     },
     reset(key) {
       if (!entries.has(key)) return false;

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { DomainError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { redactArgs, redactText } from "./redact.ts";
 
@@ -44,6 +45,19 @@ export interface RunnerStats {
 const REAP_GRACE_MS = 500;
 
 export const ok = (r: ExecResult) => r.exitCode === 0;
+
+/** A command's output was cut at the runner's byte bound: a decision on half a listing is a wrong decision. */
+export class TruncatedOutputError extends DomainError {
+  constructor(readonly result: ExecResult, what: string) {
+    super("unavailable", `${what}: the output of ${result.command} was longer than the runner keeps and was cut; not deciding on part of it`);
+  }
+}
+
+/** The whole stdout of a result, for a parser; never a truncated one. */
+export function completeStdout(r: ExecResult, what: string): string {
+  if (r.truncated) throw new TruncatedOutputError(r, what);
+  return r.stdout;
+}
 
 /** One line describing a failed result, with secrets scrubbed; for error messages. */
 export function describeFailure(r: ExecResult): string {

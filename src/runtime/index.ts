@@ -1,14 +1,15 @@
-import type { Config, ModeContext } from "../modes/types.ts";
+import type { Config } from "../config/option-spec.ts";
+import type { ModeContext } from "./mode-context.ts";
 import { createBreakerRegistry } from "./breakers.ts";
 import { createRunner } from "./exec.ts";
 import { createLogger, type LogFormat } from "./log.ts";
-import { createMetrics, recordBreakerState } from "./metrics.ts";
+import { recordBreakerState, silentMetrics, type Metrics } from "./metric-sink.ts";
 import { createShutdownCoordinator } from "./shutdown.ts";
 
 /** Builds the process-wide services every mode shares, from an already validated config. */
 export function createRuntime(
   config: Config,
-  opts: { mode: string; version: string; positionals?: string[]; logToStderr?: boolean },
+  opts: { mode: string; version: string; positionals?: string[]; logToStderr?: boolean; metrics?: Metrics },
 ): ModeContext {
   const log = createLogger({
     level: config.logLevel as string,
@@ -16,7 +17,7 @@ export function createRuntime(
     destination: opts.logToStderr ? process.stderr : process.stdout,
     base: { pid: process.pid, mode: opts.mode },
   });
-  const metrics = createMetrics({ defaultMetrics: true });
+  const metrics = opts.metrics ?? silentMetrics();
   const runner = createRunner({ log, onStuckChange: (n) => metrics.stuckChildren.set(n) });
   const breakers = createBreakerRegistry({
     threshold: config.breakerThreshold as number,
@@ -26,5 +27,5 @@ export function createRuntime(
     onStateChange: (key, state) => recordBreakerState(metrics, key, state),
   });
   const shutdown = createShutdownCoordinator({ graceMs: config.shutdownGrace as number, log });
-  return { config, log, runner, breakers, shutdown, metrics, version: opts.version, positionals: opts.positionals ?? [] };
+  return { mode: opts.mode, config, log, runner, breakers, shutdown, metrics, version: opts.version, positionals: opts.positionals ?? [] };
 }

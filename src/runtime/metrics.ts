@@ -1,23 +1,21 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { BreakerRegistry } from "./breakers.ts";
+import { BREAKER_STATE_VALUE, parseHostPort, type Metrics } from "./metric-sink.ts";
 
-export interface Metrics {
+export type { Metrics } from "./metric-sink.ts";
+
+/** Metrics backed by prom-client; loaded (dynamically) only by processes that serve /metrics. */
+export interface PrometheusMetrics extends Metrics {
   registry: Registry;
-  rpcDuration: Histogram<"method" | "code">;
-  rpcInFlight: Gauge<"method">;
-  breakerState: Gauge<"key">;
-  breakerOpens: Counter<"key">;
-  stuckChildren: Gauge;
 }
 
-/** Breaker state as a number so it graphs: 0 closed, 1 half-open, 2 open. */
-export const BREAKER_STATE_VALUE = { closed: 0, "half-open": 1, open: 2 } as const;
-
-export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}): PrometheusMetrics {
   const registry = new Registry();
+  // Process metrics (event-loop lag sampler, GC observer, /proc reads at scrape) only where they are scraped.
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: "rds_csi_" });
   return {
     registry,
+    render: () => registry.metrics(),
     rpcDuration: new Histogram({
       name: "rds_csi_rpc_duration_seconds",
       help: "CSI RPC duration by method and gRPC status code",
@@ -28,13 +26,9 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
     rpcInFlight: new Gauge({ name: "rds_csi_rpc_in_flight", help: "CSI RPCs currently running", labelNames: ["method"], registers: [registry] }),
     breakerState: new Gauge({ name: "rds_csi_breaker_state", help: "Circuit breaker state: 0 closed, 1 half-open, 2 open", labelNames: ["key"], registers: [registry] }),
     breakerOpens: new Counter({ name: "rds_csi_breaker_opens_total", help: "Times a circuit breaker opened", labelNames: ["key"], registers: [registry] }),
+    breakerAnnotationResets: new Counter({ name: "rds_csi_breaker_annotation_resets_total", help: "Circuit breakers reset by the PV annotation rds.csi.srvlab.io/reset-circuit-breaker=true", labelNames: ["key"], registers: [registry] }),
     stuckChildren: new Gauge({ name: "rds_csi_stuck_children", help: "Child processes killed at their deadline that have not been reaped (likely D state)", registers: [registry] }),
   };
-}
-
-export function recordBreakerState(metrics: Metrics, key: string, state: keyof typeof BREAKER_STATE_VALUE) {
-  metrics.breakerState.set({ key }, BREAKER_STATE_VALUE[state]);
-  if (state === "open") metrics.breakerOpens.inc({ key });
 }
 
 export function syncBreakerGauges(metrics: Metrics, breakers: BreakerRegistry) {
@@ -51,17 +45,11 @@ export function serveMetrics(address: string, metrics: Metrics, beforeScrape?: (
       const url = new URL(req.url);
       if (url.pathname === "/metrics") {
         beforeScrape?.();
-        return new Response(await metrics.registry.metrics(), { headers: { "content-type": metrics.registry.contentType } });
+        return new Response(await metrics.render(), { headers: { "content-type": Registry.PROMETHEUS_CONTENT_TYPE } });
       }
       if (url.pathname === "/healthz") return new Response("ok\n");
       return new Response("not found\n", { status: 404 });
     },
   });
   return { port: server.port, stop: () => server.stop(true) };
-}
-
-export function parseHostPort(address: string): { hostname: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(address);
-  if (!m) throw new Error(`metrics address ${JSON.stringify(address)} must be host:port`);
-  return { hostname: m[1] ?? (m[2] || "0.0.0.0"), port: Number(m[3]) };
 }

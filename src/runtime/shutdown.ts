@@ -21,6 +21,9 @@ export interface ShutdownCoordinator {
   install(exit?: (code: number) => void): void;
 }
 
+/** Bound on each closer unless the caller sets one; the NixOS module's stop timeout counts on it. */
+export const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
+
 export interface ShutdownOptions {
   graceMs: number;
   log: Logger;
@@ -85,7 +88,7 @@ export function createShutdownCoordinator(opts: ShutdownOptions): ShutdownCoordi
           }
         }
         for (const close of closers.reverse()) {
-          const t = opts.closeTimeoutMs ?? 5_000;
+          const t = opts.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
           await Promise.race([
             Promise.resolve().then(close).catch((e) => opts.log.warn({ err: e }, "shutdown: closer failed")),
             new Promise((r) => setTimeout(r, t).unref?.()),

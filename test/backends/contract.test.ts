@@ -4,7 +4,7 @@ import { isDomainError } from "../../src/runtime/errors.ts";
 import { snapshotIdForName, volumeIdForName } from "../../src/backends/ids.ts";
 import { findOrphans } from "../../src/backends/orphans.ts";
 import type { VolumeParams } from "../../src/backends/backend.ts";
-import { fileFixture, routerOsFixture, type BackendFixture } from "./harness.ts";
+import { fileFixture, routerOsFixture, type BackendFixture, type RouterOsFixtureOptions } from "./harness.ts";
 
 const GiB = 2 ** 30;
 const VP = "/storage-pool/metal-csi";
@@ -31,11 +31,24 @@ async function kindOf(p: Promise<unknown>): Promise<string> {
   }
 }
 
-/** One suite, two backends: whatever the controller relies on must hold for both. */
-for (const kind of ["file", "routeros"] as const) {
-  describe(`backend contract: ${kind}`, () => {
+/**
+ * The RouterOS field-availability modes: the `/disk` reference lists none of `comment`,
+ * `creation-time`, `status`, so the suite must hold without each of them and without all three.
+ */
+const ROUTEROS_MODES: { name: string; sim: RouterOsFixtureOptions }[] = [
+  { name: "routeros", sim: {} },
+  { name: "routeros, no comment", sim: { fields: { comment: false } } },
+  { name: "routeros, no creation-time", sim: { fields: { creationTime: false } } },
+  { name: "routeros, no status", sim: { fields: { status: false } } },
+  { name: "routeros, only documented fields, no /file times", sim: { fields: { comment: false, creationTime: false, status: false }, fileTimes: false } },
+];
+
+/** One suite, two backends (the RouterOS one in every field mode): whatever the controller relies on must hold for all. */
+for (const variant of [{ name: "file", sim: undefined }, ...ROUTEROS_MODES]) {
+  const kind = variant.sim ? "routeros" as const : "file" as const;
+  describe(`backend contract: ${variant.name}`, () => {
     let f: BackendFixture;
-    beforeAll(async () => { f = kind === "file" ? await fileFixture() : await routerOsFixture({ copyMs: 30 }); });
+    beforeAll(async () => { f = kind === "file" ? await fileFixture() : await routerOsFixture({ copyMs: 30, ...variant.sim }); });
     afterAll(async () => { await f.close(); });
     /** Is the backing file of this disk present where the backend keeps it? */
     const fileExists = (path: string) =>
@@ -77,8 +90,11 @@ for (const kind of ["file", "routeros"] as const) {
       const snapId = snapshotIdForName("contract-snap");
       const s = await f.backend.createSnapshot(snapId, vol, VP);
       expect(s).toMatchObject({ id: snapId, sourceVolumeId: vol, sizeBytes: GiB, readyToUse: true });
+      // CSI: creation_time is the real time the snapshot was cut, and it does not move.
+      expect(s.createdAt).toBeGreaterThan(Date.now() - 3_600_000);
       expect((await f.backend.createSnapshot(snapId, vol, VP)).id).toBe(snapId);
-      expect((await f.backend.listSnapshots()).map((x) => x.id)).toContain(snapId);
+      expect((await f.backend.listSnapshots()).find((x) => x.id === snapId)).toMatchObject({ createdAt: s.createdAt, sourceVolumeId: vol });
+      expect((await f.backend.getSnapshot(snapId))?.createdAt).toBe(s.createdAt);
       if (kind === "file") writeFileSync(d.filePath, "payload-AFTER--snapshot", { flag: "r+" });
 
       const restored = await f.backend.createDisk({ id: volumeIdForName("contract-restore"), sizeBytes: 2 * GiB, volumePath: VP, source: { kind: "snapshot", id: snapId }, meta: { source: snapId } });
@@ -146,8 +162,18 @@ for (const kind of ["file", "routeros"] as const) {
       }
     });
 
+    // A router that shows no time at all (neither on /disk nor on /file): the age of a disk is unknown,
+    // and "could not tell" keeps it.
+    const timeless = variant.sim?.fields?.creationTime === false && variant.sim.fileTimes === false;
+
     test("orphan report: unreferenced, old, unpublished disks with the prefix only", async () => {
       const all = await f.backend.listDisks();
+      if (timeless) {
+        const r = await findOrphans(f.backend, { referencedVolumeIds: new Set(), slotPrefix: "pvc-", graceMs: 0, now: Date.now() + 3_600_000 });
+        expect(r.candidates).toEqual([]);
+        expect(new Set(r.kept.map((k) => k.reason))).toContain("creation time unknown");
+        return;
+      }
       const referenced = new Set([volumeIdForName("contract-a")]);
       const later = Date.now() + 3_600_000;
       const r = await findOrphans(f.backend, { referencedVolumeIds: referenced, slotPrefix: "pvc-", graceMs: 60_000, now: later });
@@ -176,6 +202,7 @@ for (const kind of ["file", "routeros"] as const) {
           } as RequestInit);
         }
         const r = await findOrphans(f.backend, { referencedVolumeIds: new Set([kept]), slotPrefix: "pvc-", graceMs: 1_000, now: Date.now() + 3_600_000 });
+        if (timeless) return expect(r.strayFiles).toEqual([]);
         expect(r.strayFiles.map((s) => s.volumeId)).toEqual([id]);
         expect(r.strayFiles[0]!.path).toBe(`/storage-pool/metal-csi/${id}.img`);
       });

@@ -1,6 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { COMMON_OPTIONS } from "../../src/config/options.ts";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { COMMON_OPTIONS, HOST_NQN_FILE_OPTION, NVME_COMMAND_OPTION } from "../../src/config/options.ts";
 import { ConfigError, loadConfig } from "../../src/config/load.ts";
 
 const tmp = mkdtempSync("/tmp/rds-csi-config-");
@@ -63,5 +65,31 @@ describe("config loading", () => {
 
   test("arrays come from repeated flags or comma-separated env", () => {
     expect(load({}, { RDS_CSI_PROTECTED_NQN: "nqn.a:x-*, nqn.b:y" }).config.protectedNqn).toEqual(["nqn.a:x-*", "nqn.b:y"]);
+  });
+});
+
+describe("one name per concept, earlier names still accepted with a warning", () => {
+  const specs = [NVME_COMMAND_OPTION, HOST_NQN_FILE_OPTION];
+  test("--nvme-bin (gc's old flag) sets nvme-command and warns", () => {
+    const r = loadConfig({ specs, flags: { "nvme-bin": "/opt/nvme" }, env: {} });
+    expect(r.config.nvmeCommand).toBe("/opt/nvme");
+    expect(r.warnings).toEqual(["option --nvme-bin is deprecated: use --nvme-command"]);
+  });
+  test("the new flag wins over the old one", () => {
+    const r = loadConfig({ specs, flags: { "nvme-bin": "/old", "nvme-command": "/new" }, env: {} });
+    expect(r.config.nvmeCommand).toBe("/new");
+  });
+  test("RDS_CSI_HOSTNQN_FILE (doctor's old name) and a config-file key hostnqn-file still work", () => {
+    const env = loadConfig({ specs, flags: {}, env: { RDS_CSI_HOSTNQN_FILE: "/etc/other" } });
+    expect(env.config.hostNqnFile).toBe("/etc/other");
+    expect(env.warnings[0]).toContain("RDS_CSI_HOST_NQN_FILE");
+    const dir = mkdtempSync(join(tmpdir(), "rds-cfg-"));
+    writeFileSync(join(dir, "c.yaml"), "hostnqn-file: /etc/from-file\n");
+    const file = loadConfig({ specs: [...specs, { name: "config", type: "string", describe: "" }], flags: { config: join(dir, "c.yaml") }, env: {} });
+    expect(file.config.hostNqnFile).toBe("/etc/from-file");
+    expect(file.warnings[0]).toContain("host-nqn-file");
+  });
+  test("no warning when only the current names are used", () => {
+    expect(loadConfig({ specs, flags: { "nvme-command": "nvme" }, env: {} }).warnings).toEqual([]);
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import cases from "../fixtures/nqn-cases.json";
-import { NqnPrefixSchema, classifyNqn, patternOverlapsPrefix } from "../../src/config/nqn.ts";
+import { NqnPrefixSchema, ProtectedPatternSchema, classifyNqn, nqnPolicyProblem, patternOverlapsPrefix } from "../../src/config/nqn.ts";
 
 describe("NQN prefix rules (shared table with nix/nqn-rules.nix)", () => {
   for (const c of cases.prefixes) {
@@ -9,11 +9,37 @@ describe("NQN prefix rules (shared table with nix/nqn-rules.nix)", () => {
       expect(v.safeParse(NqnPrefixSchema, c.prefix).success).toBe(c.ok);
     });
   }
+  for (const c of cases.patterns) {
+    test(`pattern ${c.ok ? "accepted" : "refused"}: ${JSON.stringify(c.pattern)} (${c.why})`, () => {
+      expect(v.safeParse(ProtectedPatternSchema, c.pattern).success).toBe(c.ok);
+    });
+  }
   for (const c of cases.overlaps) {
     test(`pattern ${c.pattern} ${c.overlap ? "overlaps" : "is disjoint from"} ${c.prefix}`, () => {
       expect(patternOverlapsPrefix(c.pattern, c.prefix)).toBe(c.overlap);
     });
   }
+});
+
+describe("nqnPolicyProblem: the start-up check of prefix and protection together", () => {
+  const prefix = "nqn.2000-02.com.mikrotik:pvc-";
+  test("a disjoint policy passes", () => {
+    expect(nqnPolicyProblem({ prefix, protectedPatterns: ["nqn.2000-02.com.mikrotik:nixos-*"] })).toBeNull();
+    expect(nqnPolicyProblem({ prefix, protectedPatterns: [] })).toBeNull();
+  });
+  test("every overlapping row of the shared table is refused in one line naming both options", () => {
+    for (const c of cases.overlaps) {
+      const problem = nqnPolicyProblem({ prefix: c.prefix, protectedPatterns: [c.pattern] });
+      if (!c.overlap) { expect(problem).toBeNull(); continue; }
+      expect(problem).toStartWith(`option --protected-nqn ${JSON.stringify(c.pattern)} overlaps --nqn-prefix ${JSON.stringify(c.prefix)}`);
+      expect(problem).not.toContain("\n");
+    }
+  });
+  test("a bad prefix or a comma pattern is named before any overlap", () => {
+    expect(nqnPolicyProblem({ prefix: "nqn.2000-02.com.mikrotik:", protectedPatterns: [] })).toStartWith('option --nqn-prefix "nqn.2000-02.com.mikrotik:" is only a domain');
+    expect(nqnPolicyProblem({ prefix, protectedPatterns: ["nqn.2000-02.com.mikrotik:a,b"] })).toBe(
+      `option --protected-nqn "nqn.2000-02.com.mikrotik:a,b" must not contain ',' (lists of patterns are comma-separated)`);
+  });
 });
 
 describe("classifyNqn: the gate for connect, disconnect and collect", () => {

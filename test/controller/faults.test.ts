@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { volumeIdForName } from "../../src/backends/ids.ts";
 import { routerOsFixture, type BackendFixture, type RouterOsFixtureOptions } from "../backends/harness.ts";
-import { Code, GiB, codeOf, mountCap, startController, type ControllerFixture } from "./harness.ts";
+import { Code, GiB, codeOf, mountCap, retryWhile, startController, type ControllerFixture } from "./harness.ts";
 
 /**
  * The fault matrix against the RouterOS simulator, over real gRPC. Request deadline 400 ms, two read
@@ -165,12 +165,7 @@ describe("fault matrix (RouterOS simulator)", () => {
     expect(first.ms).toBeLessThan(DEADLINE_MS);
     expect(slotsNamed(sim, "copy-dst")).toHaveLength(1);
     expect(slotsNamed(sim, "copy-dst")[0]!.status).toBe("copying");
-    let code = Code.ABORTED as number;
-    for (let i = 0; i < 40 && code === Code.ABORTED; i++) {
-      await Bun.sleep(100);
-      code = await codeOf(c.ctl.CreateVolume(req));
-    }
-    expect(code).toBe(Code.OK);
+    expect(await retryWhile(() => codeOf(c.ctl.CreateVolume(req)), (code) => code === Code.ABORTED)).toBe(Code.OK);
     expect(slotsNamed(sim, "copy-dst")).toHaveLength(1);
     expect(puts(sim)).toBe(2);
   });

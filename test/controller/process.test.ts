@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { csiClient } from "../../src/csi/client.ts";
+import { adminRequest, controllerAdminSocketPath } from "../../src/runtime/admin.ts";
 import { startRouterOsSim, type RouterOsSim } from "../sim/routeros-sim.ts";
 import { GiB, mountCap, type ControllerApi, type IdentityApi } from "./harness.ts";
 
@@ -79,4 +80,30 @@ test("without a CA the self-signed certificate is refused: Probe not ready", asy
   expect(sim.state.requests().filter((r) => r.status === 200)).toHaveLength(0);
   await p.stop();
   rmSync(pw, { force: true });
+});
+
+test("the binary's Probe under a router hang answers within --probe-budget, and its admin socket shows the detected features", async () => {
+  sim = await startRouterOsSim({ fields: { creationTime: false } });
+  sim.state.seedDisk({ slot: "pvc-seeded", "file-path": "/storage-pool/metal-csi/pvc-seeded.img", "file-size": String(GiB) });
+  const pw = join(mkdtempSync(join(tmpdir(), "rds-csi-pw-")), "pw");
+  writeFileSync(pw, sim.password, { mode: 0o600 });
+  const p = await startProcess(["--backend", "routeros", "--routeros-url", sim.url, "--routeros-user", sim.user, "--routeros-password-file", pw, "--routeros-ca-file", sim.caFile, "--probe-budget", "300ms"]);
+  expect((await p.identity.Probe({})).ready.value).toBe(true);
+  const { body } = await adminRequest<{ version?: string; fields: { field: string; presence: string }[] }>(controllerAdminSocketPath(join(p.dir, "state")), "/backend");
+  expect(body.version).toBe("7.16 (stable)");
+  expect(body.fields.find((f) => f.field === "creation-time")?.presence).toBe("no");
+  sim.faults.add({ kind: "hang" });
+  const ms: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const t = performance.now();
+    await p.identity.Probe({});
+    ms.push(performance.now() - t);
+    await Bun.sleep(300);
+  }
+  // The request deadline (2 s) is what the old Probe waited for on every call.
+  for (const x of ms) expect(x).toBeLessThan(2_000);
+  sim.faults.clear();
+  const out = await p.stop();
+  rmSync(pw, { force: true });
+  expect(out).toContain("RouterOS features detected");
 });

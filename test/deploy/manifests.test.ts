@@ -8,7 +8,9 @@ import { envName } from "../../src/config/load.ts";
 import { ProtectedPatternSchema, nqnPrefixProblem, patternOverlapsPrefix } from "../../src/config/nqn.ts";
 import { COMMON_OPTIONS } from "../../src/config/options.ts";
 import { parseDurationMs } from "../../src/config/schemas.ts";
-import { MODES } from "../../src/modes/index.ts";
+import { loadModes } from "../../src/modes/index.ts";
+
+const MODES = await loadModes();
 
 const ROOT = resolve(import.meta.dir, "../..");
 const DEPLOY = join(ROOT, "deploy");

@@ -1,16 +1,13 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { DEFAULTS } from "../../src/config/defaults.ts";
-import { ProtectedPatternSchema, nqnPrefixProblem, patternOverlapsPrefix } from "../../src/config/nqn.ts";
-import { createRunner, describeFailure, type ExecResult } from "../../src/runtime/exec.ts";
-import * as v from "valibot";
+import { DEFAULT_CLOSE_TIMEOUT_MS } from "../../src/runtime/shutdown.ts";
+import { nqnPrefixProblem, patternOverlapsPrefix, protectedPatternProblem } from "../../src/config/nqn.ts";
+import { NIX_DIR, ROOT, nix as nixIn, nixJson as nixJsonIn } from "./nix-eval.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
-const NIX_DIR = join(ROOT, "nix");
 const CASES_FILE = join(ROOT, "test/fixtures/nqn-cases.json");
-const runner = createRunner();
 
 let scratch = "";
 beforeAll(() => {
@@ -20,25 +17,8 @@ afterAll(() => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-/**
- * nix-instantiate without a daemon or a store: nothing here builds, so the dummy store is enough,
- * and a private state dir and HOME keep it off the machine's /nix and ~/.cache (works as root
- * or not, on a fresh host where nix-bin never initialised /nix).
- */
-function nix(args: string[]): Promise<ExecResult> {
-  return runner("nix-instantiate", ["--store", "dummy://", ...args], {
-    timeoutMs: 30_000,
-    maxOutputBytes: 16 * 1024 * 1024,
-    cwd: ROOT,
-    env: { PATH: process.env.PATH, HOME: scratch, NIX_STATE_DIR: join(scratch, "nix-state") },
-  });
-}
-
-async function nixJson(args: string[]): Promise<unknown> {
-  const r = await nix(["--eval", "--strict", "--json", ...args]);
-  if (r.exitCode !== 0 || r.truncated) throw new Error(describeFailure(r));
-  return JSON.parse(r.stdout);
-}
+const nix = (args: string[]) => nixIn(args, scratch);
+const nixJson = (args: string[]) => nixJsonIn(args, scratch);
 
 function nixFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true, recursive: true })
@@ -51,7 +31,7 @@ describe("nix files", () => {
 
   test("the expected files exist", () => {
     const names = files.map((f) => f.slice(NIX_DIR.length + 1)).sort();
-    for (const want of ["defaults.nix", "module.nix", "nqn-rules.nix", "package.nix", "tests/nqn-cases.nix", "tests/examples/good.nix", "tests/examples/dangerous.nix"]) {
+    for (const want of ["defaults.nix", "module.nix", "nqn-rules.nix", "package.nix", "tests/nqn-cases.nix", "tests/examples/good.nix", "tests/examples/dangerous.nix", "runtime-tools.nix", "npm-deps.nix", "tests/eval-module.nix", "tests/nixos-stubs.nix", "tests/vm.nix"]) {
       expect(names).toContain(want);
     }
   });
@@ -72,6 +52,7 @@ describe("nix files", () => {
 
 interface Cases {
   prefixes: { prefix: string; ok: boolean }[];
+  patterns: { pattern: string; ok: boolean }[];
   overlaps: { pattern: string; prefix: string; overlap: boolean }[];
 }
 const cases: Cases = JSON.parse(readFileSync(CASES_FILE, "utf8"));
@@ -80,10 +61,12 @@ describe("nix/nqn-rules.nix against the shared table", () => {
   test("every row of test/fixtures/nqn-cases.json agrees, and the examples give the expected verdicts", async () => {
     const out = (await nixJson([join(NIX_DIR, "tests/nqn-cases.nix"), "--arg", "casesFile", CASES_FILE])) as {
       prefixes: number;
+      patterns: number;
       overlaps: number;
       examples: { good: string[]; dangerous: string[] };
     };
     expect(out.prefixes).toBe(cases.prefixes.length);
+    expect(out.patterns).toBe(cases.patterns.length);
     expect(out.overlaps).toBe(cases.overlaps.length);
     expect(out.examples.good).toEqual([]);
     expect(out.examples.dangerous).toHaveLength(2);
@@ -108,10 +91,10 @@ describe("nix/nqn-rules.nix against the shared table", () => {
 
 /** Deterministic variations around the table's strings: edits at every position, wildcards, truncations. */
 function generatedInputs() {
-  const bases = [...new Set([...cases.prefixes.map((p) => p.prefix), ...cases.overlaps.flatMap((o) => [o.pattern, o.prefix])])].filter(
+  const bases = [...new Set([...cases.prefixes.map((p) => p.prefix), ...cases.patterns.map((p) => p.pattern), ...cases.overlaps.flatMap((o) => [o.pattern, o.prefix])])].filter(
     (s) => s.length < 60,
   );
-  const inserts = ["", ":", ".", "*", "?", " ", "a", "-", "0", "é", "\t", "nqn."];
+  const inserts = ["", ":", ".", "*", "?", " ", "a", "-", "0", "é", "\t", "nqn.", ","];
   const prefixes = new Set<string>();
   for (const b of bases) {
     for (let i = 0; i <= b.length; i++) {
@@ -153,8 +136,8 @@ describe("nix/nqn-rules.nix against src/config/nqn.ts on generated inputs", () =
       if (ts !== out.prefixProblems[i]) disagreements.push(`prefix ${JSON.stringify(p)}: ts=${ts} nix=${out.prefixProblems[i]}`);
     });
     input.patterns.forEach((p, i) => {
-      const tsOk = v.safeParse(ProtectedPatternSchema, p).success;
-      if (tsOk !== (out.patternProblems[i] === null)) disagreements.push(`pattern ${JSON.stringify(p)}: ts ok=${tsOk} nix=${out.patternProblems[i]}`);
+      const ts = protectedPatternProblem(p);
+      if (ts !== out.patternProblems[i]) disagreements.push(`pattern ${JSON.stringify(p)}: ts=${ts} nix=${out.patternProblems[i]}`);
     });
     input.overlaps.forEach((o, i) => {
       const ts = patternOverlapsPrefix(o.pattern, o.prefix);
@@ -173,7 +156,7 @@ describe("nix/nqn-rules.nix against src/config/nqn.ts on generated inputs", () =
 describe("nix/defaults.nix and the module's wiring", () => {
   test("defaults.nix names the binary's defaults, and systemd waits longer than the drain", async () => {
     const expr = `let d = import ${join(NIX_DIR, "defaults.nix")}; in {
-      inherit (d) driverName stateDir kubeletDir shutdownGraceSeconds endpoint;
+      inherit (d) driverName stateDir kubeletDir shutdownGraceSeconds endpoint closerCount closerTimeoutSeconds;
       stopAtDefault = d.timeoutStopSecFor d.shutdownGraceSeconds;
       stopAtLongGrace = d.timeoutStopSecFor 600;
     }`;
@@ -183,20 +166,11 @@ describe("nix/defaults.nix and the module's wiring", () => {
     expect(d.kubeletDir).toBe(DEFAULTS.kubeletDir);
     expect(d.endpoint).toBe(DEFAULTS.endpoint);
     expect(d.shutdownGraceSeconds).toBe(DEFAULTS.shutdownGraceSeconds);
+    expect(d.closerTimeoutSeconds).toBe(DEFAULT_CLOSE_TIMEOUT_MS / 1000);
     expect(d.stopAtDefault as number).toBeGreaterThan(DEFAULTS.shutdownGraceSeconds);
     expect(d.stopAtLongGrace as number).toBeGreaterThan(600);
+    // Every closer may use its whole bound after the drain (src/runtime/shutdown.ts).
+    expect((d.stopAtDefault as number) - DEFAULTS.shutdownGraceSeconds).toBeGreaterThan((d.closerCount as number) * DEFAULT_CLOSE_TIMEOUT_MS / 1000);
   });
-
-  // nixpkgs cannot be fetched here, so the module itself is not evaluated; these lines are the
-  // ones that tie it to what is evaluated above.
-  test("module.nix takes its assertions, defaults and stop timeout from the tested files", () => {
-    const module = readFileSync(join(NIX_DIR, "module.nix"), "utf8");
-    expect(module).toContain("rules = import ./nqn-rules.nix;");
-    expect(module).toContain("defaults = import ./defaults.nix;");
-    expect(module).toContain("assertions = rules.assertionsFor { inherit (cfg) nqnPrefix protectedNqns; }");
-    expect(module).toContain("TimeoutStopSec = defaults.timeoutStopSecFor cfg.shutdownGrace;");
-    expect(module).toContain("default = defaults.shutdownGraceSeconds;");
-    expect(module).toContain('KillSignal = "SIGTERM";');
-    expect(module).toMatch(/nqnPrefix = mkOption \{\n\s+#[^\n]*\n\s+type = types\.str;\n\s+example/);
-  });
+  // The module itself is evaluated with nixpkgs' lib in test/deploy/nix-module.test.ts.
 });

@@ -2,8 +2,9 @@
  * End to end on the compiled binary, copied into an empty directory with no node_modules around.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { csiClient } from "../../src/csi/client.ts";
+import { REQUIRED_TOOLS } from "../../src/modes/csi-node.ts";
 
 const SRC_BIN = `${import.meta.dir}/../../dist/rds-csi`;
 const dir = mkdtempSync("/tmp/rds-csi-e2e-");
@@ -135,6 +136,41 @@ describe("compiled binary", () => {
     const lo = Bun.spawnSync(["losetup", "-j", img]).stdout.toString().split(":")[0];
     if (lo) loops.push(lo);
     c.close();
+  });
+
+  test("daemons run with the JIT off (one re-exec, same pid); a BUN_JSC_useJIT the operator sets wins", async () => {
+    const jitOf = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").find((e) => e.startsWith("BUN_JSC_useJIT="));
+    for (const [env, expected] of [[{}, "BUN_JSC_useJIT=0"], [{ BUN_JSC_useJIT: "1" }, "BUN_JSC_useJIT=1"]] as const) {
+      const sock = `${dir}/jit-${expected.slice(-1)}/csi.sock`;
+      const node = daemon(["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "jit", "--state-dir", `${dir}/jit-state-${expected.slice(-1)}`,
+        "--kubelet-dir", `${dir}/kubelet`, "--endpoint", `unix://${sock}`], env);
+      const c = await waitReady(`unix://${sock}`);
+      // The pid we started is the one serving: execve replaced the image in place.
+      expect(jitOf(node.pid)).toBe(expected);
+      c.close();
+      node.kill("SIGTERM");
+      expect(await node.exited).toBe(0);
+    }
+  });
+
+  test("a node missing a required tool answers Probe not ready and logs which tool", async () => {
+    // A PATH with every tool the node checks for except xfs_growfs.
+    const bin = `${dir}/partial-bin`;
+    mkdirSync(bin, { recursive: true });
+    for (const tool of ["nvme", ...REQUIRED_TOOLS.filter((t) => t !== "xfs_growfs")]) {
+      const real = Bun.which(tool);
+      if (real) symlinkSync(real, `${bin}/${tool}`);
+    }
+    const sock = `${dir}/partial/csi.sock`;
+    const node = daemon(["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "partial", "--state-dir", `${dir}/partial-state`,
+      "--kubelet-dir", `${dir}/kubelet`, "--endpoint", `unix://${sock}`], { PATH: bin });
+    const c = await waitReady(`unix://${sock}`);
+    expect(await c.identity.Probe({})).toEqual({ ready: { value: false } });
+    c.close();
+    node.kill("SIGTERM");
+    expect(await node.exited).toBe(0);
+    const lines = (await new Response(node.stdout).text()).split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    expect(lines.find((l) => l.msg === "required tools are missing; Probe reports not ready")?.missing).toEqual(["xfs_growfs"]);
   });
 
   test("no stray files were written next to the binary", () => {

@@ -15,10 +15,14 @@ const img = (name: string, size = "16M") => { const f = join(dir, name); execFil
 test("blank image is 'none'; ext4 and xfs are recognised", async () => {
   expect(await probeFilesystem(img("blank"), { runner })).toEqual({ state: "none" });
   const e = img("e"); execFileSync("mkfs.ext4", ["-q", "-F", e]);
-  expect(await probeFilesystem(e, { runner })).toEqual({ state: "filesystem", type: "ext4" });
+  // BLOCK_SIZE as blkid reports it: ext4's block size (1 KiB on a 16 MiB filesystem), xfs's sector size.
+  expect(await probeFilesystem(e, { runner })).toEqual({ state: "filesystem", type: "ext4", blockSize: 1024 });
   const x = img("x", "320M"); execFileSync("mkfs.xfs", ["-q", "-f", x]);
-  expect(await probeFilesystem(x, { runner })).toEqual({ state: "filesystem", type: "xfs" });
-  expect(await checkFilesystem(e, "ext4", { runner, timeoutMs: 30_000 })).toEqual({ healthy: true });
+  expect(await probeFilesystem(x, { runner })).toEqual({ state: "filesystem", type: "xfs", blockSize: 512 });
+  // The clean check's block count is the superblock's, as dumpe2fs reads it: the stage path's grow check relies on it.
+  const dumped = Number(/^Block count:\s+(\d+)/m.exec(execFileSync("dumpe2fs", ["-h", e], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }))![1]);
+  expect(dumped).toBe(16384);
+  expect(await checkFilesystem(e, "ext4", { runner, timeoutMs: 30_000 })).toEqual({ healthy: true, blocks: dumped });
   expect(await checkFilesystem(x, "xfs", { runner, timeoutMs: 30_000 })).toEqual({ healthy: true });
 });
 

@@ -24,8 +24,6 @@ describe("gc end to end (bun src/main.ts gc)", () => {
     // Protected pattern and foreign prefix, both unmounted: never touched.
     addSubsystem(s.sysfs, { nqn: "nqn.2000-02.com.mikrotik:nixos-root", namespaces: [{ dev: "259:9002" }] });
     addSubsystem(s.sysfs, { nqn: "nqn.2014-08.org.example:disk1", namespaces: [{ dev: "259:9003" }] });
-    addSubsystem(s.sysfs, { nqn: `${PREFIX}keep-1`, namespaces: [{ dev: "259:9004" }] });
-    addSubsystem(s.sysfs, { nqn: `${PREFIX}keep-2`, namespaces: [] });
     // Managed NQN whose namespace (a real loop device) is mounted outside the kubelet tree → system volume.
     const sys = s.loop(join(s.other, "system.img"));
     s.registerLoopInSysfs(sys.device, sys.dev);
@@ -65,8 +63,6 @@ describe("gc end to end (bun src/main.ts gc)", () => {
     ].sort());
     const skipped = new Map(planRun.json!.skipped.map((x) => [x.id, x.reason]));
     expect(skipped.get("nqn.2000-02.com.mikrotik:nixos-root")).toContain("outside-prefix");
-    expect(skipped.get(`${PREFIX}keep-1`)).toContain("protected-pattern");
-    expect(skipped.get(`${PREFIX}keep-2`)).toContain("protected-pattern");
     expect(skipped.get("nqn.2014-08.org.example:disk1")).toContain("outside-prefix");
     expect(skipped.get(`${PREFIX}eee`)).toContain("backs-system-mount");
     expect(skipped.get(`${PREFIX}fff`)).toContain("pvc-fff is live");
@@ -142,7 +138,37 @@ describe("locks", () => {
     writeFileSync(path, JSON.stringify({ pid, startedAt: new Date().toISOString(), command }));
   };
 
-  test("a live csi-node lock refuses the run; --ignore-lock proceeds with a warning", async () => {
+  test("a protected pattern inside the prefix refuses the run before anything is read, in one line", async () => {
+    sb = makeSandbox();
+    const s = sb;
+    addSubsystem(s.sysfs, { nqn: `${PREFIX}keep-1`, namespaces: [{ dev: "259:9004" }] });
+    const r = await runGc(gcArgs(s, ["--json", "--force", "--protected-nqn", `${PREFIX}keep-*`]));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`rds-csi gc: option --protected-nqn "${PREFIX}keep-*" overlaps --nqn-prefix "${PREFIX}": some NQN would be both managed and protected; protected NQNs must lie outside the managed prefix\n`);
+    expect(s.nvmeCalls()).toEqual([]);
+  }, 60_000);
+
+  test("the plan runs beside a live csi-node (exit 1: candidates, with a note), --force does not", async () => {
+    sb = makeSandbox();
+    const s = sb;
+    addSubsystem(s.sysfs, { nqn: `${PREFIX}side`, namespaces: [{ dev: "259:9302" }] });
+    const holder = Bun.spawn(["sleep", "60"]);
+    try {
+      writeLock(join(s.state, "csi-node.lock"), holder.pid, "rds-csi csi-node");
+      const planned = await runGc(gcArgs(s, ["--json"]));
+      expect(planned.code).toBe(1);
+      expect(ids(planned.json!.candidates)).toEqual([`nvme-subsystem ${PREFIX}side`]);
+      expect(planned.json!.warnings.join("\n")).toContain(`csi-node (pid ${holder.pid}`);
+      const acted = await runGc(gcArgs(s, ["--json", "--force"]));
+      expect(acted.code).toBe(2);
+      expect(acted.stderr).toContain("refusing to act");
+      expect(s.nvmeCalls()).toEqual([]);
+    } finally {
+      holder.kill();
+    }
+  }, 60_000);
+
+  test("a live csi-node lock refuses --force; --ignore-lock proceeds with a warning", async () => {
     sb = makeSandbox();
     const s = sb;
     addSubsystem(s.sysfs, { nqn: `${PREFIX}lck`, namespaces: [{ dev: "259:9301" }] });

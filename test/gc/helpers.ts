@@ -113,9 +113,9 @@ export interface GcJson {
 
 export function gcArgs(sb: Sandbox, extra: string[] = []): string[] {
   return [
-    "gc", "--nqn-prefix", PREFIX, "--protected-nqn", "nqn.2000-02.com.mikrotik:nixos-*", "--protected-nqn", `${PREFIX}keep-*`,
+    "gc", "--nqn-prefix", PREFIX, "--protected-nqn", "nqn.2000-02.com.mikrotik:nixos-*",
     "--sysfs-root", sb.sysfs, "--kubelet-dir", sb.kubelet, "--state-dir", sb.state, "--file-dir", sb.files,
-    "--nvme-bin", sb.nvmeBin, "--log-level", "error", ...extra,
+    "--nvme-command", sb.nvmeBin, "--log-level", "error", ...extra,
   ];
 }
 

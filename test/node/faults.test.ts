@@ -111,3 +111,22 @@ describe("dead mounts", () => {
     }
   }, 30_000);
 });
+
+describe("a mount option the kernel refuses", () => {
+  test("NodeStageVolume: INVALID_ARGUMENT naming mount_flags, four times in a row, and the volume's breaker stays closed", async () => {
+    const id = "pvc-bad-option";
+    const file = h.backingFile(64 * 1024 * 1024);
+    const { staging } = h.paths(id);
+    const req = { volume_id: id, staging_target_path: staging, volume_capability: mountCap("ext4", "SINGLE_NODE_WRITER", ["nosuchoption"]), volume_context: { transport: "loop", backingFile: file } };
+    for (let i = 0; i < 4; i++) {
+      const e = await h.service.NodeStageVolume(req).catch((x) => x);
+      expect({ i, kind: e.kind, field: e.field }).toEqual({ i, kind: "invalid-argument", field: "volume_capability.mount.mount_flags" });
+    }
+    expect(h.deps.breakers.isOpen(`volume:${id}`)).toBe(false);
+    expect(mountsAt(staging)).toEqual([]);
+    // The same volume with valid options stages: nothing was broken by the refusals.
+    expect(await h.service.NodeStageVolume({ ...req, volume_capability: mountCap("ext4") })).toEqual({});
+    expect(mountsAt(staging).length).toBe(1);
+    await h.service.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
+  });
+});

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { blockCap, mountCap, mountsAt, nodeHarness } from "./harness.ts";
 
 const h = nodeHarness();
@@ -178,5 +178,26 @@ describe("codes", () => {
       node_id: "node-a/nqn.2014-08.org.nvmexpress:uuid:node-a", max_volumes_per_node: 0,
       accessible_topology: { segments: { "topology.rds.csi.srvlab.io/node": "node-a" } },
     });
+  });
+});
+
+describe("staging directory ownership", () => {
+  test("a staging dir that existed before stays after unstage; a file at staging_target_path → FAILED_PRECONDITION naming the field", async () => {
+    const kept = h.paths("pvc-dir-kept");
+    mkdirSync(kept.staging, { recursive: true });
+    await h.service.NodeStageVolume({ volume_id: "pvc-dir-kept", staging_target_path: kept.staging, volume_capability: mountCap(), volume_context: { transport: "loop", backingFile: h.backingFile(64 * MiB) } });
+    expect(mountsAt(kept.staging).length).toBe(1);
+    await h.service.NodeUnstageVolume({ volume_id: "pvc-dir-kept", staging_target_path: kept.staging });
+    expect(mountsAt(kept.staging).length).toBe(0);
+    expect(statSync(kept.staging).isDirectory()).toBe(true);
+
+    const blocked = h.paths("pvc-dir-file");
+    mkdirSync(dirname(blocked.staging), { recursive: true });
+    writeFileSync(blocked.staging, "");
+    const e = await h.service.NodeStageVolume({ volume_id: "pvc-dir-file", staging_target_path: blocked.staging, volume_capability: mountCap(), volume_context: { transport: "loop", backingFile: h.backingFile(64 * MiB) } }).catch((x) => x);
+    expect(e.kind).toBe("failed-precondition");
+    expect(e.message).toContain(`staging_target_path ${blocked.staging} exists and is not a directory`);
+    expect(readFileSync(blocked.staging, "utf8")).toBe("");
+    await h.service.NodeUnstageVolume({ volume_id: "pvc-dir-file", staging_target_path: blocked.staging });
   });
 });

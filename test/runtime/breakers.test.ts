@@ -1,5 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { createBreakerRegistry } from "../../src/runtime/breakers.ts";
+import { createMetrics, syncBreakerGauges } from "../../src/runtime/metrics.ts";
+import { recordBreakerState } from "../../src/runtime/metric-sink.ts";
 import { DomainError, invalidArgument } from "../../src/runtime/errors.ts";
 
 const fail = async () => { throw new Error("mkfs failed"); };
@@ -66,5 +68,54 @@ describe("breaker registry", () => {
     expect(reg.reset("volume:x")).toBe(true);
     expect(reg.reset("volume:unknown")).toBe(false);
     await expect(reg.execute("volume:x", async () => 1)).resolves.toBe(1);
+  });
+});
+
+describe("breaker state is the real state (issue 11)", () => {
+  test("after the open period, list/get say half-open (the next call is the trial), never open with a past openUntil", async () => {
+    const reg = createBreakerRegistry({ threshold: 1, initialOpenMs: 80 });
+    await reg.execute("backend:x", fail).catch(() => {});
+    const open = reg.get("backend:x")!;
+    expect(open.state).toBe("open");
+    expect(open.openUntil! > Date.now()).toBe(true);
+    expect(reg.isOpen("backend:x")).toBe(true);
+    await Bun.sleep(120);
+    // No call in between: cockatiel has not moved yet, but a call would now go through as the trial.
+    for (const b of [reg.get("backend:x")!, ...reg.list()]) {
+      expect(b.state).toBe("half-open");
+      expect(b.openUntil).toBeUndefined();
+    }
+    expect(reg.isOpen("backend:x")).toBe(false);
+    await expect(reg.execute("backend:x", async () => "trial")).resolves.toBe("trial");
+    expect(reg.get("backend:x")).toMatchObject({ state: "closed", failures: 0, opens: 0 });
+  });
+
+  test("metrics at scrape time show the real state too: open, then half-open once the period is over", async () => {
+    const metrics = createMetrics();
+    const reg = createBreakerRegistry({ threshold: 1, initialOpenMs: 80, onStateChange: (k, s) => recordBreakerState(metrics, k, s) });
+    await reg.execute("backend:m", fail).catch(() => {});
+    const gauge = async () => (await metrics.registry.getSingleMetric("rds_csi_breaker_state")!.get()).values.find((v) => v.labels.key === "backend:m")?.value;
+    syncBreakerGauges(metrics, reg);
+    expect(await gauge()).toBe(2);
+    await Bun.sleep(120);
+    syncBreakerGauges(metrics, reg);
+    expect(await gauge()).toBe(1);
+  });
+
+  test("a kind of call that keeps failing opens the breaker although another kind keeps succeeding", async () => {
+    const reg = createBreakerRegistry({ threshold: 3 });
+    for (let i = 0; i < 3; i++) {
+      await reg.execute("backend:x", async () => "resource answers", "GET system/resource");
+      await reg.execute("backend:x", fail, "GET disk").catch(() => {});
+    }
+    expect(reg.get("backend:x")).toMatchObject({ state: "open", failures: 3 });
+  });
+
+  test("without kinds, a success still resets the count (the node's volume breakers)", async () => {
+    const reg = createBreakerRegistry({ threshold: 2 });
+    await reg.execute("volume:v", fail).catch(() => {});
+    await reg.execute("volume:v", async () => 1);
+    await reg.execute("volume:v", fail).catch(() => {});
+    expect(reg.get("volume:v")).toMatchObject({ state: "closed", failures: 1 });
   });
 });

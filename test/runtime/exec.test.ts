@@ -87,3 +87,27 @@ describe("command runner", () => {
     expect(r.stdout).toBe("hello");
   });
 });
+
+describe("a cut output is never parsed", () => {
+  test("completeStdout refuses a result the runner truncated, and passes a whole one", async () => {
+    const { completeStdout, TruncatedOutputError } = await import("../../src/runtime/exec.ts");
+    const run = createRunner();
+    const cut = await run("head", ["-c", "100000", "/dev/zero"], { timeoutMs: 5_000, maxOutputBytes: 1_000 });
+    expect(cut.truncated).toBe(true);
+    expect(() => completeStdout(cut, "the listing")).toThrow(TruncatedOutputError);
+    const whole = await run("echo", ["hi"], { timeoutMs: 5_000 });
+    expect(completeStdout(whole, "the listing")).toBe("hi\n");
+  });
+
+  test("gc's loop device list refuses a losetup listing longer than it keeps (UNAVAILABLE, not a partial list)", async () => {
+    const { listLoopDevices } = await import("../../src/gc/loop-devices.ts");
+    const { mkdtempSync, writeFileSync, chmodSync } = await import("node:fs");
+    const dir = mkdtempSync("/tmp/rds-cut-");
+    // A stand-in losetup printing 17 MiB of valid-looking JSON rows.
+    writeFileSync(`${dir}/losetup`, `#!/bin/sh\nprintf '{"loopdevices":['\nyes '{"name":"/dev/loop9","maj:min":"7:9","back-file":"/x"},' | head -c 17825792\nprintf '{"name":"/dev/loop8","maj:min":"7:8","back-file":"/y"}]}'\n`);
+    chmodSync(`${dir}/losetup`, 0o755);
+    const e = await listLoopDevices(createRunner(), { timeoutMs: 20_000, losetupBin: `${dir}/losetup` }).catch((x) => x);
+    expect(e.kind).toBe("unavailable");
+    expect(e.message).toContain("cut");
+  });
+});

@@ -12,9 +12,30 @@ import { join } from "node:path";
  * PUT=add, PATCH=set, DELETE=remove, 400 `{error,message,detail}` on unknown fields or duplicate
  * slots, a file table separate from the disk table, a pool whose free space is what the files use,
  * and copies that take time. Faults are injected per method and path.
+ *
+ * Sources (see shared/reference/routeros.md, "What MikroTik's documentation says"):
+ * - REST API page (help.mikrotik.com, Developer Guides): verbs, string values, `{error,message,detail}`,
+ *   and "a command that runs longer than 60 s is cut with 400 Session closed" (the command may still run).
+ * - `/disk` CLI reference (manual.mikrotik.com cli-reference/disk): settable `type slot file-path
+ *   file-size nvme-tcp-*`; read-only `size free mount-point`. It does NOT list `comment`,
+ *   `creation-time` or `status`: each is a mode here (`fields`), present by default as on the units the
+ *   Go driver ran against, absent to model a router that matches the reference only.
+ * - Files page (help.mikrotik.com ROS/Files, 7.16 example): `/file` rows have `name type size last-modified`.
+ * - Duplicate wording is not documented; public REST clients report `failure: already have such …`
+ *   (reference), which is the default here; `duplicateDetail` gives the other wordings.
+ * - `copy-from` is the generic "item number" add parameter; REST adds are synchronous, so the PUT
+ *   answers when the copy has finished (or at the 60 s cut). Nothing documents when the copy's row
+ *   appears: here it appears at once, its `/file` entry at size 0 until the data is there.
  */
 
-export type FaultKind = "latency" | "hang" | "status" | "reset" | "lost-response" | "pool-full";
+/**
+ * - hang: no answer at all, on one method/path while the others answer (issue 11: `/rest/disk` hung
+ *   while `/rest/system/resource` answered, and a healthy Probe hid it).
+ * - lost-response: the request is applied, the connection drops before the answer.
+ * - session-closed: the request is applied, then `400 Session closed` (REST API page: the router's own
+ *   cut; "the command may still have run").
+ */
+export type FaultKind = "latency" | "hang" | "status" | "reset" | "lost-response" | "session-closed" | "pool-full";
 
 export interface FaultSpec {
   kind: FaultKind;
@@ -35,8 +56,23 @@ export interface SimOptions {
   poolMount?: string;
   /** How long a copy-from takes. */
   copyMs?: number;
-  /** RouterOS answers a request that runs longer than this with an error (the real one: ~60 s). */
+  /** RouterOS cuts a request that runs longer than this with 400 "Session closed" (REST API page: 60 s). */
   serverTimeoutMs?: number;
+  /**
+   * Which of the fields the `/disk` reference does not list the router has (default: all). Without
+   * `comment`, an add/set naming it is refused with `unknown parameter comment`.
+   */
+  fields?: { comment?: boolean; creationTime?: boolean; status?: boolean };
+  /** `/file` rows carry `last-modified` (Files page); false models a router that shows no time. */
+  fileTimes?: boolean;
+  /**
+   * When a copy's `/disk` row appears: at once (default) or only when its data is there. The docs say
+   * neither; issue 11's fake, written from the docs alone, showed it late, and that is when a second
+   * `copy-from` is tempting.
+   */
+  copyRowAppears?: "at-once" | "when-done";
+  /** Detail of the 400 answering an add of an existing slot (default RouterOS's `failure: already have such slot`). */
+  duplicateDetail?: string;
 }
 
 type Row = Record<string, string>;
@@ -93,6 +129,9 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
   const poolMount = opts.poolMount ?? "storage-pool";
   const copyMs = opts.copyMs ?? 50;
   const serverTimeoutMs = opts.serverTimeoutMs ?? 60_000;
+  const has = { comment: opts.fields?.comment ?? true, creationTime: opts.fields?.creationTime ?? true, status: opts.fields?.status ?? true };
+  const fileTimes = opts.fileTimes ?? true;
+  const duplicateDetail = opts.duplicateDetail ?? "failure: already have such slot";
   const dir = mkdtempSync(join(tmpdir(), "routeros-sim-"));
   const { key, cert } = makeCert(dir);
 
@@ -100,7 +139,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
   const newId = () => `*${(nextId++).toString(16).toUpperCase()}`;
   const pool: Row = {
     ".id": "*1", slot: poolMount, type: "partition", "mount-point": poolMount, size: String(opts.poolBytes ?? 2 ** 40), free: "0",
-    status: "ready",
+    ...(has.status ? { status: "ready" } : {}),
   };
   const disks: Row[] = [pool];
   const files: Row[] = [];
@@ -120,16 +159,23 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
 
   function addFile(path: string, size: number) {
     const existing = files.find((f) => f.name === fileName(path));
-    if (existing) { existing.size = String(size); return; }
-    files.push({ ".id": newId(), name: fileName(path), type: ".img file", size: String(size), "creation-time": now() });
+    if (existing) { existing.size = String(size); if (fileTimes) existing["last-modified"] = now(); return; }
+    files.push({ ".id": newId(), name: fileName(path), type: ".img file", size: String(size), ...(fileTimes ? { "last-modified": now() } : {}) });
   }
+  /** Fields the `/disk` reference does not list, only where this router has them. */
+  const optional = (row: Row): Row => {
+    if (!has.creationTime) delete row["creation-time"];
+    if (!has.status) delete row.status;
+    if (!has.comment) delete row.comment;
+    return row;
+  };
 
   function addDisk(body: Row): { status: number; body: unknown } {
-    for (const k of Object.keys(body)) if (!DISK_FIELDS.has(k)) return badRequest(`unknown parameter ${k}`);
+    for (const k of Object.keys(body)) if (!DISK_FIELDS.has(k) || (k === "comment" && !has.comment)) return badRequest(`unknown parameter ${k}`);
     for (const [k, v] of Object.entries(body)) if (typeof v !== "string") return badRequest(`value of ${k} must be a string`);
     if (body.type !== "file") return badRequest("only type=file is supported here");
     if (!body.slot || !body["file-path"]) return badRequest("missing slot or file-path");
-    if (disks.some((d) => d.slot === body.slot)) return badRequest(`failure: slot ${body.slot} already exists`);
+    if (disks.some((d) => d.slot === body.slot)) return badRequest(duplicateDetail);
     if (!fileName(body["file-path"]).startsWith(`${poolMount}/`)) return badRequest("file-path is not on a storage pool");
     let size: number | null;
     let source: Row | undefined;
@@ -142,7 +188,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       if (size === null || size <= 0) return badRequest("invalid file-size");
     }
     if (size > free()) return badRequest("failure: not enough space on storage pool");
-    const row: Row = {
+    const row: Row = optional({
       ".id": newId(), slot: body.slot, type: "file", "file-path": body["file-path"], "file-size": String(size), size: String(size),
       "nvme-tcp-export": body["nvme-tcp-export"] === "yes" || body["nvme-tcp-export"] === "true" ? "true" : "false",
       "nvme-tcp-server-port": body["nvme-tcp-server-port"] ?? "4420",
@@ -150,9 +196,10 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       "nvme-tcp-server-allow-host-name": body["nvme-tcp-server-allow-host-name"] ?? "",
       status: source ? "copying" : "ready", "creation-time": now(),
       ...(body.comment !== undefined ? { comment: body.comment } : {}),
-    };
+    });
     disks.push(row);
-    addFile(row["file-path"]!, size);
+    // A copy's data arrives while the add runs: its file is there at once, full size only when done.
+    addFile(row["file-path"]!, source ? 0 : size);
     refreshPool();
     return { status: 200, body: row };
   }
@@ -160,7 +207,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
   function setDisk(row: Row, body: Row): { status: number; body: unknown } {
     for (const k of Object.keys(body)) {
       if (k === ".id") continue;
-      if (!SET_FIELDS.has(k)) return badRequest(`unknown parameter ${k}`);
+      if (!SET_FIELDS.has(k) || (k === "comment" && !has.comment)) return badRequest(`unknown parameter ${k}`);
       if (typeof body[k] !== "string") return badRequest(`value of ${k} must be a string`);
     }
     if (body["file-size"] !== undefined) {
@@ -260,12 +307,24 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
     const answer = handle(method, u.pathname, u.searchParams, body);
     const created = method === "PUT" && answer.status === 200 ? (answer.body as Row) : undefined;
     if (created && body?.["copy-from"]) {
-      // The copy runs on; the request waits for it, up to the server's own timeout.
-      const done = new Promise<void>((r) => setTimeout(() => { created.status = "ready"; r(); }, copyMs));
+      // The add is synchronous: it answers when the copy is done, or at the router's own cut (REST API
+      // page: 60 s, `400 Session closed`), after which the copy still finishes.
+      const late = opts.copyRowAppears === "when-done";
+      if (late) disks.splice(disks.indexOf(created), 1);
+      const done = new Promise<void>((r) => setTimeout(() => {
+        if (late) disks.push(created);
+        const row = disks.find((d) => d[".id"] === created[".id"]);
+        if (row) {
+          if (has.status) row.status = "ready";
+          addFile(row["file-path"]!, Number(row["file-size"]));
+        }
+        r();
+      }, copyMs));
       const timedOut = await Promise.race([done.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), serverTimeoutMs))]);
-      if (timedOut) { entry.status = 500; return send(res, 500, { error: 500, message: "Internal Server Error", detail: "timeout" }); }
+      if (timedOut) { entry.status = 400; return send(res, 400, { error: 400, message: "Bad Request", detail: "Session closed" }); }
     }
     if (fault?.kind === "lost-response") { entry.status = "reset"; req.socket.destroy(); return; }
+    if (fault?.kind === "session-closed") { entry.status = 400; return send(res, 400, { error: 400, message: "Bad Request", detail: "Session closed" }); }
     entry.status = answer.status;
     send(res, answer.status, answer.body);
   }
@@ -299,7 +358,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       requests: () => log.map((e) => ({ ...e })),
       setPoolBytes(n) { pool.size = String(n); refreshPool(); },
       seedDisk(fields) {
-        const row: Row = { ".id": newId(), type: "file", status: "ready", "creation-time": now(), "nvme-tcp-server-allow-host-name": "", ...fields };
+        const row: Row = optional({ ".id": newId(), type: "file", status: "ready", "creation-time": now(), "nvme-tcp-server-allow-host-name": "", ...fields });
         disks.push(row);
         if (row["file-path"]) addFile(row["file-path"], Number(row["file-size"] ?? 0));
         refreshPool();

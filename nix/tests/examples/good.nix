@@ -13,7 +13,9 @@
   services.rds-csi = {
     enable = true;
     nqnPrefix = "nqn.2000-02.com.mikrotik:pvc-";
+    systemNqns = [ "nqn.2000-02.com.mikrotik:nixos-node-a-root" "nqn.2000-02.com.mikrotik:nixos-node-a-var" ];
     protectedNqns = [ "nqn.2000-02.com.mikrotik:nixos-*" ];
+    hostNqn = "nqn.2014-08.org.nvmexpress:uuid:6f1c1d2e-8a4b-4c3d-9e5f-0a1b2c3d4e5f";
     node.enable = true;
     doctor.enable = true;
     gc.enable = true;

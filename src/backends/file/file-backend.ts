@@ -2,7 +2,7 @@ import { open, readdir, rename, stat, truncate, unlink, mkdir } from "node:fs/pr
 import { join, resolve } from "node:path";
 import { withDeadline } from "../../runtime/deadline.ts";
 import { DomainError, isDomainError, internal, notFound, resourceExhausted, unavailable, errorMessage } from "../../runtime/errors.ts";
-import { describeFailure, ok, type Runner } from "../../runtime/exec.ts";
+import { completeStdout, describeFailure, ok, type Runner } from "../../runtime/exec.ts";
 import type { Logger } from "../../runtime/log.ts";
 import type { Backend, Capacity, CreateDiskRequest, Disk, DiskMeta, Snapshot, VolumeParams } from "../backend.ts";
 import { isSnapshotId, isVolumeId } from "../ids.ts";
@@ -106,7 +106,7 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
     // statfs through a child: the directory may sit on a network filesystem that can hang.
     const r = await opts.runner("stat", ["-f", "-c", "%S %b %a", dir], { timeoutMs: opMs, log });
     if (!ok(r)) throw unavailable(`cannot read free space of ${dir}: ${describeFailure(r)}`);
-    const [bs, blocks, avail] = r.stdout.trim().split(/\s+/).map(Number);
+    const [bs, blocks, avail] = completeStdout(r, `statfs of ${dir}`).trim().split(/\s+/).map(Number);
     if (!bs || blocks === undefined || avail === undefined || Number.isNaN(blocks) || Number.isNaN(avail)) {
       throw internal(`unexpected statfs output for ${dir}: ${r.stdout.trim()}`);
     }

@@ -14,18 +14,20 @@ export function encodeMeta(meta: DiskMeta): string {
   if (meta.paramsDigest) compact.p = meta.paramsDigest;
   if (meta.publishedTo?.length) compact.h = meta.publishedTo;
   if (meta.publishMode) compact.m = meta.publishMode;
+  if (meta.copiedAt) compact.t = meta.copiedAt;
   return COMMENT_TAG + JSON.stringify(compact);
 }
 
 export function decodeMeta(comment: string | undefined): DiskMeta {
   if (!comment?.startsWith(COMMENT_TAG)) return {};
   try {
-    const o = JSON.parse(comment.slice(COMMENT_TAG.length)) as { src?: unknown; p?: unknown; h?: unknown; m?: unknown };
+    const o = JSON.parse(comment.slice(COMMENT_TAG.length)) as { src?: unknown; p?: unknown; h?: unknown; m?: unknown; t?: unknown };
     return {
       ...(typeof o.src === "string" ? { source: o.src } : {}),
       ...(typeof o.p === "string" ? { paramsDigest: o.p } : {}),
       ...(Array.isArray(o.h) ? { publishedTo: o.h.filter((x): x is string => typeof x === "string") } : {}),
       ...(typeof o.m === "string" ? { publishMode: o.m } : {}),
+      ...(typeof o.t === "number" ? { copiedAt: o.t } : {}),
     };
   } catch {
     return {};
@@ -42,9 +44,16 @@ export function parseCreationTime(v: string | undefined): number | undefined {
   return Number.isNaN(t) ? undefined : t;
 }
 
-export const isCopying = (row: Row) => /copy/i.test(row.status ?? "");
+/** `status` is not in the `/disk` reference: only a row that has it and says so is known to be copying. */
+export const statusSaysCopying = (row: Row) => /copy/i.test(row.status ?? "");
 
-export function rowToDisk(row: Row): Disk {
+/** Our tagged comment, if this row carries one. */
+export const hasOurComment = (row: Row) => (row.comment ?? "").startsWith(COMMENT_TAG);
+
+/** The `/file` entry's time: `last-modified` (Files page, 7.x) or `creation-time` (older versions). */
+export const fileTime = (f: Row | undefined) => parseCreationTime(f?.["last-modified"] ?? f?.["creation-time"]);
+
+export function rowToDisk(row: Row, meta: DiskMeta, copying: boolean): Disk {
   const allow = row["nvme-tcp-server-allow-host-name"] ?? "";
   return {
     id: row.slot ?? "",
@@ -53,18 +62,21 @@ export function rowToDisk(row: Row): Disk {
     nqn: row["nvme-tcp-server-nqn"] || row.slot,
     exported: truthy(row["nvme-tcp-export"]),
     allowedHosts: allow ? allow.split(",").filter(Boolean) : [],
-    copying: isCopying(row),
-    createdAt: parseCreationTime(row["creation-time"]),
-    meta: decodeMeta(row.comment),
+    copying,
+    ...(createdAtOf(row, meta) !== undefined ? { createdAt: createdAtOf(row, meta) } : {}),
+    meta,
   };
 }
 
-export function rowToSnapshot(row: Row): Snapshot {
+const createdAtOf = (row: Row, meta: DiskMeta) => parseCreationTime(row["creation-time"]) ?? meta.copiedAt;
+
+/** `createdAt` must be a real time (CSI): the caller supplies one where the row and meta have none. */
+export function rowToSnapshot(row: Row, meta: DiskMeta, copying: boolean, fallbackCreatedAt: number): Snapshot {
   return {
     id: row.slot ?? "",
-    sourceVolumeId: decodeMeta(row.comment).source ?? "",
+    sourceVolumeId: meta.source ?? "",
     sizeBytes: num(row["file-size"] ?? row.size),
-    createdAt: parseCreationTime(row["creation-time"]) ?? 0,
-    readyToUse: !isCopying(row),
+    createdAt: createdAtOf(row, meta) ?? fallbackCreatedAt,
+    readyToUse: !copying,
   };
 }

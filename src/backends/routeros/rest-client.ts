@@ -57,6 +57,17 @@ class TransportFailure extends Error {
   }
 }
 
+/** `GET disk`, `DELETE file`, `GET system/resource`: the method and menu, without item ids or query. */
+export const callKind = (method: string, path: string) =>
+  `${method} ${path.split("?")[0]!.split("/").filter((seg) => seg && !/^(\*|%2A)/i.test(seg)).join("/")}`;
+
+/**
+ * The REST API page: a command that runs longer than 60 s is cut with `400 {"detail":"Session
+ * closed"}` — the command may still have run, so this is an unknown outcome, not a refusal.
+ */
+const isSessionClosed = (a: Answer) =>
+  a.status === 400 && !!a.body && typeof a.body === "object" && /session closed/i.test(String((a.body as { detail?: unknown }).detail ?? ""));
+
 export function createRestClient(opts: RestClientOptions): RestClient {
   const base = new URL(opts.url);
   if (base.protocol !== "https:") throw new DomainError("invalid-argument", `routeros-url must be https (got ${base.protocol})`, "routeros-url");
@@ -100,12 +111,17 @@ export function createRestClient(opts: RestClientOptions): RestClient {
     }
   }
 
-  /** 5xx and transport failures throw (they count for the breaker); 4xx come back as answers. */
+  /**
+   * 5xx, transport failures and the router's own "Session closed" cut throw (they count for the
+   * breaker, per kind of call: one endpoint answering does not hide another that hangs); other 4xx
+   * come back as answers.
+   */
   async function guarded(method: string, path: string, body: Row | undefined, timeoutMs: number, signal?: AbortSignal, slowIsNormal = false): Promise<Answer | TransportFailure> {
     return opts.breakers.execute(breakerKey, async () => {
       let a: Answer;
       try {
         a = await exchange(method, path, body, timeoutMs, signal);
+        if (isSessionClosed(a)) throw new TransportFailure(`RouterOS ${method} /rest/${path.split("?")[0]}: HTTP ${a.status} ${detailOf(a.body)} (the router's own request timeout)`, true);
       } catch (e) {
         // A copy outlives its request by design: that deadline passing says nothing about health.
         if (slowIsNormal && e instanceof TransportFailure && e.timedOut) return e;
@@ -113,7 +129,7 @@ export function createRestClient(opts: RestClientOptions): RestClient {
       }
       if (a.status >= 500) throw new TransportFailure(`RouterOS ${method} /rest/${path}: HTTP ${a.status} ${detailOf(a.body)}`);
       return a;
-    });
+    }, callKind(method, path));
   }
 
   const detailOf = (b: unknown) => {

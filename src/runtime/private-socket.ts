@@ -1,6 +1,6 @@
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { DomainError } from "../runtime/errors.ts";
+import { DomainError } from "./errors.ts";
 
 /**
  * Unix sockets that never exist with a wider mode than asked for. bind() creates the socket with
