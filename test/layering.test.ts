@@ -21,3 +21,11 @@ test("no module outside src/modes, src/cli.ts and src/main.ts imports from src/m
 test("the check sees imports at all (a mode file does import from runtime/)", () => {
   expect(importsOf("modes/csi-node.ts").some((p) => p.includes("runtime/"))).toBe(true);
 });
+
+test("config values are typed by the mode's options: no cast of a config value anywhere in src", () => {
+  const casts = files.flatMap((f) => readFileSync(join(SRC, f), "utf8").split("\n")
+    .map((line, i) => ({ f, i: i + 1, line }))
+    .filter(({ line }) => /\b(ctx\.config|cfg|config)\.[A-Za-z]+\)?\s+as\s/.test(line) || /\(\s*(c|cfg)\.[A-Za-z]+\s+as\s/.test(line))
+    .map(({ f, i, line }) => `${f}:${i}: ${line.trim()}`));
+  expect(casts).toEqual([]);
+});

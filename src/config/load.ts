@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, constants as fsc } from "node:fs";
 import * as v from "valibot";
 import YAML from "yaml";
-import type { Config, OptionSpec } from "./option-spec.ts";
+import type { Config, ConfigOf, OptionSpec } from "./option-spec.ts";
 
 /** A configuration problem: one line naming the option, where the value came from, and the value. */
 export class ConfigError extends Error {
@@ -83,8 +83,8 @@ export function readConfigFile(path: string): Record<string, unknown> {
   return data as Record<string, unknown>;
 }
 
-export interface LoadInput {
-  specs: readonly OptionSpec[];
+export interface LoadInput<S extends readonly OptionSpec[] = readonly OptionSpec[]> {
+  specs: S;
   /** Only flags the user actually gave (yargs is configured without defaults). */
   flags: Record<string, unknown>;
   env: Record<string, string | undefined>;
@@ -95,7 +95,7 @@ export interface LoadInput {
  * Merge flag > env > file > default, then validate every option. Throws ConfigError on the first
  * bad value; nothing has been touched yet when this runs.
  */
-export function loadConfig(input: LoadInput): { config: Config; sources: Record<string, Source>; warnings: string[] } {
+export function loadConfig<S extends readonly OptionSpec[]>(input: LoadInput<S>): { config: ConfigOf<S>; sources: Record<string, Source>; warnings: string[] } {
   const byName = new Map(input.specs.map((s) => [s.name, s]));
   const warnings: string[] = [];
   // Earlier names of an option: accepted from flag, environment and file, each use warned once.
@@ -178,5 +178,6 @@ export function loadConfig(input: LoadInput): { config: Config; sources: Record<
       throw new ConfigError(`option --${name} is required for this mode (flag --${name}, environment ${envName(name)}, or the config file)`);
     }
   }
-  return { config, sources, warnings };
+  // The one place a config becomes typed: every value above went through its option's schema.
+  return { config: config as ConfigOf<S>, sources, warnings };
 }

@@ -5,17 +5,17 @@ import { NqnPrefixSchema, ProtectedPatternSchema } from "./nqn.ts";
 import { AbsolutePath, DurationMs, Endpoint, FileMode, HostPort, PositiveInt } from "./schemas.ts";
 
 /** nvme-cli, for every mode that runs it (one name: csi-node had --nvme-command, gc --nvme-bin, doctor none). */
-export const NVME_COMMAND_OPTION: OptionSpec = {
+export const NVME_COMMAND_OPTION = {
   name: "nvme-command", type: "string", describe: "nvme-cli executable", default: "nvme", schema: v.pipe(v.string(), v.minLength(1)), deprecated: ["nvme-bin"],
-};
+} as const satisfies OptionSpec;
 
 /** The host NQN file, for every mode that reads it (doctor called it --hostnqn-file). */
-export const HOST_NQN_FILE_OPTION: OptionSpec = {
+export const HOST_NQN_FILE_OPTION = {
   name: "host-nqn-file", type: "string", describe: "Host NQN file", default: "/etc/nvme/hostnqn", schema: AbsolutePath, deprecated: ["hostnqn-file"],
-};
+} as const satisfies OptionSpec;
 
 /** Options every mode accepts. Mode-specific ones live in the mode's own file. */
-export const COMMON_OPTIONS: readonly OptionSpec[] = [
+export const COMMON_OPTIONS = [
   { name: "config", type: "string", describe: "Config file (JSON or YAML; keys are option names)", schema: AbsolutePath },
   { name: "endpoint", type: "string", describe: "CSI endpoint", default: DEFAULTS.endpoint, schema: Endpoint },
   { name: "driver-name", type: "string", describe: "CSI driver name", default: DEFAULTS.driverName,
@@ -38,4 +38,4 @@ export const COMMON_OPTIONS: readonly OptionSpec[] = [
   { name: "breaker-threshold", type: "number", describe: "Consecutive failures that open a circuit breaker", default: 3, schema: PositiveInt },
   { name: "breaker-open", type: "string", describe: "First open period of a breaker (doubles on each re-open)", default: "1m", schema: DurationMs },
   { name: "breaker-max-open", type: "string", describe: "Longest open period of a breaker", default: "30m", schema: DurationMs },
-];
+] as const satisfies readonly OptionSpec[];

@@ -66,6 +66,14 @@ interface KernelRecord { priority: number; secondsSinceBoot: number; message: st
 
 const SUBSYSTEM = /\b(nvme\d*|blk_update_request|I\/O error|EXT4-fs|XFS|device-mapper|dm-\d+|Buffer I\/O)/i;
 const TROUBLE = /error|fail|timeout|timed out|abort|reset|corrupt|hung|offline|shutdown/i;
+/**
+ * What the NVMe/TCP host prints while a controller loses its target and reconnects (measured on
+ * Debian's 6.1 kernel in the VM suite, test/vm/doctor.test.ts). They tell of an outage, not of damage:
+ * whether a controller is still down is the nvme check's `nvme_paths_not_live`, from sysfs. Status
+ * 880 (0x370, host path error) is the host failing a command itself because the path is down, as a
+ * disconnect of a reconnecting controller does; the target never saw it.
+ */
+const RECONNECT = /\bnvme\d+: (starting error recovery|Reconnecting in \d+ seconds|Failed reconnect attempt \d+|failed to connect socket: -\d+|Successfully reconnected|Property Set error: 880\b)|: no usable path - requeuing I\/O/;
 
 /** /dev/kmsg records: "prio,seq,usec,flags;message", continuation lines start with a space. */
 export function parseKmsg(text: string): KernelRecord[] {
@@ -128,12 +136,14 @@ export const kernelLogCheck: Check = {
     const [{ source, records }, uptimeText] = await Promise.all([kernelRecords(deps, signal), readOrUndefined(join(deps.procRoot, "uptime"))]);
     const uptime = Number(uptimeText?.split(" ")[0]);
     const since = Number.isFinite(uptime) ? uptime - deps.kernelLogWindowMs / 1000 : 0;
-    const hits = records.filter((r) => r.secondsSinceBoot >= since && SUBSYSTEM.test(r.message) && (r.priority <= 3 || TROUBLE.test(r.message)));
+    const recent = records.filter((r) => r.secondsSinceBoot >= since && SUBSYSTEM.test(r.message));
+    const reconnects = recent.filter((r) => RECONNECT.test(r.message)).length;
+    const hits = recent.filter((r) => !RECONNECT.test(r.message) && (r.priority <= 3 || TROUBLE.test(r.message)));
     const windowText = `${Math.round(deps.kernelLogWindowMs / 60_000)} min`;
     const out: Finding[] = [finding("kernel-log", hits.length ? "warning" : "ok", "kernel_log_errors",
       hits.length ? `${hits.length} storage errors in the kernel log in the last ${windowText}; latest: ${hits.at(-1)!.message}`
         : `no storage errors in the kernel log in the last ${windowText}`,
-      hits.length ? { source, lines: hits.slice(-20).map((h) => `[${h.secondsSinceBoot.toFixed(3)}] ${h.message}`) } : { source })];
+      { source, reconnect_lines: reconnects, ...(hits.length ? { lines: hits.slice(-20).map((h) => `[${h.secondsSinceBoot.toFixed(3)}] ${h.message}`) } : {}) })];
     return out;
   },
 };

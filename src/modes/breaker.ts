@@ -1,20 +1,26 @@
 import { adminRequest, adminSocketPath } from "../runtime/admin.ts";
 import type { BreakerInfo } from "../runtime/breakers.ts";
+import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
+import type { COMMON_OPTIONS } from "../config/options.ts";
 import type { Mode } from "./types.ts";
 
+const OPTIONS = [
+  { name: "admin-socket", type: "string", describe: "Admin socket of the running process (default: <state-dir>/admin.sock, the csi-node's)" },
+  { name: "json", type: "boolean", describe: "Print JSON", default: false },
+] as const satisfies readonly OptionSpec[];
+
+type BreakerConfig = ConfigOf<[...typeof COMMON_OPTIONS, ...typeof OPTIONS]>;
+
 /** Talks to a running csi-node / csi-controller through its admin socket. */
-export const mode: Mode = {
+export const mode: Mode<BreakerConfig> = {
   command: "breaker",
   logToStderr: true,
   positional: "<action> [key]",
   describe: "List or reset circuit breakers of a running rds-csi process (action: list | reset <key>)",
-  options: [
-    { name: "admin-socket", type: "string", describe: "Admin socket of the running process (default: <state-dir>/admin.sock, the csi-node's)" },
-    { name: "json", type: "boolean", describe: "Print JSON", default: false },
-  ],
+  options: OPTIONS,
   async run(ctx) {
     const [action, key] = ctx.positionals;
-    const socket = (ctx.config.adminSocket as string | undefined) ?? adminSocketPath(ctx.config.stateDir as string);
+    const socket = ctx.config.adminSocket ?? adminSocketPath(ctx.config.stateDir);
     try {
       if (action === "list") {
         const { body } = await adminRequest<BreakerInfo[]>(socket, "/breakers");

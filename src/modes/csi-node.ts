@@ -30,6 +30,8 @@ import { acquireLock } from "../runtime/lockfile.ts";
 import type { Logger } from "../runtime/log.ts";
 import { profiled, profileFields, profilingRunner } from "../runtime/rpc-profile.ts";
 import { runDaemon } from "./daemon.ts";
+import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
+import type { COMMON_OPTIONS } from "../config/options.ts";
 import type { Mode, ModeContext } from "./types.ts";
 import { startNodeKube, NODE_KUBE_OPTIONS } from "../k8s/node-wiring.ts";
 import { kubeClientFor } from "../k8s/mode-options.ts";
@@ -51,45 +53,50 @@ async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<s
   return nqn;
 }
 
-export const mode: Mode = {
+const OPTIONS = [
+  { name: "max-volumes", type: "number", describe: "max_volumes_per_node reported to the CO (0 = no limit)", default: 0, schema: NonNegativeInt },
+  { name: "storm-threshold", type: "number", describe: "Refuse a mount when its source or target already has this many entries", default: DEFAULT_STORM_THRESHOLD, schema: PositiveInt },
+  { name: "storm-total", type: "number", describe: "Refuse all mount work while the mount table has this many entries", default: DEFAULT_STORM_TOTAL, schema: PositiveInt },
+  { name: "probe-timeout", type: "string", describe: "Deadline of a volume stats probe", default: "5s", schema: DurationMs },
+  { name: "health-check-timeout", type: "string", describe: "Deadline of the read-only filesystem check before a first mount", default: "2m", schema: DurationMs },
+  { name: "mountinfo-timeout", type: "string", describe: "Deadline for reading the mount table", default: "10s", schema: DurationMs },
+  { name: "mkfs-timeout", type: "string", describe: "Deadline of mkfs", default: "5m", schema: DurationMs },
+  { name: "mount-timeout", type: "string", describe: "Deadline of one mount or umount", default: "1m", schema: DurationMs },
+  { name: "connect-timeout", type: "string", describe: "Deadline of one nvme connect or disconnect", default: "30s", schema: DurationMs },
+  { name: "device-timeout", type: "string", describe: "How long the block device may take to appear after nvme connect", default: "15s", schema: DurationMs },
+  HOST_NQN_FILE_OPTION,
+  NVME_COMMAND_OPTION,
+  { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
+  { name: "file-dir", type: "string", describe: "Directory of the controller's file backend: loop volumes' backing files must be in it", default: DEFAULTS.fileDir, schema: AbsolutePath },
+  ...NODE_KUBE_OPTIONS,
+] as const satisfies readonly OptionSpec[];
+
+type NodeConfig = ConfigOf<[...typeof COMMON_OPTIONS, ...typeof OPTIONS], "nqn-prefix">;
+
+export const mode: Mode<NodeConfig> = {
   command: "csi-node",
   servesMetrics: true,
   // No default: a guessed prefix is how the Go driver disconnected a node's own system volume.
   required: ["nqn-prefix"],
   describe: "CSI Identity + Node: NVMe/TCP (or loop) attach, check/mkfs/mount, publish on this node",
-  options: [
-    { name: "max-volumes", type: "number", describe: "max_volumes_per_node reported to the CO (0 = no limit)", default: 0, schema: NonNegativeInt },
-    { name: "storm-threshold", type: "number", describe: "Refuse a mount when its source or target already has this many entries", default: DEFAULT_STORM_THRESHOLD, schema: PositiveInt },
-    { name: "storm-total", type: "number", describe: "Refuse all mount work while the mount table has this many entries", default: DEFAULT_STORM_TOTAL, schema: PositiveInt },
-    { name: "probe-timeout", type: "string", describe: "Deadline of a volume stats probe", default: "5s", schema: DurationMs },
-    { name: "health-check-timeout", type: "string", describe: "Deadline of the read-only filesystem check before a first mount", default: "2m", schema: DurationMs },
-    { name: "mountinfo-timeout", type: "string", describe: "Deadline for reading the mount table", default: "10s", schema: DurationMs },
-    { name: "mkfs-timeout", type: "string", describe: "Deadline of mkfs", default: "5m", schema: DurationMs },
-    { name: "mount-timeout", type: "string", describe: "Deadline of one mount or umount", default: "1m", schema: DurationMs },
-    { name: "connect-timeout", type: "string", describe: "Deadline of one nvme connect or disconnect", default: "30s", schema: DurationMs },
-    HOST_NQN_FILE_OPTION,
-    NVME_COMMAND_OPTION,
-    { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
-    { name: "file-dir", type: "string", describe: "Directory of the controller's file backend: loop volumes' backing files must be in it", default: DEFAULTS.fileDir, schema: AbsolutePath },
-    ...NODE_KUBE_OPTIONS,
-  ],
-  async run(ctx: ModeContext) {
+  options: OPTIONS,
+  async run(ctx) {
     const c = ctx.config;
     // The prefix first: nothing is scanned, locked or served before it is known to be safe.
-    const prefix = c.nqnPrefix as string;
-    const policy: NqnPolicy = { prefix, protectedPatterns: (c.protectedNqn as string[] | undefined) ?? [] };
+    const prefix = c.nqnPrefix;
+    const policy: NqnPolicy = { prefix, protectedPatterns: c.protectedNqn };
     const problem = nqnPolicyProblem(policy);
     if (problem) {
       process.stderr.write(`rds-csi csi-node: ${problem}\n`);
       return 2;
     }
-    const stateDir = c.stateDir as string;
+    const stateDir = c.stateDir;
     const unsafe = daemonDirsProblem(c);
     if (unsafe) {
       ctx.log.fatal(`csi-node: ${unsafe}`);
       return 2;
     }
-    const kube = await kubeClientFor(ctx).catch((e: Error) => e);
+    const kube = await kubeClientFor(c, ctx.log).catch((e: Error) => e);
     if (kube instanceof Error) {
       ctx.log.fatal(`csi-node: ${kube.message}`);
       return 2;
@@ -103,58 +110,58 @@ export const mode: Mode = {
     }
     ctx.shutdown.onClose(() => lock.release());
 
-    const nvmeBin = c.nvmeCommand as string;
+    const nvmeBin = c.nvmeCommand;
     const missing = missingTools([nvmeBin, ...REQUIRED_TOOLS]);
     if (missing.length) ctx.log.error({ missing }, "required tools are missing; Probe reports not ready");
-    const sysfsRoot = c.sysfsRoot as string;
+    const sysfsRoot = c.sysfsRoot;
     const multipath = await nativeMultipath(sysfsRoot).catch(() => undefined);
     if (multipath !== true) ctx.log.warn({ multipath: multipath ?? "unknown" }, "nvme_core native multipath is off: controller renumbering on reconnect is more likely (set nvme_core.multipath=Y)");
-    const hostNqn = await readHostNqn(ctx.runner, c.hostNqnFile as string, ctx.log);
+    const hostNqn = await readHostNqn(ctx.runner, c.hostNqnFile, ctx.log);
 
-    const procRoot = c.procRoot as string;
-    const mountinfoMs = c.mountinfoTimeout as number;
-    const kubeletDir = c.kubeletDir as string;
+    const procRoot = c.procRoot;
+    const mountinfoMs = c.mountinfoTimeout;
+    const kubeletDir = c.kubeletDir;
     // Child processes and mount-table reads are counted per RPC and logged at debug level.
     const runner = profilingRunner(ctx.runner);
     const systemNqns = async (signal?: AbortSignal) => {
       const mounts = await readMountinfo({ runner, procRoot, timeoutMs: mountinfoMs, ...(signal ? { signal } : {}) });
       return systemVolumeNqns(sysfsRoot, mounts, { workloadTrees: [kubeletDir], signal });
     };
-    const probes = createProbeRegistry({ timeoutMs: c.probeTimeout as number, log: ctx.log });
+    const probes = createProbeRegistry({ timeoutMs: c.probeTimeout, log: ctx.log });
     ctx.shutdown.onClose(() => probes.close());
-    const nodeName = (c.nodeId as string | undefined) ?? hostname();
+    const nodeName = c.nodeId ?? hostname();
     const records = stagingRecords(stateDir);
     const stale = await records.removeTempFiles().catch(() => []);
     if (stale.length) ctx.log.info({ removed: stale }, "removed temp files of staging records a crash interrupted");
     const service = createNodeService({
-      runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes as number,
+      runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes,
       connectors: {
         "nvme-tcp": createNvmeTcpConnector({
-          runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot as string, policy, systemNqns, nvmeBin,
+          runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot, policy, systemNqns, nvmeBin,
           ...(hostNqn ? { hostNqn } : {}),
-          timeouts: { connectMs: c.connectTimeout as number, disconnectMs: c.connectTimeout as number },
+          timeouts: { connectMs: c.connectTimeout, disconnectMs: c.connectTimeout, deviceSettleMs: c.deviceTimeout },
         }),
         loop: createLoopConnector({ runner, log: ctx.log }),
       },
       records,
       paths: kubeletPaths({ kubeletDir, runner: ctx.runner, log: ctx.log, timeoutMs: 15_000 }),
-      fileDir: c.fileDir as string,
+      fileDir: c.fileDir,
       legacyNqnFor: (id) => (GO_DRIVER_VOLUME_ID.test(id) ? nqnForVolume(prefix, id) : undefined),
       breakers: ctx.breakers, locks: createKeyLock(), probes, procRoot,
-      stormThreshold: c.stormThreshold as number, stormTotal: c.stormTotal as number,
+      stormThreshold: c.stormThreshold, stormTotal: c.stormTotal,
       timeouts: {
-        mountinfoMs, healthCheckMs: c.healthCheckTimeout as number, mkfsMs: c.mkfsTimeout as number,
-        mountMs: c.mountTimeout as number, probeMs: c.probeTimeout as number,
+        mountinfoMs, healthCheckMs: c.healthCheckTimeout, mkfsMs: c.mkfsTimeout,
+        mountMs: c.mountTimeout, probeMs: c.probeTimeout,
       },
     });
     const ready = missing.length === 0;
     const server = await startCsiServer({
-      endpoint: c.endpoint as string,
-      socketMode: c.socketMode as number,
+      endpoint: c.endpoint,
+      socketMode: c.socketMode,
       allowSharedSocketDir: c.allowSharedSocketDir === true,
       handlers: {
         Identity: identityHandlers({
-          driverName: c.driverName as string, version: ctx.version, pluginCapabilities: [],
+          driverName: c.driverName, version: ctx.version, pluginCapabilities: [],
           probe: async () => (ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` }),
         }),
         Node: Object.fromEntries(Object.entries(startNodeKube(ctx, kube, service, nodeName)).map(([method, handler]) => [method, (req: unknown, rpc: unknown) =>
@@ -164,6 +171,6 @@ export const mode: Mode = {
     });
     ctx.shutdown.onClose(() => server.close());
     ctx.log.info({ address: server.address, node_id: nodeName, nqn_prefix: prefix, protected: policy.protectedPatterns }, "csi-node ready");
-    return runDaemon(ctx, { adminSocket: (c.adminSocket as string | undefined) ?? join(stateDir, "admin.sock") });
+    return runDaemon(ctx, { adminSocket: c.adminSocket ?? join(stateDir, "admin.sock") });
   },
 };

@@ -9,6 +9,8 @@ import type { HealthDeps } from "../health/types.ts";
 import { sleep } from "../runtime/deadline.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { parseHostPort } from "../runtime/metric-sink.ts";
+import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
+import type { COMMON_OPTIONS } from "../config/options.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
 const EXIT_CRITICAL = 2;
@@ -16,43 +18,61 @@ export const EXIT_EXPORT_FAILED = 3;
 
 const HttpUrl = v.pipe(v.string(), v.url("must be a URL like http://pushgateway:9091"), v.regex(/^https?:\/\//, "must be an http:// or https:// URL"));
 
-function depsFrom(ctx: ModeContext): HealthDeps {
+const OPTIONS = [
+  { name: "probe-timeout", type: "string", describe: "How long a mount may take to answer before it is reported dead", default: "5s", schema: DurationMs },
+  { name: "probe-concurrency", type: "number", describe: "Probe children running at once", default: 64, schema: PositiveInt },
+  { name: "storm-threshold", type: "number", describe: "Mount entries per source or target above which it is a mount storm", default: 100, schema: PositiveInt },
+  { name: "check-timeout", type: "string", describe: "Deadline of each check (the mounts check gets at least the probe timeout + 10s)", default: "15s", schema: DurationMs },
+  { name: "sample-interval", type: "string", describe: "Sample length for I/O wait and for confirming D-state processes", default: "1s", schema: DurationMs },
+  { name: "kernel-log-window", type: "string", describe: "How far back kernel log errors count as recent", default: "1h", schema: DurationMs },
+  HOST_NQN_FILE_OPTION,
+  NVME_COMMAND_OPTION,
+  { name: "json", type: "boolean", describe: "Print the report as JSON", default: false },
+  { name: "prometheus-textfile", type: "string", describe: "Write metrics to this file atomically (node_exporter textfile collector)", schema: AbsolutePath },
+  { name: "pushgateway", type: "string", describe: "Push metrics to this Prometheus Pushgateway URL", schema: HttpUrl },
+  { name: "watch", type: "string", describe: "Run rounds forever at this interval (e.g. 30s); logs one line per round and per dead mount", schema: DurationMs },
+] as const satisfies readonly OptionSpec[];
+
+type DoctorConfig = ConfigOf<[...typeof COMMON_OPTIONS, ...typeof OPTIONS]>;
+type DoctorContext = ModeContext<DoctorConfig>;
+
+function depsFrom(ctx: DoctorContext): HealthDeps {
   const c = ctx.config;
-  const probeTimeoutMs = c.probeTimeout as number;
+  const probeTimeoutMs = c.probeTimeout;
   return {
     runner: ctx.runner,
     log: ctx.log,
-    sysfsRoot: c.sysfsRoot as string,
-    procRoot: c.procRoot as string,
-    devRoot: c.devRoot as string,
-    stateDir: c.stateDir as string,
-    kubeletDir: c.kubeletDir as string,
-    ...(c.nqnPrefix ? { nqnPrefix: c.nqnPrefix as string } : {}),
-    protectedNqns: (c.protectedNqn as string[] | undefined) ?? [],
-    hostnqnFile: c.hostNqnFile as string,
-    nvmeCommand: c.nvmeCommand as string,
-    probes: createProbeRegistry({ timeoutMs: probeTimeoutMs, concurrency: c.probeConcurrency as number, log: ctx.log }),
+    sysfsRoot: c.sysfsRoot,
+    procRoot: c.procRoot,
+    devRoot: c.devRoot,
+    stateDir: c.stateDir,
+    kubeletDir: c.kubeletDir,
+    ...(c.nqnPrefix ? { nqnPrefix: c.nqnPrefix } : {}),
+    protectedNqns: [...c.protectedNqn],
+    hostnqnFile: c.hostNqnFile,
+    nvmeCommand: c.nvmeCommand,
+    probes: createProbeRegistry({ timeoutMs: probeTimeoutMs, concurrency: c.probeConcurrency, log: ctx.log }),
     probeTimeoutMs,
-    stormThreshold: c.stormThreshold as number,
-    sampleMs: c.sampleInterval as number,
-    kernelLogWindowMs: c.kernelLogWindow as number,
+    stormThreshold: c.stormThreshold,
+    sampleMs: c.sampleInterval,
+    kernelLogWindowMs: c.kernelLogWindow,
   };
 }
 
 /** Exports never change the verdict's severity, but a failed export must not pass silently. */
-async function exportReport(ctx: ModeContext, report: Report): Promise<boolean> {
+async function exportReport(ctx: DoctorContext, report: Report): Promise<boolean> {
   const text = renderPrometheus(report);
   let ok = true;
-  const file = ctx.config.prometheusTextfile as string | undefined;
+  const file = ctx.config.prometheusTextfile;
   if (file) {
     try { writeTextfile(file, text); } catch (e) {
       ok = false;
       ctx.log.error({ path: file, err: errorMessage(e) }, "could not write the Prometheus textfile");
     }
   }
-  const gateway = ctx.config.pushgateway as string | undefined;
+  const gateway = ctx.config.pushgateway;
   if (gateway) {
-    try { await pushMetrics(gateway, text, { timeoutMs: 5000, ...(ctx.config.nodeId ? { instance: ctx.config.nodeId as string } : {}) }); } catch (e) {
+    try { await pushMetrics(gateway, text, { timeoutMs: 5000, ...(ctx.config.nodeId ? { instance: ctx.config.nodeId } : {}) }); } catch (e) {
       ok = false;
       ctx.log.error({ url: gateway, err: errorMessage(e) }, "could not push to the Pushgateway");
     }
@@ -60,7 +80,7 @@ async function exportReport(ctx: ModeContext, report: Report): Promise<boolean> 
   return ok;
 }
 
-function logRound(ctx: ModeContext, r: Report) {
+function logRound(ctx: DoctorContext, r: Report) {
   const line = `Checked ${r.mounts.total} mounts; ${r.mounts.dead.length} are dead`;
   const problems = r.findings.filter((f) => f.severity === "warning" || f.severity === "critical")
     .map((f) => ({ check: f.check, class: f.class, severity: f.severity, message: f.message }));
@@ -69,11 +89,11 @@ function logRound(ctx: ModeContext, r: Report) {
   for (const d of r.mounts.dead) ctx.log.error({ path: d.path, reason: d.reason, dead_since: new Date(d.sinceMs).toISOString() }, `Mount failed health-check: ${d.path}`);
 }
 
-async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Promise<number> {
+async function watch(ctx: DoctorContext, deps: HealthDeps, intervalMs: number): Promise<number> {
   const checks = createChecks();
-  const checkTimeoutMs = ctx.config.checkTimeout as number;
+  const checkTimeoutMs = ctx.config.checkTimeout;
   let last: Report | undefined;
-  const address = ctx.config.metricsAddress as string | undefined;
+  const address = ctx.config.metricsAddress;
   if (address) {
     const { hostname, port } = parseHostPort(address);
     const server = Bun.serve({
@@ -110,34 +130,21 @@ async function watch(ctx: ModeContext, deps: HealthDeps, intervalMs: number): Pr
   return ctx.shutdown.shutdown("doctor watch stopped");
 }
 
-export const mode: Mode = {
+export const mode: Mode<DoctorConfig> = {
   command: "doctor",
   logToStderr: true,
   servesMetrics: true,
   describe: "Health report of this node: every mount probed without hanging, mount storms, NVMe, kernel, resources, breakers. Exit 0 healthy, 1 warnings, 2 critical, 3 the metrics could not be exported (textfile or Pushgateway)",
-  options: [
-    { name: "probe-timeout", type: "string", describe: "How long a mount may take to answer before it is reported dead", default: "5s", schema: DurationMs },
-    { name: "probe-concurrency", type: "number", describe: "Probe children running at once", default: 64, schema: PositiveInt },
-    { name: "storm-threshold", type: "number", describe: "Mount entries per source or target above which it is a mount storm", default: 100, schema: PositiveInt },
-    { name: "check-timeout", type: "string", describe: "Deadline of each check (the mounts check gets at least the probe timeout + 10s)", default: "15s", schema: DurationMs },
-    { name: "sample-interval", type: "string", describe: "Sample length for I/O wait and for confirming D-state processes", default: "1s", schema: DurationMs },
-    { name: "kernel-log-window", type: "string", describe: "How far back kernel log errors count as recent", default: "1h", schema: DurationMs },
-    HOST_NQN_FILE_OPTION,
-    NVME_COMMAND_OPTION,
-    { name: "json", type: "boolean", describe: "Print the report as JSON", default: false },
-    { name: "prometheus-textfile", type: "string", describe: "Write metrics to this file atomically (node_exporter textfile collector)", schema: AbsolutePath },
-    { name: "pushgateway", type: "string", describe: "Push metrics to this Prometheus Pushgateway URL", schema: HttpUrl },
-    { name: "watch", type: "string", describe: "Run rounds forever at this interval (e.g. 30s); logs one line per round and per dead mount", schema: DurationMs },
-  ],
+  options: OPTIONS,
   async run(ctx) {
     const deps = depsFrom(ctx);
-    const interval = ctx.config.watch as number | undefined;
+    const interval = ctx.config.watch;
     if (interval !== undefined) {
       if (interval <= 0) { process.stderr.write("watch: interval must be greater than 0\n"); return 2; }
       return watch(ctx, deps, interval);
     }
     try {
-      const report = await runRound(createChecks(), deps, { checkTimeoutMs: ctx.config.checkTimeout as number, signal: ctx.shutdown.signal });
+      const report = await runRound(createChecks(), deps, { checkTimeoutMs: ctx.config.checkTimeout, signal: ctx.shutdown.signal });
       if (ctx.config.json) process.stdout.write(JSON.stringify(report, null, 2) + "\n");
       else process.stdout.write(renderTable(report, Boolean(process.stdout.isTTY) && !process.env.NO_COLOR));
       const exported = await exportReport(ctx, report);

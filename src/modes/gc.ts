@@ -15,6 +15,8 @@ import { attachmentsFromKubernetes } from "../gc/allowed-hosts.ts";
 import type { KubeClient } from "../k8s/client.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { acquireLock, readLock, type HeldLock } from "../runtime/lockfile.ts";
+import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
+import type { COMMON_OPTIONS } from "../config/options.ts";
 import type { Mode, ModeContext } from "./types.ts";
 
 export const EXIT_NOTHING = 0;
@@ -31,11 +33,27 @@ const DESCRIBE = [
   "timed out or not run (SIGTERM), 2 error before acting.",
 ].join("\n");
 
+const OPTIONS = [
+  { name: "force", type: "boolean", describe: "Act on the plan (default: only show it)", default: false },
+  { name: "json", type: "boolean", describe: "Print JSON instead of a table", default: false },
+  { name: "verbose", type: "boolean", describe: "Also list what was left alone and why", default: false },
+  { name: "step-timeout", type: "string", describe: "Deadline of each step and each read (a step that misses it is not retried in this run)", default: "10s", schema: DurationMs },
+  { name: "grace", type: "string", describe: "Backend disks younger than this are never collected", default: "5m", schema: DurationMs },
+  { name: "ignore-lock", type: "boolean", describe: "With --force: act although a live csi-node holds its lock (logged as a warning)", default: false },
+  { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
+  NVME_COMMAND_OPTION,
+  ...BACKEND_OPTIONS,
+  ...KUBE_OPTIONS,
+] as const satisfies readonly OptionSpec[];
+
+type GcConfig = ConfigOf<[...typeof COMMON_OPTIONS, ...typeof OPTIONS], "nqn-prefix">;
+type GcContext = ModeContext<GcConfig>;
+
 /** The cluster's facts gc asks for: referenced volumes and (with a backend) attachments; one client, made on first use. */
-function clusterSources(ctx: ModeContext, timeoutMs: number): Pick<FactDeps, "referenced" | "attachments"> {
+function clusterSources(ctx: GcContext, timeoutMs: number): Pick<FactDeps, "referenced" | "attachments"> {
   let client: Promise<KubeClient | null> | undefined;
-  const kube = () => (client ??= kubeClientFor(ctx));
-  const given = ctx.config.referencedVolumes as string[] | undefined;
+  const kube = () => (client ??= kubeClientFor(ctx.config, ctx.log));
+  const given = ctx.config.referencedVolumes;
   return {
     referenced: given !== undefined ? () => referencedFromOption(given, timeoutMs) : async () => {
       const c = await kube();
@@ -55,8 +73,8 @@ function clusterSources(ctx: ModeContext, timeoutMs: number): Pick<FactDeps, "re
  * node must not fail); acting needs the node plugin stopped, because a volume it is staging right
  * now looks exactly like a leak. Stale locks are reported, and gc runs alone.
  */
-function takeLocks(ctx: ModeContext, notes: Notes): HeldLock | number {
-  const stateDir = ctx.config.stateDir as string;
+function takeLocks(ctx: GcContext, notes: Notes): HeldLock | number {
+  const stateDir = ctx.config.stateDir;
   const nodeLock = readLock(join(stateDir, "csi-node.lock"));
   if (nodeLock?.alive) {
     const who = `csi-node (pid ${nodeLock.pid}, since ${nodeLock.startedAt}) holds ${join(stateDir, "csi-node.lock")}`;
@@ -82,11 +100,11 @@ function takeLocks(ctx: ModeContext, notes: Notes): HeldLock | number {
   }
 }
 
-async function run(ctx: ModeContext): Promise<number> {
+async function run(ctx: GcContext): Promise<number> {
   const cfg = ctx.config;
   const notes: Notes = { warnings: [] };
-  const stepTimeoutMs = cfg.stepTimeout as number;
-  const policy = { prefix: cfg.nqnPrefix as string, protectedPatterns: (cfg.protectedNqn as string[] | undefined) ?? [] };
+  const stepTimeoutMs = cfg.stepTimeout;
+  const policy = { prefix: cfg.nqnPrefix, protectedPatterns: cfg.protectedNqn };
   const policyProblem = nqnPolicyProblem(policy);
   if (policyProblem) {
     process.stderr.write(`rds-csi gc: ${policyProblem}\n`);
@@ -104,14 +122,14 @@ async function run(ctx: ModeContext): Promise<number> {
   if (typeof lock === "number") return lock;
   try {
     const factDeps: FactDeps = {
-      runner: ctx.runner, log: ctx.log, policy, driverName: cfg.driverName as string,
-      sysfsRoot: cfg.sysfsRoot as string, procRoot: cfg.procRoot as string,
-      kubeletDir: cfg.kubeletDir as string, stateDir: cfg.stateDir as string,
-      ownedFileDirs: [cfg.fileDir as string],
+      runner: ctx.runner, log: ctx.log, policy, driverName: cfg.driverName,
+      sysfsRoot: cfg.sysfsRoot, procRoot: cfg.procRoot,
+      kubeletDir: cfg.kubeletDir, stateDir: cfg.stateDir,
+      ownedFileDirs: [cfg.fileDir],
       timeoutMs: stepTimeoutMs, probeTimeoutMs: stepTimeoutMs,
       ...(backend ? { backend } : {}),
       ...clusterSources(ctx, stepTimeoutMs),
-      slotPrefix: VOLUME_PREFIX, graceMs: cfg.grace as number,
+      slotPrefix: VOLUME_PREFIX, graceMs: cfg.grace,
     };
     let facts;
     try {
@@ -131,7 +149,7 @@ async function run(ctx: ModeContext): Promise<number> {
     let running = true;
     ctx.shutdown.install((code) => { if (running) process.exit(code); });
     const results: ItemResult[] = await ctx.shutdown.track("gc", "force", () => executePlan(thePlan.candidates, {
-      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeCommand as string,
+      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeCommand,
       recheck: freshPlanRecheck(factDeps, facts.referenced, facts.attachments),
       ...(backend ? { backend } : {}),
       stop: ctx.shutdown.signal,
@@ -146,22 +164,11 @@ async function run(ctx: ModeContext): Promise<number> {
   }
 }
 
-export const mode: Mode = {
+export const mode: Mode<GcConfig> = {
   command: "gc",
   describe: DESCRIBE,
   logToStderr: true,
   required: ["nqn-prefix"],
-  options: [
-    { name: "force", type: "boolean", describe: "Act on the plan (default: only show it)", default: false },
-    { name: "json", type: "boolean", describe: "Print JSON instead of a table", default: false },
-    { name: "verbose", type: "boolean", describe: "Also list what was left alone and why", default: false },
-    { name: "step-timeout", type: "string", describe: "Deadline of each step and each read (a step that misses it is not retried in this run)", default: "10s", schema: DurationMs },
-    { name: "grace", type: "string", describe: "Backend disks younger than this are never collected", default: "5m", schema: DurationMs },
-    { name: "ignore-lock", type: "boolean", describe: "With --force: act although a live csi-node holds its lock (logged as a warning)", default: false },
-    { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
-    NVME_COMMAND_OPTION,
-    ...BACKEND_OPTIONS,
-    ...KUBE_OPTIONS,
-  ],
+  options: OPTIONS,
   run,
 };

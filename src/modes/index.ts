@@ -5,7 +5,8 @@ import type { Mode } from "./types.ts";
  * runs (the build splits chunks, so csi-node never evaluates — or even maps — the controller's
  * backends, gc or doctor, and gc/doctor never load gRPC). main.ts builds the CLI from these.
  */
-const LOADERS: Record<string, () => Promise<Mode>> = {
+// Each mode is typed by its own config; the CLI hands every one the config its own options parsed into.
+const LOADERS: Record<string, () => Promise<Mode<any>>> = {
   breaker: async () => (await import("./breaker.ts")).mode,
   "csi-controller": async () => (await import("./csi-controller.ts")).mode,
   "csi-node": async () => (await import("./csi-node.ts")).mode,

@@ -1,10 +1,11 @@
-import type { OptionSpec } from "../config/option-spec.ts";
+import type { Config, OptionSpec } from "../config/option-spec.ts";
 import type { ModeContext } from "../runtime/mode-context.ts";
 
 export type { Config, OptionSpec, OptionType } from "../config/option-spec.ts";
 export type { ModeContext } from "../runtime/mode-context.ts";
 
-export interface Mode {
+/** A mode of the binary; `C` is its config type (ConfigOf its options), parsed once by the CLI. */
+export interface Mode<C = Config> {
   command: string;
   describe: string;
   options: readonly OptionSpec[];
@@ -17,5 +18,5 @@ export interface Mode {
   /** Serves /metrics when --metrics-address is set: only then is prom-client loaded. */
   servesMetrics?: boolean;
   /** Long-running modes install signal handlers; one-shot modes may not need them. */
-  run(ctx: ModeContext): Promise<number>;
+  run(ctx: ModeContext<C>): Promise<number>;
 }

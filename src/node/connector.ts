@@ -35,8 +35,17 @@ export interface Connector {
   find(volume: VolumeTarget, signal?: AbortSignal): Promise<AttachedDevice | null>;
   /** Idempotent: a volume that is not attached is success. */
   detach(volume: VolumeTarget, signal?: AbortSignal): Promise<void>;
-  /** Make the kernel re-read the device size after the backend grew it. */
-  refreshSize?(volume: VolumeTarget, signal?: AbortSignal): Promise<void>;
+  /**
+   * Make the kernel re-read the device size after the backend grew it. With `minBytes`, waits
+   * (within the connector's own deadline) until the device reports at least that size, for
+   * transports whose re-read completes asynchronously.
+   */
+  refreshSize?(volume: VolumeTarget, signal?: AbortSignal, minBytes?: number): Promise<void>;
+  /**
+   * Whether the transport under an attached volume can carry I/O now (an NVMe controller that is
+   * not `live` cannot). Null when the connector has nothing to say beyond the device existing.
+   */
+  transportProblem?(volume: VolumeTarget, signal?: AbortSignal): Promise<string | null>;
 }
 
 export type Connectors = Record<Transport, Connector>;

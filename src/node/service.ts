@@ -15,7 +15,7 @@ import type { KubeletPaths } from "./kubelet-paths.ts";
 import { parseCapability, requireString, SINGLE_WRITER_MODES, type Capability } from "./requests.ts";
 import type { StagingRecord, StagingRecords } from "./staging-records.ts";
 import { parseVolumeContext } from "./volume-context.ts";
-import { filesystemStats } from "./volume-stats.ts";
+import { filesystemStats, withTransportProblem } from "./volume-stats.ts";
 import { crashPoint } from "../runtime/crash-points.ts";
 
 export const TOPOLOGY_KEY = "topology.rds.csi.srvlab.io/node";
@@ -526,7 +526,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     const { record } = await knownPath(volumeId, req, "volume_path");
     return exclusive(volumeId, "NodeExpandVolume", async () => {
       const connector = deps.connectors[record.transport];
-      await connector.refreshSize?.(targetOf(record));
+      await connector.refreshSize?.(targetOf(record), undefined, required > 0 ? required : undefined);
       const device = await connector.find(targetOf(record));
       if (!device) throw notFound(`volume ${volumeId} has no device on this node`);
       const size = device.sizeBytes ?? 0;
@@ -544,15 +544,18 @@ export function createNodeService(deps: NodeServiceDeps) {
   async function NodeGetVolumeStats(req: Req) {
     const volumeId = requireString(req, "volume_id");
     const { record, path: volumePath } = await knownPath(volumeId, req, "volume_path");
+    const connector = deps.connectors[record.transport];
+    const transport = connector.transportProblem?.(targetOf(record)).catch((e) => `transport state unreadable: ${(e as Error).message}`) ?? null;
     if (record.access_type === "block") {
-      const device = await deps.connectors[record.transport].find(targetOf(record));
+      const device = await connector.find(targetOf(record));
       if (!device) return { usage: [], volume_condition: { abnormal: true, message: "the volume's device is not attached" } };
-      return {
+      return withTransportProblem({
         usage: [{ unit: "BYTES", total: device.sizeBytes ?? 0, available: 0, used: 0 }],
         volume_condition: { abnormal: false, message: "device attached" },
-      };
+      }, await transport);
     }
-    return filesystemStats(deps.probes, volumePath, t.probeMs);
+    const [stats, problem] = await Promise.all([filesystemStats(deps.probes, volumePath, t.probeMs), transport]);
+    return withTransportProblem(stats, problem);
   }
 
   return {

@@ -29,3 +29,13 @@ export async function filesystemStats(probes: ProbeRegistry, path: string, timeo
     volume_condition: { abnormal: false, message: "healthy" },
   };
 }
+
+/**
+ * A mounted filesystem can answer statfs from memory while the transport under it is gone (an NVMe
+ * controller reconnecting): the transport's problem makes the volume abnormal whatever statfs said.
+ */
+export function withTransportProblem<T extends { volume_condition: VolumeCondition }>(stats: T, problem: string | null): T {
+  if (!problem) return stats;
+  const also = stats.volume_condition.abnormal ? `; ${stats.volume_condition.message}` : "";
+  return { ...stats, volume_condition: { abnormal: true, message: `${problem}${also}` } };
+}

@@ -5,7 +5,7 @@ import { failedPrecondition, internal, unavailable } from "../runtime/errors.ts"
 import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { AttachedDevice, Connector, VolumeTarget } from "../node/connector.ts";
-import { lookupNqn, type NqnLookup } from "./sysfs.ts";
+import { lookupNqn, type NqnLookup, type NvmeSubsystem } from "./sysfs.ts";
 
 export interface NvmeTcpDeps {
   runner: Runner;
@@ -28,9 +28,13 @@ export interface NvmeTcpTimeouts {
   /** How long a block device may take to appear after a successful connect. */
   deviceSettleMs: number;
   pollMs: number;
+  /** One `nvme ns-rescan`. */
+  rescanMs: number;
+  /** How long a rescanned namespace may take to show its new size (the rescan only queues the scan). */
+  rescanSettleMs: number;
 }
 
-const DEFAULTS: NvmeTcpTimeouts = { connectMs: 30_000, disconnectMs: 30_000, sysfsMs: 5_000, deviceSettleMs: 15_000, pollMs: 200 };
+const DEFAULTS: NvmeTcpTimeouts = { connectMs: 30_000, disconnectMs: 30_000, sysfsMs: 5_000, deviceSettleMs: 15_000, pollMs: 200, rescanMs: 10_000, rescanSettleMs: 5_000 };
 const ALREADY = /already connected|already in progress|EALREADY/i;
 
 /**
@@ -49,6 +53,18 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
   const nqnOf = (v: VolumeTarget) => {
     if (!v.nqn) throw internal(`volume ${v.volumeId} has no NQN recorded`);
     return v.nqn;
+  };
+
+  /**
+   * A namespace device outlives its controller's connection: while the kernel reconnects
+   * (`connecting`, `resetting`) the device is there but every I/O on it waits, up to ctrl_loss_tmo
+   * or forever. Null when a controller is live; otherwise what the controllers are doing.
+   */
+  const notLive = (s: NvmeSubsystem): string | null => {
+    if (s.controllers.some((c) => c.state === "live")) return null;
+    // The kernel deleted the controller (ctrl_loss_tmo passed); a mounted namespace lingers until closed.
+    if (s.controllers.length === 0) return "has no NVMe controller left (the kernel stopped reconnecting: ctrl_loss_tmo passed); I/O on the volume fails";
+    return `has no live NVMe controller (${s.controllers.map((c) => `${c.name} is ${c.state}`).join(", ")}); I/O on the volume waits until the kernel reconnects or gives up (ctrl_loss_tmo)`;
   };
 
   async function gate(nqn: string, action: string, signal?: AbortSignal) {
@@ -97,7 +113,15 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
       // Checked even when already connected: a system volume must never be handed to a pod.
       await gate(nqn, "connect", signal);
       let l = await lookup(nqn, signal);
-      if (l.state === "found") return toDevice(l);
+      if (l.state === "found") {
+        const problem = notLive(l.subsystem);
+        if (problem) {
+          // blkid or fsck on this device would sit in D state until the kernel gives up; leave it alone.
+          log.warn({ problem, device: l.namespace.name }, "leftover connection is not live; not touching its device");
+          throw unavailable(`${nqn} ${problem}; not touching /dev/${l.namespace.name}; retry later or see rds-csi doctor and rds-csi gc`);
+        }
+        return toDevice(l);
+      }
       let reconnected = false;
       if (l.state === "orphaned") {
         log.warn({ subsystem: l.subsystem.name }, "subsystem present without a block device; disconnecting to reconnect once");
@@ -117,6 +141,33 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
       // Fail dumb: the connection stays; gc decides about it later.
       log.error({ state: l.state, gc_would: `disconnect ${nqn} (nvme disconnect -n ${nqn})` }, "no block device after connect; leaving the connection in place");
       throw unavailable(`connected to ${nqn} but no block device appeared within ${t.deviceSettleMs} ms (subsystem ${l.state}); left in place, see rds-csi gc`);
+    },
+
+    async refreshSize(v, signal, minBytes) {
+      const nqn = nqnOf(v);
+      const l = await lookup(nqn, signal);
+      if (l.state !== "found") return;
+      // Without an asynchronous event from the target the kernel keeps the old size until asked.
+      for (const c of l.subsystem.controllers.filter((c) => c.state === "live")) {
+        const r = await deps.runner(bin, ["ns-rescan", join(deps.devRoot, c.name)], { timeoutMs: t.rescanMs, signal, log: deps.log, logLevel: "info" });
+        if (!ok(r)) throw unavailable(`nvme ns-rescan of ${c.name} (${nqn}) failed: ${describeFailure(r)}`);
+      }
+      if (!minBytes) return;
+      // The rescan ioctl only queues the kernel's scan work; the size changes when it has run.
+      const until = Date.now() + t.rescanSettleMs;
+      for (;;) {
+        const now = await lookup(nqn, signal);
+        if (now.state !== "found" || (now.namespace.sizeBytes ?? 0) >= minBytes || Date.now() >= until) return;
+        await sleep(t.pollMs, signal);
+      }
+    },
+
+    async transportProblem(v, signal) {
+      const nqn = nqnOf(v);
+      const l = await lookup(nqn, signal);
+      if (l.state === "absent") return `${nqn} is not connected`;
+      const problem = notLive(l.subsystem);
+      return problem ? `${nqn} ${problem}` : null;
     },
 
     async detach(v, signal) {

@@ -6,10 +6,11 @@ import type { Metrics } from "./metric-sink.ts";
 import type { ShutdownCoordinator } from "./shutdown.ts";
 
 /** The process-wide services a mode runs with, built once from its validated config. */
-export interface ModeContext {
+export interface ModeContext<C = Config> {
   /** The mode this process runs (csi-node, gc, …): logs and the admin socket's /status report it. */
   mode: string;
-  config: Config;
+  /** Every option parsed and validated once, typed by the mode's own option list (ConfigOf). */
+  config: C;
   log: Logger;
   runner: Runner & RunnerStats;
   breakers: BreakerRegistry;

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import type { OptionSpec } from "../../src/config/option-spec.ts";
 import { readFileSync, readdirSync } from "node:fs";
 import { join, posix, resolve } from "node:path";
 import * as v from "valibot";
@@ -243,7 +244,7 @@ describe("configuration from the environment", () => {
   for (const [kind, name] of [["DaemonSet", "rds-csi-node"], ["Deployment", "rds-csi-controller"]] as const) {
     test(`${name}: every RDS_CSI_* value passes the binary's own validation of that option`, () => {
       const c = container(one(kind, name), "rds-csi");
-      const specs = [...COMMON_OPTIONS, ...(byMode.get(c.args[0]) ?? [])];
+      const specs: readonly OptionSpec[] = [...COMMON_OPTIONS, ...(byMode.get(c.args[0]) ?? [])];
       const problems: string[] = [];
       let checked = 0;
       for (const e of c.env as Obj[]) {

@@ -121,6 +121,30 @@ describe("kernel log", () => {
     expect(lines[1]).toContain("XFS (nvme1n1)");
   });
 
+  test("an NVMe/TCP outage the kernel reconnected from is not a storage error; an I/O error next to it is", async () => {
+    const procRoot = tmp("proc-");
+    const devRoot = tmp("dev-");
+    makeFakeProc(procRoot, { uptimeSeconds: 10_000 });
+    // Lines as Debian's 6.1 kernel printed them in the VM suite (port removed, restored; a reconnecting controller disconnected).
+    const outage = [
+      "4,1,9000000000,-;nvme nvme0: starting error recovery",
+      "6,2,9000100000,-;nvme nvme0: Reconnecting in 2 seconds...",
+      "3,3,9002000000,-;nvme nvme0: failed to connect socket: -111",
+      "6,4,9002000100,-;nvme nvme0: Failed reconnect attempt 1",
+      "6,5,9002000200,-;block nvme0n1: no usable path - requeuing I/O",
+      "6,6,9004000000,-;nvme nvme0: Successfully reconnected (2 attempt)",
+      "4,7,9005000000,-;nvme nvme1: Property Set error: 880, offset 0x14",
+    ];
+    writeFileSync(join(devRoot, "kmsg"), `${outage.join("\n")}\n`);
+    const quiet = byClass(await run(kernelLogCheck, deps({ procRoot, devRoot })), "kernel_log_errors");
+    expect(quiet.severity).toBe("ok");
+    expect((quiet.details as { reconnect_lines: number }).reconnect_lines).toBe(7);
+    writeFileSync(join(devRoot, "kmsg"), `${[...outage, "3,8,9006000000,-;blk_update_request: I/O error, dev nvme0n1, sector 2048 op 0x1:(WRITE)"].join("\n")}\n`);
+    const hurt = byClass(await run(kernelLogCheck, deps({ procRoot, devRoot })), "kernel_log_errors");
+    expect(hurt.severity).toBe("warning");
+    expect((hurt.details as { lines: string[] }).lines).toEqual(["[9006.000] blk_update_request: I/O error, dev nvme0n1, sector 2048 op 0x1:(WRITE)"]);
+  });
+
   test("a quiet log is ok", async () => {
     const procRoot = tmp("proc-");
     const devRoot = tmp("dev-");

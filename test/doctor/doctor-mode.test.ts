@@ -71,20 +71,22 @@ function healthyNode(mountPoints: string[]) {
 }
 
 function context(node: ReturnType<typeof healthyNode>, extra: Record<string, unknown> = {}) {
-  const config: Record<string, unknown> = {
+  // Typed loosely on purpose: a hand-made config with durations already in ms.
+  const config: any = {
     logLevel: "info", logFormat: "json", breakerThreshold: 3, breakerOpen: 60_000, breakerMaxOpen: 1_800_000, shutdownGrace: 5000,
     sysfsRoot: node.sysfsRoot, procRoot: node.procRoot, devRoot: node.devRoot, stateDir: node.stateDir, kubeletDir: "/var/lib/kubelet",
-    protectedNqn: [], hostnqnFile: node.hostnqnFile, probeTimeout: 1000, probeConcurrency: 8, stormThreshold: 100,
+    protectedNqn: [], hostNqnFile: node.hostnqnFile, nvmeCommand: "nvme", probeTimeout: 1000, probeConcurrency: 8, stormThreshold: 100,
     checkTimeout: 10_000, sampleInterval: 100, kernelLogWindow: 3_600_000, json: true, prometheusTextfile: node.textfile,
     ...extra,
   };
   const cap = captureLogger("info");
-  const ctx: ModeContext = { ...createRuntime(config, { mode: "doctor", version: "test", logToStderr: true }), log: cap.log };
+  // A hand-made config (durations already in ms), typed as the mode's own: the loader is tested elsewhere.
+  const ctx: ModeContext<any> = { ...createRuntime(config, { mode: "doctor", version: "test", logToStderr: true }), log: cap.log };
   return { ctx, cap };
 }
 
 /** Runs the mode with stdout captured. */
-async function runMode(ctx: ModeContext): Promise<{ code: number; out: string }> {
+async function runMode(ctx: ModeContext<any>): Promise<{ code: number; out: string }> {
   const chunks: string[] = [];
   const write = process.stdout.write.bind(process.stdout);
   process.stdout.write = ((c: string | Uint8Array) => { chunks.push(String(c)); return true; }) as typeof process.stdout.write;

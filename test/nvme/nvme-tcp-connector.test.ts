@@ -127,6 +127,24 @@ describe("nvme-tcp connector", () => {
     expect(await findNamespaceByNqn(s.sysfs, PVC)).toBeNull();
     expect(s.fakeCalls().map((l) => l.split(" ")[0])).toEqual(["connect", "disconnect"]);
   });
+
+  // The real-kernel side of these is test/vm/leftover.test.ts and outage.test.ts.
+  test("a leftover connection whose controllers are not live is UNAVAILABLE at attach and nothing runs", async () => {
+    const s = setup();
+    makeFakeSysfs(s.sysfs, [{ nqn: PVC, controllers: [{ state: "connecting" }], namespaces: [{ dev: "259:3" }] }]);
+    const err = await s.connector.attach(vol()).catch((e) => e);
+    expect(err.kind).toBe("unavailable");
+    expect(err.message).toContain("nvme0 is connecting");
+    expect(s.fakeCalls()).toEqual([]);
+    expect(await s.connector.transportProblem!(vol())).toContain("has no live NVMe controller (nvme0 is connecting)");
+  });
+
+  test("transport problem: none while a controller is live; named when none is left or nothing is connected", async () => {
+    const s = setup();
+    expect(await s.connector.transportProblem!(vol())).toBe(`${PVC} is not connected`);
+    makeFakeSysfs(s.sysfs, [{ nqn: PVC, controllers: [{ state: "live" }, { state: "connecting" }], namespaces: [{ dev: "259:4" }], multipathStyle: true }]);
+    expect(await s.connector.transportProblem!(vol())).toBeNull();
+  });
 });
 
 describe("property: no disconnect outside the gate", () => {

@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { DiskExporter } from "./real-export.ts";
 
 /**
  * A RouterOS 7 REST look-alike over HTTPS on 127.0.0.1, covering the surface the routeros backend
@@ -73,6 +74,8 @@ export interface SimOptions {
   copyRowAppears?: "at-once" | "when-done";
   /** Detail of the 400 answering an add of an existing slot (default RouterOS's `failure: already have such slot`). */
   duplicateDetail?: string;
+  /** Real export mode (real-export.ts): rows with nvme-tcp-export become kernel NVMe/TCP targets. */
+  exporter?: DiskExporter;
 }
 
 type Row = Record<string, string>;
@@ -201,10 +204,12 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
     // A copy's data arrives while the add runs: its file is there at once, full size only when done.
     addFile(row["file-path"]!, source ? 0 : size);
     refreshPool();
+    opts.exporter?.added(row, source);
     return { status: 200, body: row };
   }
 
   function setDisk(row: Row, body: Row): { status: number; body: unknown } {
+    const before = { ...row };
     for (const k of Object.keys(body)) {
       if (k === ".id") continue;
       if (!SET_FIELDS.has(k) || (k === "comment" && !has.comment)) return badRequest(`unknown parameter ${k}`);
@@ -223,6 +228,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       if (body[k] !== undefined) row[k] = k === "nvme-tcp-export" ? (body[k] === "yes" || body[k] === "true" ? "true" : "false") : body[k]!;
     }
     refreshPool();
+    opts.exporter?.changed(row, before);
     return { status: 200, body: row };
   }
 
@@ -253,6 +259,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       const i = table.findIndex((r) => r[".id"] === id);
       if (i < 0) return err(404, "Not Found", "no such item");
       if (table === disks && table[i] === pool) return badRequest("cannot remove storage pool");
+      if (table === disks) opts.exporter?.removed(table[i]!);
       table.splice(i, 1);
       refreshPool();
       return { status: 204 };
@@ -362,6 +369,7 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
         disks.push(row);
         if (row["file-path"]) addFile(row["file-path"], Number(row["file-size"] ?? 0));
         refreshPool();
+        opts.exporter?.added(row);
         return { ...row };
       },
       poolFree: () => free(),
