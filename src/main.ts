@@ -18,8 +18,11 @@ if (args.length === 1 && args[0] === "version") {
  * in well under a millisecond. JSC reads its options only from the environment at start-up, so the
  * compiled binary re-executes itself once with the JIT off (same pid: execve). An operator who
  * sets BUN_JSC_useJIT (e.g. =1) decides instead. Figures: scripts/bench-startup.ts.
+ * Only the daemons: gc and doctor run once and are CPU-bound while they scan (thousands of mounts,
+ * sysfs under a deadline), where the interpreter made doctor miss its 5 s scan deadline in the VM.
  */
-if (process.env.BUN_JSC_useJIT === undefined && isCompiledBinary()) {
+const DAEMONS = new Set(["csi-node", "csi-controller"]);
+if (process.env.BUN_JSC_useJIT === undefined && DAEMONS.has(args[0] ?? "") && isCompiledBinary()) {
   try {
     process.execve!(process.execPath, [process.execPath, ...args], { ...process.env, BUN_JSC_useJIT: "0" });
   } catch {

@@ -148,8 +148,9 @@ export function loadConfig<S extends readonly OptionSpec[]>(input: LoadInput<S>)
       raw = spec.default;
     }
     if (raw === undefined) continue;
-    // `--max-volumes=` once meant 0: an option given without a value is a mistake, not a default.
-    if (source !== "default" && (raw === "" || (Array.isArray(raw) && raw.some((x) => x === "")))) {
+    // `--max-volumes=` once meant 0: a single value given empty is a mistake, not a default. A list
+    // given empty is an empty list (`--referenced-volumes ""`: no volume is referenced).
+    if (source !== "default" && spec.type !== "array" && raw === "") {
       throw new ConfigError(`option --${spec.name} (${where}): an empty value is not allowed`);
     }
 

@@ -14,10 +14,8 @@ import { kubeletPaths } from "../node/kubelet-paths.ts";
 import { DEFAULTS } from "../config/defaults.ts";
 import { HOST_NQN_FILE_OPTION, NVME_COMMAND_OPTION } from "../config/options.ts";
 import { daemonDirsProblem } from "../runtime/daemon-dirs.ts";
-import { nqnForVolume } from "../backends/ids.ts";
+import { isVolumeId, nqnForVolume } from "../backends/ids.ts";
 
-/** Volume ids of the Go driver: its NQN is the managed prefix plus the id's uuid. */
-const GO_DRIVER_VOLUME_ID = /^pvc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 import { stagingRecords } from "../node/staging-records.ts";
 import { createNvmeTcpConnector } from "../nvme/nvme-tcp-connector.ts";
 import { nativeMultipath } from "../nvme/sysfs.ts";
@@ -146,7 +144,7 @@ export const mode: Mode<NodeConfig> = {
       records,
       paths: kubeletPaths({ kubeletDir, runner: ctx.runner, log: ctx.log, timeoutMs: 15_000 }),
       fileDir: c.fileDir,
-      legacyNqnFor: (id) => (GO_DRIVER_VOLUME_ID.test(id) ? nqnForVolume(prefix, id) : undefined),
+      legacyNqnFor: (id) => (isVolumeId(id) ? nqnForVolume(prefix, id) : undefined),
       breakers: ctx.breakers, locks: createKeyLock(), probes, procRoot,
       stormThreshold: c.stormThreshold, stormTotal: c.stormTotal,
       timeouts: {

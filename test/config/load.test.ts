@@ -93,3 +93,11 @@ describe("one name per concept, earlier names still accepted with a warning", ()
     expect(loadConfig({ specs, flags: { "nvme-command": "nvme" }, env: {} }).warnings).toEqual([]);
   });
 });
+
+describe("empty values", () => {
+  test("a single value given empty is refused naming the option; a list given empty is an empty list", () => {
+    expect(() => load({ "shutdown-grace": "" })).toThrow(/option --shutdown-grace \(--shutdown-grace\): an empty value is not allowed/);
+    expect(() => load({}, { RDS_CSI_NODE_ID: "" })).not.toThrow();
+    expect(load({ "protected-nqn": [""] }).config.protectedNqn).toEqual([]);
+  });
+});

@@ -153,6 +153,19 @@ describe("compiled binary", () => {
     }
   });
 
+  test("one-shot tools keep the JIT: doctor (here in --watch, so it can be looked at) is not re-executed", async () => {
+    const doc = daemon(["doctor", "--watch", "1h", "--state-dir", `${dir}/doctor-state`, "--kubelet-dir", `${dir}/kubelet`]);
+    let environ = "";
+    for (let i = 0; i < 100 && !environ.includes("PATH="); i++) {
+      await Bun.sleep(50);
+      try { environ = readFileSync(`/proc/${doc.pid}/environ`, "utf8"); } catch { /* not yet */ }
+    }
+    expect(environ).toContain("PATH=");
+    expect(environ).not.toContain("BUN_JSC_useJIT");
+    doc.kill("SIGTERM");
+    await doc.exited;
+  });
+
   test("a node missing a required tool answers Probe not ready and logs which tool", async () => {
     // A PATH with every tool the node checks for except xfs_growfs.
     const bin = `${dir}/partial-bin`;

@@ -56,6 +56,7 @@ describe("scenario 6: doctor on a real NVMe/TCP node", () => {
   });
 
   test("after the port returns and a reconnecting controller was disconnected: exit 0, reconnect lines not counted as errors", async () => {
+    const started = Date.now();
     // A managed volume on its own port, connected by hand, whose port then disappears for good.
     const lost = okValue(await rpc(S, "CreateVolume", c.ctl.controller.CreateVolume({
       name: "pvc-vm-doctor-lost", capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()], parameters: { nvmePort: "4421" },
@@ -71,7 +72,7 @@ describe("scenario 6: doctor on a real NVMe/TCP node", () => {
     const dmesg = sh(["dmesg"]).stdout;
     expect(dmesg).toContain("Reconnecting in");
     expect(dmesg).toContain("Property Set error: 880");
-    const d = doctor(c);
+    const d = doctor(c, { kernelLogSince: started });
     expect(d.byClass("kernel_log_errors")!.severity).toBe("ok");
     expect(d.byClass("kernel_log_errors")!.details.reconnect_lines).toBeGreaterThan(0);
     expect(d.report.findings.filter((f) => f.severity === "warning" || f.severity === "critical").map((f) => `${f.class}: ${f.message}`)).toEqual([]);

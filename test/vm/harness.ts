@@ -293,9 +293,11 @@ export function seedExport(c: Cluster, slot: string, nqn: string, port = NVME_PO
 }
 
 /** rds-csi doctor --json on this cluster's node directories. */
-export function doctor(c: Cluster) {
+/** `kernelLogSince`: count only kernel log lines from then on (other scenarios in the same VM boot leave real I/O errors). */
+export function doctor(c: Cluster, opts: { kernelLogSince?: number } = {}) {
+  const window = opts.kernelLogSince === undefined ? [] : ["--kernel-log-window", `${Math.ceil((Date.now() - opts.kernelLogSince) / 1000) + 1}s`];
   const r = c.runBin(["doctor", "--json", "--nqn-prefix", NQN_PREFIX, "--kubelet-dir", join(c.dir, "kubelet"), "--state-dir", join(c.dir, "node"),
-    "--hostnqn-file", join(c.dir, "hostnqn"), "--sample-interval", "200ms"], 120_000);
+    "--host-nqn-file", join(c.dir, "hostnqn"), "--sample-interval", "200ms", ...window], 120_000);
   let report: { findings: { check: string; class: string; severity: string; message: string; details?: any }[] } | undefined;
   try { report = JSON.parse(r.stdout); } catch { /* reported below */ }
   if (!report) throw new Error(`doctor printed no JSON (exit ${r.code}): ${r.stderr.slice(-1500)}`);
