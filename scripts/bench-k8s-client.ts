@@ -12,7 +12,8 @@ import { mkdtempSync, readFileSync, writeFileSync, statSync } from "node:fs";
 
 const REPO = `${import.meta.dir}/..`;
 const tmp = mkdtempSync("/tmp/rds-csi-bench-k8s-");
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 
 // Each program exits at once with "exit" as argument (start-up) or idles (memory).
 const tail = `if (process.argv[2] === "exit") process.exit(0); setInterval(() => {}, 1000);\n`;
@@ -36,12 +37,30 @@ const memOf = (pid: number) => {
 };
 
 const RUNS = 25;
-console.log(`${"program".padEnd(26)} ${"binary".padStart(9)} ${"start p50".padStart(10)} ${"start p90".padStart(10)} ${"idle RSS".padStart(9)} ${"private".padStart(9)}`);
+console.log(
+  `${"program".padEnd(26)} ${"binary".padStart(9)} ${"start p50".padStart(10)} ${"start p90".padStart(10)} ${"idle RSS".padStart(9)} ${"private".padStart(9)}`,
+);
 for (const [name, src] of Object.entries(programs)) {
   const file = `${tmp}/p${Object.keys(programs).indexOf(name)}`;
   writeFileSync(`${file}.ts`, src);
-  const b = Bun.spawnSync(["bun", "build", "--compile", "--bytecode", "--format=esm", "--minify-syntax", "--minify-whitespace",
-    "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", "--compile-exec-argv=--smol", "--outfile", file, `${file}.ts`], { cwd: REPO });
+  const b = Bun.spawnSync(
+    [
+      "bun",
+      "build",
+      "--compile",
+      "--bytecode",
+      "--format=esm",
+      "--minify-syntax",
+      "--minify-whitespace",
+      "--no-compile-autoload-dotenv",
+      "--no-compile-autoload-bunfig",
+      "--compile-exec-argv=--smol",
+      "--outfile",
+      file,
+      `${file}.ts`,
+    ],
+    { cwd: REPO },
+  );
   if (b.exitCode !== 0) throw new Error(`build of ${name} failed: ${b.stderr}`);
   for (let i = 0; i < 3; i++) await Bun.spawn([file, "exit"]).exited;
   const times: number[] = [];
@@ -56,7 +75,9 @@ for (const [name, src] of Object.entries(programs)) {
   idle.kill();
   await idle.exited;
   const mb = (n: number) => `${n.toFixed(1)} MB`;
-  console.log(`${name.padEnd(26)} ${mb(statSync(file).size / 2 ** 20).padStart(9)} ${`${pct(times, 50).toFixed(1)} ms`.padStart(10)} ${`${pct(times, 90).toFixed(1)} ms`.padStart(10)} ${mb(m.rss).padStart(9)} ${mb(m.anon).padStart(9)}`);
+  console.log(
+    `${name.padEnd(26)} ${mb(statSync(file).size / 2 ** 20).padStart(9)} ${`${pct(times, 50).toFixed(1)} ms`.padStart(10)} ${`${pct(times, 90).toFixed(1)} ms`.padStart(10)} ${mb(m.rss).padStart(9)} ${mb(m.anon).padStart(9)}`,
+  );
 }
 
 // The shipped node, idle 3 s after it answers, with and without the Kubernetes API.
@@ -65,8 +86,26 @@ const api = startFakeApiServer({ users: { node: [{ apiGroups: ["*"], resources: 
 const BIN = `${REPO}/dist/rds-csi`;
 async function idleNode(extra: string[], tag: string) {
   const d = `${tmp}/node-${tag}`;
-  const p = Bun.spawn([BIN, "csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "bench", "--state-dir", `${d}/state`,
-    "--kubelet-dir", `${d}/kubelet`, "--endpoint", `unix://${d}/csi.sock`, "--log-level", "warn", ...extra], { stdout: "ignore", stderr: "ignore" });
+  const p = Bun.spawn(
+    [
+      BIN,
+      "csi-node",
+      "--nqn-prefix",
+      "nqn.2000-02.com.mikrotik:pvc-",
+      "--node-id",
+      "bench",
+      "--state-dir",
+      `${d}/state`,
+      "--kubelet-dir",
+      `${d}/kubelet`,
+      "--endpoint",
+      `unix://${d}/csi.sock`,
+      "--log-level",
+      "warn",
+      ...extra,
+    ],
+    { stdout: "ignore", stderr: "ignore" },
+  );
   for (let i = 0; i < 200 && !(await Bun.file(`${d}/csi.sock`).exists()); i++) await Bun.sleep(25);
   await Bun.sleep(3000);
   const m = memOf(p.pid);
@@ -78,4 +117,6 @@ const without = await idleNode([], "none");
 const withApi = await idleNode(["--kubeconfig", api.kubeconfig(tmp, "node")], "api");
 api.stop();
 const mb = (n: number) => `${n.toFixed(1)} MB`;
-console.log(`csi-node idle: without an API RSS ${mb(without.rss)} (private ${mb(without.anon)})   with --kubeconfig RSS ${mb(withApi.rss)} (private ${mb(withApi.anon)})`);
+console.log(
+  `csi-node idle: without an API RSS ${mb(without.rss)} (private ${mb(without.anon)})   with --kubeconfig RSS ${mb(withApi.rss)} (private ${mb(withApi.anon)})`,
+);

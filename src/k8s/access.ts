@@ -26,14 +26,25 @@ const readText = (path: string) => withDeadline(`reading ${path}`, READ_TIMEOUT_
  * In-cluster access, as client-go's rest.InClusterConfig builds it: KUBERNETES_SERVICE_HOST/PORT,
  * the projected token and ca.crt of the service account. Null when not running in a pod.
  */
-export async function inClusterAccess(env: Record<string, string | undefined> = process.env, saDir = SERVICE_ACCOUNT_DIR): Promise<KubeAccess | null> {
+export async function inClusterAccess(
+  env: Record<string, string | undefined> = process.env,
+  saDir = SERVICE_ACCOUNT_DIR,
+): Promise<KubeAccess | null> {
   const host = env.KUBERNETES_SERVICE_HOST;
   if (!host) return null;
   const port = env.KUBERNETES_SERVICE_PORT || "443";
   try {
-    const [token, ca] = await Promise.all([readText(join(saDir, "token")), readText(join(saDir, "ca.crt")).catch(() => undefined)]);
+    const [token, ca] = await Promise.all([
+      readText(join(saDir, "token")),
+      readText(join(saDir, "ca.crt")).catch(() => undefined),
+    ]);
     const h = host.includes(":") ? `[${host}]` : host;
-    return { server: `https://${h}:${port}`, token: token.trim(), ...(ca ? { ca } : {}), source: "in-cluster service account" };
+    return {
+      server: `https://${h}:${port}`,
+      token: token.trim(),
+      ...(ca ? { ca } : {}),
+      source: "in-cluster service account",
+    };
   } catch {
     return null;
   }
@@ -42,7 +53,10 @@ export async function inClusterAccess(env: Record<string, string | undefined> = 
 interface KubeconfigDoc {
   "current-context"?: string;
   contexts?: { name: string; context?: { cluster?: string; user?: string } }[];
-  clusters?: { name: string; cluster?: { server?: string; "certificate-authority"?: string; "certificate-authority-data"?: string } }[];
+  clusters?: {
+    name: string;
+    cluster?: { server?: string; "certificate-authority"?: string; "certificate-authority-data"?: string };
+  }[];
   users?: { name: string; user?: { token?: string; tokenFile?: string } }[];
 }
 
@@ -69,16 +83,36 @@ export async function kubeconfigAccess(path: string): Promise<KubeAccess> {
   const user = doc.users?.find((u) => u.name === ctx.user)?.user;
   const rel = (p: string) => (isAbsolute(p) ? p : join(dirname(path), p));
   let token = user?.token;
-  if (!token && user?.tokenFile) token = (await readText(rel(user.tokenFile)).catch((e) => { throw bad(`tokenFile: ${errorMessage(e)}`); })).trim();
-  if (!token) throw bad(`user ${JSON.stringify(ctx.user ?? "")} has no token or tokenFile (client certificates and exec plugins are not supported)`);
+  if (!token && user?.tokenFile)
+    token = (
+      await readText(rel(user.tokenFile)).catch((e) => {
+        throw bad(`tokenFile: ${errorMessage(e)}`);
+      })
+    ).trim();
+  if (!token)
+    throw bad(
+      `user ${JSON.stringify(ctx.user ?? "")} has no token or tokenFile (client certificates and exec plugins are not supported)`,
+    );
   let ca: string | undefined;
-  if (cluster["certificate-authority-data"]) ca = Buffer.from(cluster["certificate-authority-data"], "base64").toString("utf8");
-  else if (cluster["certificate-authority"]) ca = await readText(rel(cluster["certificate-authority"])).catch((e) => { throw bad(`certificate-authority: ${errorMessage(e)}`); });
-  return { server: cluster.server.replace(/\/+$/, ""), token, ...(ca ? { ca } : {}), source: `kubeconfig ${path} (context ${ctxName})` };
+  if (cluster["certificate-authority-data"])
+    ca = Buffer.from(cluster["certificate-authority-data"], "base64").toString("utf8");
+  else if (cluster["certificate-authority"])
+    ca = await readText(rel(cluster["certificate-authority"])).catch((e) => {
+      throw bad(`certificate-authority: ${errorMessage(e)}`);
+    });
+  return {
+    server: cluster.server.replace(/\/+$/, ""),
+    token,
+    ...(ca ? { ca } : {}),
+    source: `kubeconfig ${path} (context ${ctxName})`,
+  };
 }
 
 /** --kubeconfig when given, else in-cluster, else null (no API: callers keep their API-less behaviour). */
-export async function resolveAccess(kubeconfig: string | undefined, env: Record<string, string | undefined> = process.env): Promise<KubeAccess | null> {
+export async function resolveAccess(
+  kubeconfig: string | undefined,
+  env: Record<string, string | undefined> = process.env,
+): Promise<KubeAccess | null> {
   if (kubeconfig) return kubeconfigAccess(kubeconfig);
   return inClusterAccess(env);
 }

@@ -41,7 +41,9 @@ export function startBreakerResetPoll(deps: BreakerResetDeps): { tick(): Promise
       seenOpens.set(key, opens);
       deps.events.emit({
         regarding: { apiVersion: "v1", kind: "PersistentVolume", name: pvName },
-        type: "Warning", reason: "CircuitBreakerOpen", action: "NodeStageVolume",
+        type: "Warning",
+        reason: "CircuitBreakerOpen",
+        action: "NodeStageVolume",
         note: `circuit breaker ${key} on node is open (last error: ${lastError ?? "unknown"}); to reset: annotate the PV with ${RESET_ANNOTATION}, or run \`rds-csi breaker reset ${key}\` on the node`,
       });
     }
@@ -59,9 +61,16 @@ export function startBreakerResetPoll(deps: BreakerResetDeps): { tick(): Promise
     deps.onReset?.(volumeId, pvName);
     try {
       // Pinned to the version read: an annotation set again after our read is not swallowed.
-      await deps.client.patchPersistentVolumeAnnotations(pvName, { [ANNOTATION_KEY]: null }, pv.metadata?.resourceVersion);
+      await deps.client.patchPersistentVolumeAnnotations(
+        pvName,
+        { [ANNOTATION_KEY]: null },
+        pv.metadata?.resourceVersion,
+      );
     } catch (e) {
-      log.warn({ pv: pvName, err: errorMessage(e) }, `breaker was reset but the annotation could not be removed; remove it by hand (kubectl annotate pv ${pvName} ${ANNOTATION_KEY}-)`);
+      log.warn(
+        { pv: pvName, err: errorMessage(e) },
+        `breaker was reset but the annotation could not be removed; remove it by hand (kubectl annotate pv ${pvName} ${ANNOTATION_KEY}-)`,
+      );
     }
   }
 
@@ -75,14 +84,19 @@ export function startBreakerResetPoll(deps: BreakerResetDeps): { tick(): Promise
       } catch (e) {
         // One line per failing period at most: the poll is the backoff.
         const level = isKubeApiError(e) && !isNotFound(e) ? "warn" : "debug";
-        deps.log[level]({ breaker: b.key, err: errorMessage(e) }, "could not check the PV for a breaker-reset annotation");
+        deps.log[level](
+          { breaker: b.key, err: errorMessage(e) },
+          "could not check the PV for a breaker-reset annotation",
+        );
       }
     }
   }
 
   const timer = setInterval(() => {
     if (running) return; // a slow API never stacks polls
-    running = tick().finally(() => { running = null; });
+    running = tick().finally(() => {
+      running = null;
+    });
   }, deps.pollMs);
   timer.unref?.();
   return { tick, stop: () => clearInterval(timer) };

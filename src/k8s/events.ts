@@ -66,7 +66,15 @@ export function createEventRecorder(opts: EventRecorderOptions): EventRecorder {
   const refillMs = opts.refillMs ?? 5 * 60_000;
   const maxQueued = opts.maxQueued ?? 100;
 
-  interface Series { name?: string; namespace: string; count: number; last: number; sentCount: number; lastPatch: number; patchTimer?: ReturnType<typeof setTimeout> }
+  interface Series {
+    name?: string;
+    namespace: string;
+    count: number;
+    last: number;
+    sentCount: number;
+    lastPatch: number;
+    patchTimer?: ReturnType<typeof setTimeout>;
+  }
   const series = new Map<string, Series>();
   const buckets = new Map<string, { tokens: number; at: number }>();
   let queue: Promise<void> = Promise.resolve();
@@ -80,7 +88,10 @@ export function createEventRecorder(opts: EventRecorderOptions): EventRecorder {
     const t = now();
     const b = buckets.get(obj) ?? { tokens: burst, at: t };
     const refill = Math.floor((t - b.at) / refillMs);
-    if (refill > 0) { b.tokens = Math.min(burst, b.tokens + refill); b.at += refill * refillMs; }
+    if (refill > 0) {
+      b.tokens = Math.min(burst, b.tokens + refill);
+      b.at += refill * refillMs;
+    }
     buckets.set(obj, b);
     if (b.tokens <= 0) return false;
     b.tokens--;
@@ -89,13 +100,21 @@ export function createEventRecorder(opts: EventRecorderOptions): EventRecorder {
 
   function enqueue(what: string, work: () => Promise<unknown>) {
     if (queued >= maxQueued) {
-      if (dropped++ % 100 === 0) opts.log.warn({ dropped }, "Kubernetes Events are being dropped: the API does not keep up");
+      if (dropped++ % 100 === 0)
+        opts.log.warn({ dropped }, "Kubernetes Events are being dropped: the API does not keep up");
       return;
     }
     queued++;
-    queue = queue.then(async () => { await work(); }).catch((e) => {
-      opts.log.warn({ err: errorMessage(e), event: what }, "could not record a Kubernetes Event");
-    }).finally(() => { queued--; });
+    queue = queue
+      .then(async () => {
+        await work();
+      })
+      .catch((e) => {
+        opts.log.warn({ err: errorMessage(e), event: what }, "could not record a Kubernetes Event");
+      })
+      .finally(() => {
+        queued--;
+      });
   }
 
   const iso = (ms: number) => new Date(ms).toISOString();
@@ -121,7 +140,10 @@ export function createEventRecorder(opts: EventRecorderOptions): EventRecorder {
         s.last = t;
         const wait = s.lastPatch + patchMs - t;
         if (wait <= 0) patchSeries(s, e.reason);
-        else if (!s.patchTimer) { s.patchTimer = setTimeout(() => patchSeries(s, e.reason), wait); s.patchTimer.unref?.(); }
+        else if (!s.patchTimer) {
+          s.patchTimer = setTimeout(() => patchSeries(s, e.reason), wait);
+          s.patchTimer.unref?.();
+        }
         return;
       }
       if (!allowed(refKey(e.regarding))) return;
@@ -130,13 +152,21 @@ export function createEventRecorder(opts: EventRecorderOptions): EventRecorder {
       const fresh: Series = { namespace, count: 1, last: t, sentCount: 1, lastPatch: t };
       series.set(key, fresh);
       const body: WireEvent = {
-        apiVersion: "events.k8s.io/v1", kind: "Event",
-        metadata: { name: `${e.regarding.name}.${(BigInt(t) * 1_000_000n + BigInt(series.size)).toString(16)}`, namespace },
+        apiVersion: "events.k8s.io/v1",
+        kind: "Event",
+        metadata: {
+          name: `${e.regarding.name}.${(BigInt(t) * 1_000_000n + BigInt(series.size)).toString(16)}`,
+          namespace,
+        },
         eventTime: new Date(t).toISOString().replace("Z", "000Z"),
-        reportingController: opts.controller, reportingInstance: opts.instance.slice(0, 128),
-        action: e.action.slice(0, 128), reason: e.reason.slice(0, 128), type: e.type,
+        reportingController: opts.controller,
+        reportingInstance: opts.instance.slice(0, 128),
+        action: e.action.slice(0, 128),
+        reason: e.reason.slice(0, 128),
+        type: e.type,
         note: e.note.length > NOTE_MAX ? `${e.note.slice(0, NOTE_MAX - 1)}…` : e.note,
-        regarding: e.regarding, ...(e.related ? { related: e.related } : {}),
+        regarding: e.regarding,
+        ...(e.related ? { related: e.related } : {}),
       };
       enqueue(e.reason, async () => {
         const made = await opts.client.createEvent(namespace, body);
@@ -145,9 +175,16 @@ export function createEventRecorder(opts: EventRecorderOptions): EventRecorder {
       });
     },
     async flush() {
-      for (const s of series.values()) if (s.patchTimer) { clearTimeout(s.patchTimer); patchSeries(s, "flush"); }
+      for (const s of series.values())
+        if (s.patchTimer) {
+          clearTimeout(s.patchTimer);
+          patchSeries(s, "flush");
+        }
       let q: Promise<void>;
-      do { q = queue; await q; } while (q !== queue);
+      do {
+        q = queue;
+        await q;
+      } while (q !== queue);
     },
   };
 }

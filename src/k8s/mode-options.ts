@@ -6,8 +6,19 @@ import { createKubeClient, type KubeClient } from "./client.ts";
 
 /** Options every mode that talks to the Kubernetes API shares. */
 export const KUBE_OPTIONS = [
-  { name: "kubeconfig", type: "string", describe: "kubeconfig for the Kubernetes API (default: the in-cluster service account; none: run without the API)", schema: AbsolutePath },
-  { name: "kube-api-timeout", type: "string", describe: "Deadline of one Kubernetes API call", default: "5s", schema: DurationMs },
+  {
+    name: "kubeconfig",
+    type: "string",
+    describe: "kubeconfig for the Kubernetes API (default: the in-cluster service account; none: run without the API)",
+    schema: AbsolutePath,
+  },
+  {
+    name: "kube-api-timeout",
+    type: "string",
+    describe: "Deadline of one Kubernetes API call",
+    default: "5s",
+    schema: DurationMs,
+  },
 ] as const satisfies readonly OptionSpec[];
 
 /** What kubeClientFor reads of a mode's config (ConfigOf KUBE_OPTIONS). */
@@ -20,7 +31,9 @@ export interface KubeConfigValues {
 export async function kubeClientFor(cfg: KubeConfigValues, log: Logger): Promise<KubeClient | null> {
   const access = await resolveAccess(cfg.kubeconfig);
   if (!access) {
-    log.info("no Kubernetes API (not in a pod and no --kubeconfig): PV-annotation resets, Events and node checks are off");
+    log.info(
+      "no Kubernetes API (not in a pod and no --kubeconfig): PV-annotation resets, Events and node checks are off",
+    );
     return null;
   }
   log.info({ server: access.server, source: access.source }, "Kubernetes API");

@@ -4,7 +4,17 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { csiClient, type CsiClient } from "../../src/csi/client.ts";
 import { BIN, REPO } from "../helpers/binary.ts";
@@ -16,10 +26,19 @@ const ANNOTATION = "rds.csi.srvlab.io/reset-circuit-breaker";
 
 /** The binary as built from the current tree: rebuilt when any file under src/ is newer. */
 function freshBinary() {
-  const newest = (dir: string): number => Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((d) =>
-    d.isDirectory() ? newest(join(dir, d.name)) : statSync(join(dir, d.name)).mtimeMs));
+  const newest = (dir: string): number =>
+    Math.max(
+      0,
+      ...readdirSync(dir, { withFileTypes: true }).map((d) =>
+        d.isDirectory() ? newest(join(dir, d.name)) : statSync(join(dir, d.name)).mtimeMs,
+      ),
+    );
   let built = 0;
-  try { built = statSync(BIN).mtimeMs; } catch { /* not built */ }
+  try {
+    built = statSync(BIN).mtimeMs;
+  } catch {
+    /* not built */
+  }
   if (built >= newest(join(REPO, "src"))) return;
   const b = spawnSync("scripts/build", { cwd: REPO, encoding: "utf8" });
   if (b.status !== 0) throw new Error(`build failed: ${b.stderr}`);
@@ -29,12 +48,42 @@ let api: FakeApiServer;
 let dir: string;
 const procs: Bun.Subprocess[] = [];
 
+/** csi-controller on the file backend, its files, state and socket named by `tag` under the test dir. */
+const ctlArgs = (tag: string, extra: string[] = []) => [
+  ...["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks${tag}`, "--state-dir", `${dir}/ctl${tag}`],
+  ...["--endpoint", `unix://${dir}/ctl${tag}.sock`, ...extra],
+];
+/** csi-node for the controller of the same `tag` (loop volumes of its file backend). */
+const nodeArgs = (tag: string, extra: string[] = []) => [
+  ...["csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", `k8s-node${tag}`, "--state-dir", `${dir}/node${tag}`],
+  ...[
+    "--kubelet-dir",
+    `${dir}/kubelet${tag}`,
+    "--file-dir",
+    `${dir}/disks${tag}`,
+    "--host-nqn-file",
+    `${dir}/hostnqn${tag}`,
+  ],
+  ...["--endpoint", `unix://${dir}/node${tag}.sock`, ...extra],
+];
+
 function daemon(args: string[], name: string, env: Record<string, string> = {}) {
-  const p = Bun.spawn([BIN, ...args], { env: { ...process.env, ...env }, stdin: "ignore", stdout: Bun.file(join(dir, `${name}.log`)), stderr: Bun.file(join(dir, `${name}.err`)) });
+  const p = Bun.spawn([BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdin: "ignore",
+    stdout: Bun.file(join(dir, `${name}.log`)),
+    stderr: Bun.file(join(dir, `${name}.err`)),
+  });
   procs.push(p);
   return p;
 }
-const logOf = (name: string) => { try { return readFileSync(join(dir, `${name}.log`), "utf8") + readFileSync(join(dir, `${name}.err`), "utf8"); } catch { return ""; } };
+const logOf = (name: string) => {
+  try {
+    return readFileSync(join(dir, `${name}.log`), "utf8") + readFileSync(join(dir, `${name}.err`), "utf8");
+  } catch {
+    return "";
+  }
+};
 
 async function ready(c: CsiClient, p: Bun.Subprocess, name: string) {
   for (let i = 0; i < 300; i++) {
@@ -48,10 +97,12 @@ async function ready(c: CsiClient, p: Bun.Subprocess, name: string) {
 
 beforeAll(() => {
   freshBinary();
-  api = startFakeApiServer({ users: {
-    node: clusterRoleRules(join(REPO, "deploy/rbac-node.yaml"), "rds-csi-node"),
-    controller: clusterRoleRules(join(REPO, "deploy/rbac-controller.yaml"), "rds-csi-controller"),
-  } });
+  api = startFakeApiServer({
+    users: {
+      node: clusterRoleRules(join(REPO, "deploy/rbac-node.yaml"), "rds-csi-node"),
+      controller: clusterRoleRules(join(REPO, "deploy/rbac-controller.yaml"), "rds-csi-controller"),
+    },
+  });
   dir = mkdtempSync("/tmp/rds-k8s-bin-");
 });
 
@@ -65,21 +116,29 @@ afterAll(async () => {
 
 describe("PV-annotation breaker reset, end to end", () => {
   test("an operator annotating the PV gets the volume staged again within 30 s, without waiting out the breaker's minute", async () => {
-    for (const d of ["disks", "ctl", "node", "kubelet/plugins/kubernetes.io/csi", "bin", "kube-node", "kube-ctl"]) mkdirSync(join(dir, d), { recursive: true });
+    for (const d of ["disks", "ctl", "node", "kubelet/plugins/kubernetes.io/csi", "bin", "kube-node", "kube-ctl"])
+      mkdirSync(join(dir, d), { recursive: true });
     // mkfs.ext4 fails while `broken` exists: three failed stages open the volume's breaker.
     const broken = join(dir, "broken");
     writeFileSync(broken, "");
-    writeFileSync(join(dir, "bin", "mkfs.ext4"), `#!/bin/sh\nif [ -e '${broken}' ]; then echo 'simulated mkfs failure' >&2; exit 1; fi\nexec '${Bun.which("mkfs.ext4")}' "$@"\n`);
+    writeFileSync(
+      join(dir, "bin", "mkfs.ext4"),
+      `#!/bin/sh\nif [ -e '${broken}' ]; then echo 'simulated mkfs failure' >&2; exit 1; fi\nexec '${Bun.which("mkfs.ext4")}' "$@"\n`,
+    );
     chmodSync(join(dir, "bin", "mkfs.ext4"), 0o755);
     writeFileSync(join(dir, "hostnqn"), `${HOST_NQN}\n`);
     const free = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
     const metricsPort = free.port;
     free.stop(true);
-    const ctlProc = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks`, "--state-dir", `${dir}/ctl`, "--endpoint", `unix://${dir}/ctl.sock`,
-      "--kubeconfig", api.kubeconfig(join(dir, "kube-ctl"), "controller")], "ctl");
-    const nodeProc = daemon(["csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "k8s-node", "--state-dir", `${dir}/node`, "--kubelet-dir", `${dir}/kubelet`,
-      "--file-dir", `${dir}/disks`, "--host-nqn-file", `${dir}/hostnqn`, "--endpoint", `unix://${dir}/node.sock`,
-      "--kubeconfig", api.kubeconfig(join(dir, "kube-node"), "node"), "--breaker-reset-poll", "2s", "--metrics-address", `127.0.0.1:${metricsPort}`], "node", { PATH: `${dir}/bin:${process.env.PATH}` });
+    const ctlProc = daemon(ctlArgs("", ["--kubeconfig", api.kubeconfig(join(dir, "kube-ctl"), "controller")]), "ctl");
+    const nodeProc = daemon(
+      nodeArgs("", [
+        ...["--kubeconfig", api.kubeconfig(join(dir, "kube-node"), "node"), "--breaker-reset-poll", "2s"],
+        ...["--metrics-address", `127.0.0.1:${metricsPort}`],
+      ]),
+      "node",
+      { PATH: `${dir}/bin:${process.env.PATH}` },
+    );
     const ctl = csiClient(`unix://${dir}/ctl.sock`, { defaultDeadlineMs: 60_000 });
     const node = csiClient(`unix://${dir}/node.sock`, { defaultDeadlineMs: 60_000 });
     try {
@@ -87,15 +146,34 @@ describe("PV-annotation breaker reset, end to end", () => {
       await ready(node, nodeProc, "node");
       // The provisioner (--extra-create-metadata) passes the PV name; the controller carries it into the volume context.
       const created = await ctl.controller.CreateVolume({
-        name: "pvc-k8s-e2e", capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()],
-        parameters: { "csi.storage.k8s.io/pv/name": "pv-e2e", "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "app" },
+        name: "pvc-k8s-e2e",
+        capacity_range: { required_bytes: GiB },
+        volume_capabilities: [mountCap()],
+        parameters: {
+          "csi.storage.k8s.io/pv/name": "pv-e2e",
+          "csi.storage.k8s.io/pvc/name": "data",
+          "csi.storage.k8s.io/pvc/namespace": "app",
+        },
       });
       const vol = created.volume;
       expect(vol.volume_context["csi.storage.k8s.io/pv/name"]).toBe("pv-e2e");
-      api.put("persistentvolumes", { apiVersion: "v1", kind: "PersistentVolume", metadata: { name: "pv-e2e" }, spec: { csi: { driver: DRIVER, volumeHandle: vol.volume_id } } });
+      api.put("persistentvolumes", {
+        apiVersion: "v1",
+        kind: "PersistentVolume",
+        metadata: { name: "pv-e2e" },
+        spec: { csi: { driver: DRIVER, volumeHandle: vol.volume_id } },
+      });
       const staging = join(dir, "kubelet/plugins/kubernetes.io/csi", DRIVER, "e2e", "globalmount");
       mkdirSync(staging, { recursive: true });
-      const stage = () => outcome(node.node.NodeStageVolume({ volume_id: vol.volume_id, staging_target_path: staging, volume_capability: mountCap(), volume_context: vol.volume_context }));
+      const stage = () =>
+        outcome(
+          node.node.NodeStageVolume({
+            volume_id: vol.volume_id,
+            staging_target_path: staging,
+            volume_capability: mountCap(),
+            volume_context: vol.volume_context,
+          }),
+        );
 
       for (let i = 0; i < 3; i++) expect((await stage()).code).not.toBe(Code.OK);
       const open = await stage();
@@ -105,8 +183,15 @@ describe("PV-annotation breaker reset, end to end", () => {
       expect((await stage()).code).toBe(Code.UNAVAILABLE);
 
       // The opening was reported on the PV (within one poll period).
-      for (let i = 0; i < 50 && !api.list("events").some((e) => e.reason === "CircuitBreakerOpen" && e.regarding?.name === "pv-e2e"); i++) await Bun.sleep(100);
-      const opened = api.list("events").find((e) => e.reason === "CircuitBreakerOpen" && e.regarding?.name === "pv-e2e");
+      for (
+        let i = 0;
+        i < 50 && !api.list("events").some((e) => e.reason === "CircuitBreakerOpen" && e.regarding?.name === "pv-e2e");
+        i++
+      )
+        await Bun.sleep(100);
+      const opened = api
+        .list("events")
+        .find((e) => e.reason === "CircuitBreakerOpen" && e.regarding?.name === "pv-e2e");
       expect(opened?.note).toContain(`rds-csi breaker reset volume:${vol.volume_id}`);
 
       const pv = api.get("persistentvolumes", "pv-e2e")!;
@@ -125,8 +210,12 @@ describe("PV-annotation breaker reset, end to end", () => {
       expect(metrics).toContain(`rds_csi_breaker_annotation_resets_total{key="volume:${vol.volume_id}"} 1`);
       // Nothing was asked that the node's ClusterRole does not grant.
       expect(api.requests.filter((r) => r.user === "node" && !r.allowed)).toEqual([]);
-      expect(api.requests.some((r) => r.user === "node" && r.verb === "patch" && r.resource === "persistentvolumes")).toBe(true);
-      expect((await outcome(node.node.NodeUnstageVolume({ volume_id: vol.volume_id, staging_target_path: staging }))).code).toBe(Code.OK);
+      expect(
+        api.requests.some((r) => r.user === "node" && r.verb === "patch" && r.resource === "persistentvolumes"),
+      ).toBe(true);
+      expect(
+        (await outcome(node.node.NodeUnstageVolume({ volume_id: vol.volume_id, staging_target_path: staging }))).code,
+      ).toBe(Code.OK);
     } finally {
       ctl.close();
       node.close();
@@ -139,18 +228,37 @@ describe("ControllerPublishVolume and Node objects", () => {
     // Reuses the controller from the test above when it ran; else starts one.
     mkdirSync(join(dir, "disks2"), { recursive: true });
     mkdirSync(join(dir, "kube-ctl2"), { recursive: true });
-    const p = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks2`, "--state-dir", `${dir}/ctl2`, "--endpoint", `unix://${dir}/ctl2.sock`,
-      "--kubeconfig", api.kubeconfig(join(dir, "kube-ctl2"), "controller"), "--kube-api-timeout", "1s"], "ctl2");
+    const p = daemon(
+      ctlArgs("2", ["--kubeconfig", api.kubeconfig(join(dir, "kube-ctl2"), "controller"), "--kube-api-timeout", "1s"]),
+      "ctl2",
+    );
     const ctl = csiClient(`unix://${dir}/ctl2.sock`, { defaultDeadlineMs: 30_000 });
     try {
       await ready(ctl, p, "ctl2");
-      const vol = (await ctl.controller.CreateVolume({ name: "pvc-pub", capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()] })).volume;
+      const vol = (
+        await ctl.controller.CreateVolume({
+          name: "pvc-pub",
+          capacity_range: { required_bytes: GiB },
+          volume_capabilities: [mountCap()],
+        })
+      ).volume;
       api.put("nodes", { apiVersion: "v1", kind: "Node", metadata: { name: "worker-a" } });
-      const pub = (node_id: string) => outcome(ctl.controller.ControllerPublishVolume({ volume_id: vol.volume_id, node_id, volume_capability: mountCap(), readonly: false }));
+      const pub = (node_id: string) =>
+        outcome(
+          ctl.controller.ControllerPublishVolume({
+            volume_id: vol.volume_id,
+            node_id,
+            volume_capability: mountCap(),
+            readonly: false,
+          }),
+        );
       const before = api.requests.length;
       expect((await pub("some-fake-node-id")).code).toBe(Code.NOT_FOUND); // bare name: looked up, no such Node
       expect((await pub(`gone-node/${HOST_NQN}`)).code).toBe(Code.NOT_FOUND);
-      expect(api.requests.slice(before).map((r) => `${r.verb} ${r.resource} ${r.name}`)).toEqual(["get nodes some-fake-node-id", "get nodes gone-node"]);
+      expect(api.requests.slice(before).map((r) => `${r.verb} ${r.resource} ${r.name}`)).toEqual([
+        "get nodes some-fake-node-id",
+        "get nodes gone-node",
+      ]);
       const bad = await pub("Not A Node!");
       expect(bad.code).toBe(Code.NOT_FOUND);
       expect(api.requests.length).toBe(before + 2); // malformed: no lookup
@@ -174,27 +282,46 @@ describe("ControllerPublishVolume and Node objects", () => {
 
 describe("Events an operator sees", () => {
   test("a refused format on the PV (one object however often it repeats), a storm-guard refusal on the PV and the pod", async () => {
-    for (const d of ["disks3", "ctl3", "node3", "kube3", "kubelet3/plugins/kubernetes.io/csi"]) mkdirSync(join(dir, d), { recursive: true });
+    for (const d of ["disks3", "ctl3", "node3", "kube3", "kubelet3/plugins/kubernetes.io/csi"])
+      mkdirSync(join(dir, d), { recursive: true });
     writeFileSync(join(dir, "hostnqn3"), `${HOST_NQN}\n`);
     const kubeconfig = api.kubeconfig(join(dir, "kube3"), "node");
-    const ctlProc = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks3`, "--state-dir", `${dir}/ctl3`, "--endpoint", `unix://${dir}/ctl3.sock`], "ctl3");
-    const nodeArgs = ["csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "k8s-node3", "--state-dir", `${dir}/node3`, "--kubelet-dir", `${dir}/kubelet3`,
-      "--file-dir", `${dir}/disks3`, "--host-nqn-file", `${dir}/hostnqn3`, "--endpoint", `unix://${dir}/node3.sock`, "--kubeconfig", kubeconfig,
-      // Longer than the gRPC deadlines below: an RPC that waited for the API would miss them.
-      "--kube-api-timeout", "30s"];
-    let nodeProc = daemon(nodeArgs, "node3");
+    const ctlProc = daemon(ctlArgs("3"), "ctl3");
+    // Longer than the gRPC deadlines below: an RPC that waited for the API would miss them.
+    const node3Args = nodeArgs("3", ["--kubeconfig", kubeconfig, "--kube-api-timeout", "30s"]);
+    let nodeProc = daemon(node3Args, "node3");
     const ctl = csiClient(`unix://${dir}/ctl3.sock`, { defaultDeadlineMs: 60_000 });
     let node = csiClient(`unix://${dir}/node3.sock`, { defaultDeadlineMs: 60_000 });
-    const eventsOn = (kind: string, name: string, reason: string) => api.list("events").filter((e) => e.regarding?.kind === kind && e.regarding?.name === name && e.reason === reason);
-    const waitFor = async (f: () => any[]) => { for (let i = 0; i < 100 && f().length === 0; i++) await Bun.sleep(100); return f(); };
+    const eventsOn = (kind: string, name: string, reason: string) =>
+      api.list("events").filter((e) => e.regarding?.kind === kind && e.regarding?.name === name && e.reason === reason);
+    const waitFor = async (f: () => any[]) => {
+      for (let i = 0; i < 100 && f().length === 0; i++) await Bun.sleep(100);
+      return f();
+    };
     try {
       await ready(ctl, ctlProc, "ctl3");
       await ready(node, nodeProc, "node3");
       const make = async (pv: string) => {
-        const v = (await ctl.controller.CreateVolume({ name: `pvc-${pv}`, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()], parameters: { "csi.storage.k8s.io/pv/name": pv } })).volume;
+        const v = (
+          await ctl.controller.CreateVolume({
+            name: `pvc-${pv}`,
+            capacity_range: { required_bytes: GiB },
+            volume_capabilities: [mountCap()],
+            parameters: { "csi.storage.k8s.io/pv/name": pv },
+          })
+        ).volume;
         const staging = join(dir, "kubelet3/plugins/kubernetes.io/csi", DRIVER, pv, "globalmount");
         mkdirSync(staging, { recursive: true });
-        return { v, staging, stageReq: { volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap(), volume_context: v.volume_context } };
+        return {
+          v,
+          staging,
+          stageReq: {
+            volume_id: v.volume_id,
+            staging_target_path: staging,
+            volume_capability: mountCap(),
+            volume_context: v.volume_context,
+          },
+        };
       };
       // Foreign data on the device: the stage refuses to format it.
       const a = await make("pv-data");
@@ -203,7 +330,8 @@ describe("Events an operator sees", () => {
       // 64 KiB of random bytes at the start (no signature blkid knows), the size kept.
       await Bun.write(a.v.volume_context.backingFile, junk);
       spawnSync("truncate", ["-s", String(GiB), a.v.volume_context.backingFile]);
-      for (let i = 0; i < 2; i++) expect((await outcome(node.node.NodeStageVolume(a.stageReq))).code).toBe(Code.FAILED_PRECONDITION);
+      for (let i = 0; i < 2; i++)
+        expect((await outcome(node.node.NodeStageVolume(a.stageReq))).code).toBe(Code.FAILED_PRECONDITION);
       const refused = await waitFor(() => eventsOn("PersistentVolume", "pv-data", "FormatRefused"));
       expect(refused.length).toBe(1); // the repeat joined the first one's series
       expect(refused[0].type).toBe("Warning");
@@ -218,14 +346,23 @@ describe("Events an operator sees", () => {
       node.close();
       nodeProc.kill("SIGTERM");
       await nodeProc.exited;
-      nodeProc = daemon([...nodeArgs, "--storm-total", "1"], "node3b");
+      nodeProc = daemon([...node3Args, "--storm-total", "1"], "node3b");
       node = csiClient(`unix://${dir}/node3.sock`, { defaultDeadlineMs: 60_000 });
       await ready(node, nodeProc, "node3b");
       const target = join(dir, "kubelet3/pods/uid-1/volumes/kubernetes.io~csi/pv-storm/mount");
-      const pub = await outcome(node.node.NodePublishVolume({
-        volume_id: b.v.volume_id, staging_target_path: b.staging, target_path: target, volume_capability: mountCap(),
-        volume_context: { ...b.v.volume_context, "csi.storage.k8s.io/pod.name": "web-0", "csi.storage.k8s.io/pod.namespace": "app", "csi.storage.k8s.io/pod.uid": "uid-1" },
-      }));
+      const publishFor = (pod: string, uid?: string) => ({
+        volume_id: b.v.volume_id,
+        staging_target_path: b.staging,
+        target_path: target,
+        volume_capability: mountCap(),
+        volume_context: {
+          ...b.v.volume_context,
+          "csi.storage.k8s.io/pod.name": pod,
+          "csi.storage.k8s.io/pod.namespace": "app",
+          ...(uid ? { "csi.storage.k8s.io/pod.uid": uid } : {}),
+        },
+      });
+      const pub = await outcome(node.node.NodePublishVolume(publishFor("web-0", "uid-1")));
       expect(pub.code).toBe(Code.UNAVAILABLE);
       const onPv = await waitFor(() => eventsOn("PersistentVolume", "pv-storm", "MountStormRefused"));
       const onPod = await waitFor(() => eventsOn("Pod", "web-0", "MountStormRefused"));
@@ -240,10 +377,7 @@ describe("Events an operator sees", () => {
       // a gRPC deadline far below what a blocked call would need; Events wait in the background.
       api.delayMs = Infinity;
       try {
-        const again = await outcome(node.node.NodePublishVolume({
-          volume_id: b.v.volume_id, staging_target_path: b.staging, target_path: target, volume_capability: mountCap(),
-          volume_context: { ...b.v.volume_context, "csi.storage.k8s.io/pod.name": "web-1", "csi.storage.k8s.io/pod.namespace": "app" },
-        }, { deadlineMs: 10_000 }));
+        const again = await outcome(node.node.NodePublishVolume(publishFor("web-1"), { deadlineMs: 10_000 }));
         expect(again.code).toBe(Code.UNAVAILABLE);
         expect(again.details).toContain("mount storm");
         const other = await make("pv-hung");
@@ -264,20 +398,27 @@ describe("--kubeconfig", () => {
     const base = join(dir, "badcfg");
     mkdirSync(base, { recursive: true });
     const noToken = join(base, "no-token.yaml");
-    writeFileSync(noToken, `apiVersion: v1\nkind: Config\ncurrent-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: "${api.url}"}\nusers:\n- name: u\n  user: {client-certificate: /x.pem}\n`);
+    writeFileSync(
+      noToken,
+      `apiVersion: v1\nkind: Config\ncurrent-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: "${api.url}"}\nusers:\n- name: u\n  user: {client-certificate: /x.pem}\n`,
+    );
     const cases: [string[], string][] = [
-      [["csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "n", "--state-dir", `${base}/state-n`, "--kubelet-dir", `${base}/kubelet`, "--endpoint", `unix://${base}/n/csi.sock`, "--kubeconfig", `${base}/missing.yaml`], "cannot read it"],
-      [["csi-controller", "--backend", "file", "--file-dir", `${base}/disks`, "--state-dir", `${base}/state-c`, "--endpoint", `unix://${base}/c/csi.sock`, "--kubeconfig", noToken], "has no token or tokenFile"],
+      [nodeArgs("-bad", ["--kubeconfig", `${base}/missing.yaml`]), "cannot read it"],
+      [ctlArgs("-bad", ["--kubeconfig", noToken]), "has no token or tokenFile"],
     ];
     for (const [args, why] of cases) {
       const r = spawnSync(BIN, args, { encoding: "utf8", timeout: 30_000 });
       expect(r.status).toBe(2);
-      const lines = `${r.stdout}${r.stderr}`.trim().split("\n").filter((l) => l.includes("kubeconfig"));
+      const lines = `${r.stdout}${r.stderr}`
+        .trim()
+        .split("\n")
+        .filter((l) => l.includes("kubeconfig"));
       expect(lines.length).toBe(1);
       expect(lines[0]).toContain(why);
     }
     // The state directories exist before any mode runs (the runtime makes them); nothing is in them, no socket, no lock.
-    expect(readdirSync(base).filter((f) => !f.startsWith("state-")).sort()).toEqual(["no-token.yaml"]);
-    for (const d of readdirSync(base).filter((f) => f.startsWith("state-"))) expect(readdirSync(join(base, d))).toEqual([]);
+    for (const d of ["node-bad", "ctl-bad"])
+      expect(existsSync(join(dir, d)) ? readdirSync(join(dir, d)) : []).toEqual([]);
+    expect(existsSync(join(dir, "node-bad.sock")) || existsSync(join(dir, "ctl-bad.sock"))).toBe(false);
   }, 60_000);
 });

@@ -2,12 +2,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { kubeconfigAccess } from "../../src/k8s/access.ts";
-import { startBreakerResetPoll } from "../../src/k8s/breaker-reset.ts";
 import { createKubeClient, isKubeApiError, type KubeClient } from "../../src/k8s/client.ts";
 import { createEventRecorder } from "../../src/k8s/events.ts";
 import { createNodeExistence } from "../../src/k8s/node-existence.ts";
 import { nodeEventReason } from "../../src/k8s/node-events.ts";
-import { createPvIndex } from "../../src/k8s/pv-index.ts";
 import { makeFilesystem } from "../../src/fs/mkfs.ts";
 import { makeDirectory } from "../../src/mount/ops.ts";
 import { assertNoStorm, assertTableSane } from "../../src/mount/storm-guard.ts";
@@ -16,6 +14,7 @@ import { createRunner, type Runner } from "../../src/runtime/exec.ts";
 import { createBreakerRegistry } from "../../src/runtime/breakers.ts";
 import { DeadlineError, failedPrecondition } from "../../src/runtime/errors.ts";
 import { silentLogger } from "../../src/runtime/log.ts";
+import { pollOnce } from "./one-poll.ts";
 import { clusterRoleRules, startFakeApiServer, type FakeApiServer } from "./fake-apiserver.ts";
 
 const REPO = join(import.meta.dir, "..", "..");
@@ -27,7 +26,7 @@ let client: KubeClient;
 const log = silentLogger();
 
 beforeAll(async () => {
-  api = startFakeApiServer({ users: { "node-token": NODE_RULES, "controller-token": CONTROLLER_RULES, "nobody": [] } });
+  api = startFakeApiServer({ users: { "node-token": NODE_RULES, "controller-token": CONTROLLER_RULES, nobody: [] } });
   dir = mkdtempSync("/tmp/k8s-client-test-");
   client = createKubeClient({ access: await kubeconfigAccess(api.kubeconfig(dir, "node-token")), timeoutMs: 2_000 });
 });
@@ -37,7 +36,12 @@ afterAll(() => {
 });
 
 const pv = (name: string, handle: string, annotations: Record<string, string> = {}) =>
-  api.put("persistentvolumes", { apiVersion: "v1", kind: "PersistentVolume", metadata: { name, annotations }, spec: { csi: { driver: "rds.csi.srvlab.io", volumeHandle: handle } } });
+  api.put("persistentvolumes", {
+    apiVersion: "v1",
+    kind: "PersistentVolume",
+    metadata: { name, annotations },
+    spec: { csi: { driver: "rds.csi.srvlab.io", volumeHandle: handle } },
+  });
 
 describe("client", () => {
   test("reads over HTTPS with the kubeconfig's CA and token; 404, 401 and 403 come back as typed errors with the status", async () => {
@@ -56,7 +60,10 @@ describe("client", () => {
   });
 
   test("a CA that did not sign the server's certificate is refused", async () => {
-    const other = createKubeClient({ access: { server: api.url, token: "node-token", source: "test" }, timeoutMs: 2_000 });
+    const other = createKubeClient({
+      access: { server: api.url, token: "node-token", source: "test" },
+      timeoutMs: 2_000,
+    });
     const e = await other.getPersistentVolume("pv-a").catch((x) => x);
     expect(isKubeApiError(e) && e.status).toBe("network");
   });
@@ -66,7 +73,9 @@ describe("client", () => {
     const small = createKubeClient({ access: client.access, timeoutMs: 2_000, pageSize: 5 });
     const all = await small.listPersistentVolumes();
     expect(all.filter((p) => p.metadata?.name?.startsWith("pv-page-")).length).toBe(23);
-    expect(api.requests.filter((r) => r.verb === "list" && r.resource === "persistentvolumes").length).toBeGreaterThanOrEqual(5);
+    expect(
+      api.requests.filter((r) => r.verb === "list" && r.resource === "persistentvolumes").length,
+    ).toBeGreaterThanOrEqual(5);
   });
 
   test("a hung API server costs one deadline, typed as a timeout; node existence then says unknown", async () => {
@@ -98,9 +107,16 @@ describe("client", () => {
 
 describe("Events", () => {
   test("ten isomorphic events make one object whose series counts ten; another reason makes another object", async () => {
-    const events = createEventRecorder({ client, log, controller: "rds.csi.srvlab.io/node", instance: "node-1", seriesPatchMs: 0 });
+    const events = createEventRecorder({
+      client,
+      log,
+      controller: "rds.csi.srvlab.io/node",
+      instance: "node-1",
+      seriesPatchMs: 0,
+    });
     const regarding = { apiVersion: "v1", kind: "PersistentVolume", name: "pv-ev" };
-    for (let i = 0; i < 10; i++) events.emit({ regarding, type: "Warning", reason: "FormatRefused", action: "NodeStageVolume", note: `try ${i}` });
+    for (let i = 0; i < 10; i++)
+      events.emit({ regarding, type: "Warning", reason: "FormatRefused", action: "NodeStageVolume", note: `try ${i}` });
     events.emit({ regarding, type: "Warning", reason: "MountStormRefused", action: "NodeStageVolume", note: "storm" });
     await events.flush();
     const mine = api.list("events").filter((e) => e.regarding?.name === "pv-ev");
@@ -116,7 +132,8 @@ describe("Events", () => {
   test("the per-object spam filter stops a burst of distinct events at 25", async () => {
     const events = createEventRecorder({ client, log, controller: "c", instance: "i" });
     const regarding = { apiVersion: "v1", kind: "PersistentVolume", name: "pv-spam" };
-    for (let i = 0; i < 40; i++) events.emit({ regarding, type: "Warning", reason: `Reason${i}`, action: "x", note: "n" });
+    for (let i = 0; i < 40; i++)
+      events.emit({ regarding, type: "Warning", reason: `Reason${i}`, action: "x", note: "n" });
     await events.flush();
     expect(api.list("events").filter((e) => e.regarding?.name === "pv-spam").length).toBe(25);
   });
@@ -125,17 +142,46 @@ describe("Events", () => {
     const nobody = createKubeClient({ access: { ...client.access, token: "nobody" }, timeoutMs: 200 });
     const events = createEventRecorder({ client: nobody, log, controller: "c", instance: "i" });
     const t = performance.now();
-    events.emit({ regarding: { apiVersion: "v1", kind: "PersistentVolume", name: "pv-x" }, type: "Warning", reason: "R", action: "a", note: "n" });
+    events.emit({
+      regarding: { apiVersion: "v1", kind: "PersistentVolume", name: "pv-x" },
+      type: "Warning",
+      reason: "R",
+      action: "a",
+      note: "n",
+    });
     expect(performance.now() - t).toBeLessThan(50);
     await events.flush();
     expect(api.requests.some((r) => r.user === "nobody" && r.resource === "events" && !r.allowed)).toBe(true);
   });
 
   test("the reasons come from the real producers' errors", () => {
-    const mounts = Array.from({ length: 5 }, (_, i) => ({ id: i, parent: 0, dev: "259:1", root: "/", mountPoint: `/m${i}`, options: "rw", optional: [], fsType: "ext4", source: "/dev/nvme0n1", superOptions: "rw" }));
-    const storm = (() => { try { assertNoStorm(mounts as any, { dev: "259:1", target: "/t", source: "/dev/nvme0n1" }, 3); } catch (e) { return e; } })();
+    const mounts = Array.from({ length: 5 }, (_, i) => ({
+      id: i,
+      parent: 0,
+      dev: "259:1",
+      root: "/",
+      mountPoint: `/m${i}`,
+      options: "rw",
+      optional: [],
+      fsType: "ext4",
+      source: "/dev/nvme0n1",
+      superOptions: "rw",
+    }));
+    const storm = (() => {
+      try {
+        assertNoStorm(mounts as any, { dev: "259:1", target: "/t", source: "/dev/nvme0n1" }, 3);
+      } catch (e) {
+        return e;
+      }
+    })();
     expect(nodeEventReason("NodeStageVolume", storm)).toBe("MountStormRefused");
-    const table = (() => { try { assertTableSane(mounts as any, 2); } catch (e) { return e; } })();
+    const table = (() => {
+      try {
+        assertTableSane(mounts as any, 2);
+      } catch (e) {
+        return e;
+      }
+    })();
     expect(nodeEventReason("NodePublishVolume", table)).toBe("MountStormRefused");
     expect(nodeEventReason("NodeStageVolume", new DeadlineError("mkfs", 10))).toBe("StageDeadlineExceeded");
   });
@@ -154,11 +200,18 @@ describe("Events", () => {
   test("the NQN gate's refusal of a subsystem that backs a system mount", async () => {
     const nqn = "nqn.2000-02.com.mikrotik:pvc-11111111-2222-4333-8444-555555555555";
     const connector = createNvmeTcpConnector({
-      runner: createRunner(), log, sysfsRoot: "/nonexistent", devRoot: "/dev", nvmeBin: "false",
-      policy: { prefix: "nqn.2000-02.com.mikrotik:pvc-", protectedPatterns: [] }, systemNqns: async () => new Set([nqn]),
+      runner: createRunner(),
+      log,
+      sysfsRoot: "/nonexistent",
+      devRoot: "/dev",
+      nvmeBin: "false",
+      policy: { prefix: "nqn.2000-02.com.mikrotik:pvc-", protectedPatterns: [] },
+      systemNqns: async () => new Set([nqn]),
       timeouts: { connectMs: 1_000, disconnectMs: 1_000 },
     });
-    const e = await connector.attach({ volumeId: "pvc-x", transport: "nvme-tcp", nqn, address: "127.0.0.1", port: 4420 }).catch((x) => x);
+    const e = await connector
+      .attach({ volumeId: "pvc-x", transport: "nvme-tcp", nqn, address: "127.0.0.1", port: 4420 })
+      .catch((x) => x);
     expect(nodeEventReason("NodeStageVolume", e)).toBe("SystemVolumeRefused");
     expect(nodeEventReason("NodeUnstageVolume", new DeadlineError("umount", 10))).toBe("UnstageDeadlineExceeded");
     expect(nodeEventReason("NodePublishVolume", new DeadlineError("x", 10))).toBeNull();
@@ -176,21 +229,24 @@ describe("PV-annotation reset (in process)", () => {
     pv("pv-r2", "pvc-r2", { "rds.csi.srvlab.io/reset-circuit-breaker": "yes" });
     const resets: string[] = [];
     const events = createEventRecorder({ client, log, controller: "c", instance: "i" });
-    const poll = startBreakerResetPoll({ client, breakers, pvs: createPvIndex(client, { listTtlMs: 1_000 }), log, events, pollMs: 60_000, onReset: (v) => resets.push(v) });
-    try {
-      await poll.tick();
-    } finally {
-      poll.stop();
-    }
+    await pollOnce({ client, breakers, log, events }, (v) => resets.push(v));
     await events.flush();
     expect(breakers.isOpen("volume:pvc-r1")).toBe(false);
     expect(resets).toEqual(["pvc-r1"]);
     expect(api.get("persistentvolumes", "pv-r1")!.metadata.annotations).toEqual({ keep: "me" });
     expect(breakers.isOpen("volume:pvc-r2")).toBe(true); // only "true" resets
-    expect(api.get("persistentvolumes", "pv-r2")!.metadata.annotations["rds.csi.srvlab.io/reset-circuit-breaker"]).toBe("yes");
-    const opened = api.list("events").filter((e) => e.reason === "CircuitBreakerOpen").map((e) => e.regarding.name).sort();
+    expect(api.get("persistentvolumes", "pv-r2")!.metadata.annotations["rds.csi.srvlab.io/reset-circuit-breaker"]).toBe(
+      "yes",
+    );
+    const opened = api
+      .list("events")
+      .filter((e) => e.reason === "CircuitBreakerOpen")
+      .map((e) => e.regarding.name)
+      .sort();
     expect(opened).toEqual(["pv-r1", "pv-r2"]);
-    const note = api.list("events").find((e) => e.regarding.name === "pv-r1" && e.reason === "CircuitBreakerOpen")!.note;
+    const note = api
+      .list("events")
+      .find((e) => e.regarding.name === "pv-r1" && e.reason === "CircuitBreakerOpen")!.note;
     expect(note).toContain("reset-circuit-breaker=true");
     expect(note).toContain("rds-csi breaker reset volume:pvc-r1");
   });

@@ -28,8 +28,20 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 
-export interface Rule { apiGroups: string[]; resources: string[]; verbs: string[] }
-export interface Request { verb: string; group: string; resource: string; namespace?: string; name?: string; allowed: boolean; user: string }
+export interface Rule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+}
+export interface Request {
+  verb: string;
+  group: string;
+  resource: string;
+  namespace?: string;
+  name?: string;
+  allowed: boolean;
+  user: string;
+}
 
 type Obj = Record<string, any>;
 
@@ -46,8 +58,29 @@ export function clusterRoleRules(file: string, name: string): Rule[] {
 export function selfSignedCert(): { cert: string; key: string } {
   const dir = mkdtempSync("/tmp/fake-apiserver-tls-");
   try {
-    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-      "-subj", "/CN=fake-apiserver", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")], { stdio: "ignore" });
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=fake-apiserver",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        join(dir, "key.pem"),
+        "-out",
+        join(dir, "cert.pem"),
+      ],
+      { stdio: "ignore" },
+    );
     return { cert: readFileSync(join(dir, "cert.pem"), "utf8"), key: readFileSync(join(dir, "key.pem"), "utf8") };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -98,14 +131,25 @@ export function startFakeApiServer(opts: { users: Record<string, Rule[]> }): Fak
     Response.json({ kind: "Status", apiVersion: "v1", status: "Failure", message, reason, code }, { status: code });
 
   const allowedBy = (rules: Rule[], group: string, resource: string, verb: string) =>
-    rules.some((r) => (r.apiGroups.includes(group) || r.apiGroups.includes("*")) && (r.resources.includes(resource) || r.resources.includes("*")) && (r.verbs.includes(verb) || r.verbs.includes("*")));
+    rules.some(
+      (r) =>
+        (r.apiGroups.includes(group) || r.apiGroups.includes("*")) &&
+        (r.resources.includes(resource) || r.resources.includes("*")) &&
+        (r.verbs.includes(verb) || r.verbs.includes("*")),
+    );
 
   const pending = new Set<() => void>();
   const api: FakeApiServer = {
-    url: "", ca: cert, requests, delayMs: 0,
+    url: "",
+    ca: cert,
+    requests,
+    delayMs: 0,
     put(resource, obj) {
       const ns = obj.metadata?.namespace ?? "";
-      const stored = { ...obj, metadata: { ...obj.metadata, resourceVersion: String(++rv), uid: obj.metadata?.uid ?? crypto.randomUUID() } };
+      const stored = {
+        ...obj,
+        metadata: { ...obj.metadata, resourceVersion: String(++rv), uid: obj.metadata?.uid ?? crypto.randomUUID() },
+      };
       bucket(resource).set(`${ns}/${obj.metadata.name}`, stored);
       return stored;
     },
@@ -114,12 +158,29 @@ export function startFakeApiServer(opts: { users: Record<string, Rule[]> }): Fak
     remove: (resource, name) => void bucket(resource).delete(`/${name}`),
     kubeconfig(dir, token) {
       const path = join(dir, "kubeconfig");
-      writeFileSync(path, [
-        "apiVersion: v1", "kind: Config", "current-context: fake",
-        "clusters:", "- name: fake", "  cluster:", `    server: ${api.url}`, `    certificate-authority-data: ${Buffer.from(cert).toString("base64")}`,
-        "users:", "- name: u", "  user:", `    token: ${token}`,
-        "contexts:", "- name: fake", "  context:", "    cluster: fake", "    user: u", "",
-      ].join("\n"));
+      writeFileSync(
+        path,
+        [
+          "apiVersion: v1",
+          "kind: Config",
+          "current-context: fake",
+          "clusters:",
+          "- name: fake",
+          "  cluster:",
+          `    server: ${api.url}`,
+          `    certificate-authority-data: ${Buffer.from(cert).toString("base64")}`,
+          "users:",
+          "- name: u",
+          "  user:",
+          `    token: ${token}`,
+          "contexts:",
+          "- name: fake",
+          "  context:",
+          "    cluster: fake",
+          "    user: u",
+          "",
+        ].join("\n"),
+      );
       return path;
     },
     stop() {
@@ -135,18 +196,40 @@ export function startFakeApiServer(opts: { users: Record<string, Rule[]> }): Fak
     if (!rules) return status(401, "Unauthorized", "Unauthorized");
     // /api/v1/<res>[/<name>] | /apis/<group>/v1/[namespaces/<ns>/]<res>[/<name>]
     const m = /^\/(?:api\/v1|apis\/([^/]+)\/v1)\/(?:namespaces\/([^/]+)\/)?([a-z]+)(?:\/([^/]+))?$/.exec(url.pathname);
-    if (!m || !RESOURCES[m[3]!]) return status(404, "NotFound", `the server could not find the requested resource ${url.pathname}`);
+    if (!m || !RESOURCES[m[3]!])
+      return status(404, "NotFound", `the server could not find the requested resource ${url.pathname}`);
     const [, groupRaw, ns, resource, nameRaw] = m;
     const group = groupRaw ?? "";
     const name = nameRaw ? decodeURIComponent(nameRaw) : undefined;
     if (RESOURCES[resource!]!.group !== group) return status(404, "NotFound", `no ${resource} in group ${group}`);
     // [verbs]
-    const verb = req.method === "GET" ? (name ? "get" : url.searchParams.get("watch") === "true" ? "watch" : "list")
-      : ({ POST: "create", PUT: "update", PATCH: "patch", DELETE: "delete" } as Record<string, string>)[req.method] ?? "unknown";
+    const verb =
+      req.method === "GET"
+        ? name
+          ? "get"
+          : url.searchParams.get("watch") === "true"
+            ? "watch"
+            : "list"
+        : (({ POST: "create", PUT: "update", PATCH: "patch", DELETE: "delete" } as Record<string, string>)[
+            req.method
+          ] ?? "unknown");
     const allowed = allowedBy(rules, group, resource!, verb);
-    requests.push({ verb, group, resource: resource!, ...(ns ? { namespace: ns } : {}), ...(name ? { name } : {}), allowed, user: token! });
+    requests.push({
+      verb,
+      group,
+      resource: resource!,
+      ...(ns ? { namespace: ns } : {}),
+      ...(name ? { name } : {}),
+      allowed,
+      user: token!,
+    });
     // [rbac]
-    if (!allowed) return status(403, "Forbidden", `${resource}${group ? `.${group}` : ""} is forbidden: User cannot ${verb} resource "${resource}" in API group "${group}"`);
+    if (!allowed)
+      return status(
+        403,
+        "Forbidden",
+        `${resource}${group ? `.${group}` : ""} is forbidden: User cannot ${verb} resource "${resource}" in API group "${group}"`,
+      );
     const b = bucket(resource!);
     const key = `${ns ?? ""}/${name}`;
     if (verb === "get") {
@@ -160,17 +243,27 @@ export function startFakeApiServer(opts: { users: Record<string, Rule[]> }): Fak
       const start = Number(url.searchParams.get("continue") ?? 0);
       const items = all.slice(start, start + limit);
       const next = start + limit < all.length ? String(start + limit) : "";
-      return Response.json({ kind: "List", apiVersion: "v1", metadata: { resourceVersion: String(rv), ...(next ? { continue: next } : {}) }, items });
+      return Response.json({
+        kind: "List",
+        apiVersion: "v1",
+        metadata: { resourceVersion: String(rv), ...(next ? { continue: next } : {}) },
+        items,
+      });
     }
     if (verb === "patch") {
       const o = b.get(key);
       if (!o) return status(404, "NotFound", `${resource} "${name}" not found`);
-      if (req.headers.get("content-type") !== "application/merge-patch+json") return status(415, "UnsupportedMediaType", "only merge patches are simulated");
+      if (req.headers.get("content-type") !== "application/merge-patch+json")
+        return status(415, "UnsupportedMediaType", "only merge patches are simulated");
       const patch = (await req.json()) as Obj;
       // [rv]
       const want = patch.metadata?.resourceVersion;
       if (want !== undefined && want !== o.metadata.resourceVersion) {
-        return status(409, "Conflict", `Operation cannot be fulfilled on ${resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`);
+        return status(
+          409,
+          "Conflict",
+          `Operation cannot be fulfilled on ${resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+        );
       }
       // [patch]
       const merged = mergePatch(o, patch);
@@ -182,23 +275,34 @@ export function startFakeApiServer(opts: { users: Record<string, Rule[]> }): Fak
       const o = (await req.json()) as Obj;
       // [events]
       if (resource === "events") {
-        const missing = ["eventTime", "reportingController", "reportingInstance", "action", "reason", "type"].filter((f) => !o[f]);
+        const missing = ["eventTime", "reportingController", "reportingInstance", "action", "reason", "type"].filter(
+          (f) => !o[f],
+        );
         if (missing.length) return status(422, "Invalid", `Event is invalid: ${missing.join(", ")}: Required value`);
       }
       if (!o.metadata?.name) return status(422, "Invalid", "metadata.name: Required value");
-      if (b.has(`${ns ?? ""}/${o.metadata.name}`)) return status(409, "AlreadyExists", `${resource} "${o.metadata.name}" already exists`);
-      return Response.json(api.put(resource!, { ...o, metadata: { ...o.metadata, ...(ns ? { namespace: ns } : {}) } }), { status: 201 });
+      if (b.has(`${ns ?? ""}/${o.metadata.name}`))
+        return status(409, "AlreadyExists", `${resource} "${o.metadata.name}" already exists`);
+      return Response.json(
+        api.put(resource!, { ...o, metadata: { ...o.metadata, ...(ns ? { namespace: ns } : {}) } }),
+        { status: 201 },
+      );
     }
     return status(405, "MethodNotAllowed", `${verb} is not simulated`);
   }
   type Request_ = globalThis.Request;
 
   const server = Bun.serve({
-    hostname: "127.0.0.1", port: 0, tls: { cert, key },
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: { cert, key },
     async fetch(req) {
       if (api.delayMs > 0) {
         await new Promise<void>((resolve) => {
-          const release = () => { pending.delete(release); resolve(); };
+          const release = () => {
+            pending.delete(release);
+            resolve();
+          };
           pending.add(release);
           if (Number.isFinite(api.delayMs)) setTimeout(release, api.delayMs);
         });
