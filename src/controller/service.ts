@@ -8,6 +8,8 @@ import type { BreakerRegistry } from "../runtime/breakers.ts";
 import { aborted, alreadyExists, errorMessage, failedPrecondition, invalidArgument, notFound, outOfRange } from "../runtime/errors.ts";
 import { createKeyLock, type KeyLock } from "../runtime/key-lock.ts";
 import type { Logger } from "../runtime/log.ts";
+import type { NodeExistence } from "../k8s/node-existence.ts";
+import { PV_NAME_KEY } from "../k8s/pv-index.ts";
 import { parseNodeId } from "./node-id.ts";
 import { paginate } from "./pagination.ts";
 import { createSerializer } from "./serialize.ts";
@@ -24,6 +26,10 @@ export interface ControllerDeps {
   /** Host of the RouterOS management URL; StorageClasses naming another rdsAddress are refused. */
   managementHost?: string;
   keyLock?: KeyLock;
+  /** Node objects, when a Kubernetes API is reachable: publishing to a node that is gone is NOT_FOUND. */
+  nodes?: NodeExistence;
+  /** Node ids must carry a host NQN (NVMe/TCP exports are restricted to it); without one the node is NOT_FOUND. */
+  requireHostNqn?: boolean;
 }
 
 const CAPABILITIES = [
@@ -107,9 +113,11 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     }
   }
 
-  function volumeMessage(d: Disk, params: VolumeParams) {
+  /** pvName: the provisioner's csi.storage.k8s.io/pv/name (--extra-create-metadata), carried for the node's PV lookups. */
+  function volumeMessage(d: Disk, params: VolumeParams, pvName?: string) {
     return {
-      volume_id: d.id, capacity_bytes: d.sizeBytes, volume_context: backend.volumeContext(d, params),
+      volume_id: d.id, capacity_bytes: d.sizeBytes,
+      volume_context: { ...backend.volumeContext(d, params), ...(pvName ? { [PV_NAME_KEY]: pvName } : {}) },
       content_source: contentSource(d.meta.source), accessible_topology: [],
     };
   }
@@ -121,6 +129,7 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       if (why) throw invalidArgument(`volume_capabilities.${i}`, why);
     }
     const params = parseParams(r.parameters, paramCtx);
+    const pvName = r.parameters?.[PV_NAME_KEY];
     const src = r.volume_content_source;
     const source = src?.snapshot ? { kind: "snapshot" as const, id: src.snapshot.snapshot_id }
       : src?.volume ? { kind: "volume" as const, id: src.volume.volume_id } : undefined;
@@ -152,10 +161,10 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
           if (!sizeFits(done.sizeBytes, r.capacity_range)) {
             throw alreadyExists(`volume ${r.name} exists as ${id} with ${done.sizeBytes} bytes, outside the requested capacity range`);
           }
-          return { volume: volumeMessage(done, params) };
+          return { volume: volumeMessage(done, params, pvName) };
         }
         log.debug("volume exists, returning it");
-        return { volume: volumeMessage(existing, params) };
+        return { volume: volumeMessage(existing, params, pvName) };
       }
       let floor = 0;
       if (source?.kind === "snapshot") {
@@ -182,7 +191,7 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       }
       if (disk.copying) throw aborted(`volume ${id} is being copied from ${source?.id}; retry later`);
       log.info({ size_bytes: disk.sizeBytes, source: source?.id }, "volume created");
-      return { volume: volumeMessage(disk, params) };
+      return { volume: volumeMessage(disk, params, pvName) };
     }));
   }
 
@@ -226,7 +235,13 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     if (why) throw invalidArgument("volume_capability", why);
     const node = parseNodeId(r.node_id);
     if (typeof node === "string") throw notFound(`node ${JSON.stringify(r.node_id.slice(0, 80))} not found: ${node}`);
+    if (deps.requireHostNqn && !node.hostNqn) {
+      throw notFound(`node ${JSON.stringify(r.node_id.slice(0, 80))} not found: this driver's node ids are <node-name>/<host-NQN> (NodeGetInfo); give the node an /etc/nvme/hostnqn`);
+    }
     if (!isVolumeId(r.volume_id)) throw notFound(`volume ${r.volume_id} does not exist`);
+    if (deps.nodes && (await deps.nodes.check(node.nodeName, ctx.signal)) === "gone") {
+      throw notFound(`node ${node.nodeName} not found: the cluster has no Node object of that name`);
+    }
     return exclusive(r.volume_id, async () => {
       const disk = await getExisting(r.volume_id, ctx.signal);
       const mode = `${cap.access_mode.mode}${r.readonly ? ":ro" : ""}`;

@@ -8,7 +8,8 @@ import { describeFailure, type ExecResult, type Runner } from "../runtime/exec.t
 import type { Logger } from "../runtime/log.ts";
 import { backendFacts, gatherFacts, type FactDeps } from "./facts.ts";
 import { plan } from "./plan.ts";
-import { describeAction, type Candidate, type GcFacts, type ReferencedFacts } from "./types.ts";
+import { dropAllowedHost } from "./allowed-hosts.ts";
+import { describeAction, type AttachmentFacts, type Candidate, type GcFacts, type ReferencedFacts } from "./types.ts";
 
 export type ItemStatus = "done" | "failed" | "timed-out" | "skipped" | "not-run";
 
@@ -107,6 +108,11 @@ async function runItem(c: Candidate, deps: ExecuteDeps, unfinished: ReadonlySet<
       if (!backend) return { status: "skipped", detail: "no backend" };
       return step(`deleting disk ${a.diskId}`, deps.stepTimeoutMs, (sig) => backend.deleteDisk(a.diskId, sig));
     }
+    case "drop-allowed-host": {
+      const backend = deps.backend;
+      if (!backend) return { status: "skipped", detail: "no backend" };
+      return step(`dropping ${a.hostNqn} from ${a.diskId}`, deps.stepTimeoutMs, (sig) => dropAllowedHost(backend, a, sig));
+    }
   }
 }
 
@@ -124,7 +130,7 @@ async function step(what: string, ms: number, fn: (signal: AbortSignal) => Promi
  * still be a candidate when the world is planned again (without probes: a mount that was not found
  * dead counts as alive, so nothing under a mount that refused to unmount is ever detached).
  */
-export function freshPlanRecheck(factDeps: FactDeps, referenced: ReferencedFacts): Recheck {
+export function freshPlanRecheck(factDeps: FactDeps, referenced: ReferencedFacts, attachments?: AttachmentFacts): Recheck {
   return async (c) => {
     if (c.action.type === "unmount") {
       const { mountPoint, dev } = c.action;
@@ -135,12 +141,13 @@ export function freshPlanRecheck(factDeps: FactDeps, referenced: ReferencedFacts
       return { ok: true };
     }
     const facts = await gatherFacts(factDeps, { probe: false, listBackend: false, referenced });
-    if (c.action.type === "delete-disk") {
+    if (c.action.type === "delete-disk" || c.action.type === "drop-allowed-host") {
       const backend = factDeps.backend;
       if (!backend) return { skip: "no backend" };
       const disk = await backend.getDisk(c.action.diskId);
       if (!disk) return { skip: "already gone" };
       facts.backend = await backendFacts(backend, referenced, { slotPrefix: factDeps.slotPrefix, graceMs: factDeps.graceMs, now: facts.now, timeoutMs: factDeps.timeoutMs }, [disk]);
+      if (attachments) facts.attachments = attachments;
     }
     const fresh = plan(facts);
     const same = fresh.candidates.find((x) => x.kind === c.kind && x.id === c.id && JSON.stringify(x.action) === JSON.stringify(c.action));

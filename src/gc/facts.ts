@@ -14,7 +14,7 @@ import type { Logger } from "../runtime/log.ts";
 import { listLoopDevices } from "./loop-devices.ts";
 import { ownKubeletMounts, volDataPathFor } from "./ownership.ts";
 import { readStagingRecords } from "./records.ts";
-import type { BackendFacts, GcFacts, ReferencedFacts } from "./types.ts";
+import type { AttachmentFacts, BackendFacts, GcFacts, ReferencedFacts } from "./types.ts";
 
 /**
  * Gathers what plan() needs. Every read has a deadline; mount points are only ever probed from
@@ -38,6 +38,8 @@ export interface FactDeps {
   backend?: Backend;
   /** How referenced volume ids are found; called only when a backend is given. */
   referenced?: () => Promise<ReferencedFacts>;
+  /** Nodes and VolumeAttachments, for stale allowed hosts; called only when a backend is listed. */
+  attachments?: () => Promise<AttachmentFacts>;
   slotPrefix: string;
   graceMs: number;
   now?: () => number;
@@ -193,6 +195,7 @@ export async function gatherFacts(deps: FactDeps, opts: GatherOptions = {}): Pro
 
   const now = (deps.now ?? Date.now)();
   let backend: BackendFacts = { state: "absent" };
+  let attachments: AttachmentFacts | undefined;
   let referenced: ReferencedFacts = opts.referenced ?? { state: "unknown", reason: "no backend given" };
   if (deps.backend && opts.listBackend !== false) {
     if (!opts.referenced) {
@@ -201,6 +204,7 @@ export async function gatherFacts(deps: FactDeps, opts: GatherOptions = {}): Pro
         : { state: "unknown", reason: "give --referenced-volumes, or run in-cluster with access to PersistentVolumes" };
     }
     backend = await backendFacts(deps.backend, referenced, { slotPrefix: deps.slotPrefix, graceMs: deps.graceMs, now, timeoutMs: t, ...(sig ? { signal: sig } : {}) });
+    if (deps.attachments) attachments = await deps.attachments().catch((e): AttachmentFacts => ({ state: "unknown", reason: errorMessage(e) }));
   }
   return {
     now,
@@ -212,6 +216,6 @@ export async function gatherFacts(deps: FactDeps, opts: GatherOptions = {}): Pro
     subsystems, systemNqns, mounts, blockDevs, loopDevices, stackedDevs, loopHolders,
     records: recordScan.records,
     unreadableRecords: recordScan.unreadable,
-    probes, volDataMounts, backend, referenced,
+    probes, volDataMounts, backend, referenced, ...(attachments ? { attachments } : {}),
   };
 }

@@ -1,5 +1,6 @@
 import { classifyNqn } from "../config/nqn.ts";
 import type { MountEntry } from "../mount/mountinfo.ts";
+import { planAllowedHosts } from "./allowed-hosts.ts";
 import { isStrictlyUnder, ownKubeletMounts } from "./ownership.ts";
 import type { StagingRecord } from "./records.ts";
 import type { Candidate, GcFacts, GcPlan, Skipped } from "./types.ts";
@@ -12,7 +13,7 @@ import type { Candidate, GcFacts, GcPlan, Skipped } from "./types.ts";
 
 /** Order in which --force acts: nothing is detached under a mount, no record goes before its device. */
 export const PHASES: readonly Candidate["kind"][] = [
-  "dead-mount", "nvme-subsystem", "orphaned-subsystem", "loop-device", "stale-record", "backend-disk",
+  "dead-mount", "nvme-subsystem", "orphaned-subsystem", "loop-device", "stale-record", "allowed-host", "backend-disk",
 ];
 
 interface World {
@@ -164,6 +165,8 @@ export function plan(f: GcFacts): GcPlan {
 
   // 5. Backend disks nobody references.
   planBackend(f, w, { disconnecting, detaching, live, candidates, skipped });
+  // 6. Allowed hosts of exports that no Node or VolumeAttachment accounts for.
+  planAllowedHosts(f, { candidates, skipped });
 
   candidates.sort((a, b) => PHASES.indexOf(a.kind) - PHASES.indexOf(b.kind));
   return { candidates, skipped };

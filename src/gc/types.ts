@@ -28,6 +28,17 @@ export type ReferencedFacts =
   | { state: "known"; source: string; volumeIds: ReadonlySet<string> }
   | { state: "unknown"; reason: string };
 
+/**
+ * Which Nodes exist and which (volume, node) pairs a VolumeAttachment references (via its PV's
+ * volume handle). Unknown means no allowed host is ever reported stale.
+ */
+export type AttachmentFacts =
+  | { state: "known"; source: string; nodes: ReadonlySet<string>; attached: ReadonlySet<string> }
+  | { state: "unknown"; reason: string };
+
+/** `${volumeId}@${nodeName}`: the key of AttachmentFacts.attached. */
+export const attachmentKey = (volumeId: string, nodeName: string) => `${volumeId}@${nodeName}`;
+
 /** Everything plan() looks at. Gathered with deadlines by facts.ts; fabricated freely in tests. */
 export interface GcFacts {
   now: number;
@@ -57,6 +68,8 @@ export interface GcFacts {
   volDataMounts: ReadonlySet<string>;
   backend: BackendFacts;
   referenced: ReferencedFacts;
+  /** Absent: not asked (no backend, or gathered without the Kubernetes API). */
+  attachments?: AttachmentFacts;
 }
 
 export type CandidateKind =
@@ -65,6 +78,7 @@ export type CandidateKind =
   | "orphaned-subsystem"
   | "loop-device"
   | "stale-record"
+  | "allowed-host"
   | "backend-disk";
 
 export type Action =
@@ -72,7 +86,9 @@ export type Action =
   | { type: "nvme-disconnect"; nqn: string }
   | { type: "loop-detach"; device: string; backingFile: string }
   | { type: "delete-record"; path: string; volumeId: string; stagedAt: string }
-  | { type: "delete-disk"; diskId: string; nqn?: string };
+  | { type: "delete-disk"; diskId: string; nqn?: string }
+  /** Drops node ids from the disk's publications and, unless it is the export's last one, the host NQN from its allowed hosts. */
+  | { type: "drop-allowed-host"; diskId: string; hostNqn: string; nodeIds: string[]; keepHost: boolean };
 
 export interface Candidate {
   kind: CandidateKind;
@@ -101,5 +117,8 @@ export function describeAction(a: Action): string {
     case "loop-detach": return `losetup --detach ${a.device}`;
     case "delete-record": return `delete ${a.path}`;
     case "delete-disk": return `delete backend disk ${a.diskId}`;
+    case "drop-allowed-host": return a.keepHost
+      ? `forget publication ${a.nodeIds.join(", ")} of ${a.diskId} (host stays allowed: the export's only one)`
+      : `remove allowed host ${a.hostNqn} from ${a.diskId}`;
   }
 }

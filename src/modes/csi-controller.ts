@@ -10,6 +10,7 @@ import { controllerAdminSocketPath } from "../runtime/admin.ts";
 import { daemonDirsProblem } from "../runtime/daemon-dirs.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import type { Mode, ModeContext } from "./types.ts";
+import { KUBE_OPTIONS, kubeClientFor } from "../k8s/mode-options.ts";
 
 export const DEFAULT_VOLUME_PATH = "/storage-pool/metal-csi";
 
@@ -29,6 +30,7 @@ const OPTIONS = [
   { name: "keep-alive-tmo", type: "number", describe: "Default keep_alive_tmo in seconds (0 = kernel default)", default: 0, schema: Int(0, 3600) },
   { name: "fs-type", type: "string", describe: "Default filesystem", default: "ext4", choices: ["ext4", "xfs"] },
   { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/controller-admin.sock", schema: AbsolutePath },
+  ...KUBE_OPTIONS,
 ] as const satisfies readonly OptionSpec[];
 
 type ControllerConfig = ConfigOf<[...typeof COMMON_OPTIONS, ...typeof OPTIONS]>;
@@ -43,6 +45,11 @@ export const mode: Mode<ControllerConfig> = {
     const unsafe = daemonDirsProblem(cfg);
     if (unsafe) {
       ctx.log.fatal(`csi-controller: ${unsafe}`);
+      return 2;
+    }
+    const kube = await kubeClientFor(cfg, ctx.log).catch((e: Error) => e);
+    if (kube instanceof Error) {
+      ctx.log.fatal(`csi-controller: ${kube.message}`);
       return 2;
     }
     const nqnPrefix = cfg.nqnPrefix ?? GO_DRIVER_DEFAULT_PREFIX;
@@ -65,11 +72,15 @@ export const mode: Mode<ControllerConfig> = {
       fsType: cfg.fsType,
     };
     // gRPC and the controller service load here, not with the options gc borrows from this file.
-    const [{ controllerHandlers }, { createControllerProbe }, { backendReport }, { identityHandlers }, { startCsiServer }, { runDaemon }] = await Promise.all([
+    const [{ controllerHandlers }, { createControllerProbe }, { backendReport }, { identityHandlers }, { startCsiServer }, { runDaemon }, { createNodeExistence }] = await Promise.all([
       import("../controller/service.ts"), import("../controller/probe.ts"), import("../backends/report.ts"),
-      import("../csi/identity.ts"), import("../csi/server.ts"), import("./daemon.ts"),
+      import("../csi/identity.ts"), import("../csi/server.ts"), import("./daemon.ts"), import("../k8s/node-existence.ts"),
     ]);
-    const deps = { backend, breakers: ctx.breakers, log: ctx.log, defaults, managementHost };
+    const deps = {
+      backend, breakers: ctx.breakers, log: ctx.log, defaults, managementHost,
+      requireHostNqn: backend.kind === "routeros",
+      ...(kube ? { nodes: createNodeExistence(kube, { ttlMs: 30_000, log: ctx.log }) } : {}),
+    };
     const probe = createControllerProbe({ backend, breakers: ctx.breakers, log: ctx.log, budgetMs: cfg.probeBudget, checkTimeoutMs: 3 * cfg.requestTimeout });
     probe.start();
     const server = await startCsiServer({

@@ -31,6 +31,8 @@ import { runDaemon } from "./daemon.ts";
 import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
 import type { COMMON_OPTIONS } from "../config/options.ts";
 import type { Mode, ModeContext } from "./types.ts";
+import { startNodeKube, NODE_KUBE_OPTIONS } from "../k8s/node-wiring.ts";
+import { kubeClientFor } from "../k8s/mode-options.ts";
 
 /**
  * Everything the node path runs (directly or, for `sh`, to batch mount probes); a node without one
@@ -64,6 +66,7 @@ const OPTIONS = [
   NVME_COMMAND_OPTION,
   { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
   { name: "file-dir", type: "string", describe: "Directory of the controller's file backend: loop volumes' backing files must be in it", default: DEFAULTS.fileDir, schema: AbsolutePath },
+  ...NODE_KUBE_OPTIONS,
 ] as const satisfies readonly OptionSpec[];
 
 type NodeConfig = ConfigOf<[...typeof COMMON_OPTIONS, ...typeof OPTIONS], "nqn-prefix">;
@@ -89,6 +92,11 @@ export const mode: Mode<NodeConfig> = {
     const unsafe = daemonDirsProblem(c);
     if (unsafe) {
       ctx.log.fatal(`csi-node: ${unsafe}`);
+      return 2;
+    }
+    const kube = await kubeClientFor(c, ctx.log).catch((e: Error) => e);
+    if (kube instanceof Error) {
+      ctx.log.fatal(`csi-node: ${kube.message}`);
       return 2;
     }
     let lock: ReturnType<typeof acquireLock>;
@@ -154,7 +162,7 @@ export const mode: Mode<NodeConfig> = {
           driverName: c.driverName, version: ctx.version, pluginCapabilities: [],
           probe: async () => (ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` }),
         }),
-        Node: Object.fromEntries(Object.entries(service).map(([method, handler]) => [method, (req: unknown, rpc: unknown) =>
+        Node: Object.fromEntries(Object.entries(startNodeKube(ctx, kube, service, nodeName)).map(([method, handler]) => [method, (req: unknown, rpc: unknown) =>
           profiled(() => (handler as (r: unknown, c: unknown) => Promise<unknown>)(req, rpc), (p) => ctx.log.debug({ op: method, ...profileFields(p) }, "rpc profile"))])),
       },
       shutdown: ctx.shutdown, log: ctx.log, metrics: ctx.metrics,

@@ -8,9 +8,11 @@ import { BACKEND_OPTIONS, backendFromConfig } from "../gc/backend.ts";
 import { executePlan, freshPlanRecheck, type ItemResult } from "../gc/execute.ts";
 import { gatherFacts, type FactDeps } from "../gc/facts.ts";
 import { plan } from "../gc/plan.ts";
-import { inClusterAccess, referencedFromKubernetes, referencedFromOption } from "../gc/referenced.ts";
+import { referencedFromKubernetes, referencedFromOption } from "../gc/referenced.ts";
+import { KUBE_OPTIONS, kubeClientFor } from "../k8s/mode-options.ts";
 import { progressLine, renderJson, renderPlanText, renderResultsText, type Notes } from "../gc/render.ts";
-import type { ReferencedFacts } from "../gc/types.ts";
+import { attachmentsFromKubernetes } from "../gc/allowed-hosts.ts";
+import type { KubeClient } from "../k8s/client.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { acquireLock, readLock, type HeldLock } from "../runtime/lockfile.ts";
 import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
@@ -23,7 +25,8 @@ export const EXIT_ERROR = 2;
 
 const DESCRIBE = [
   "Fail-dumb garbage collection of what the driver leaked: dead mounts, NVMe subsystems, loop devices,",
-  "staging records and (with --backend) unreferenced disks. Shows the plan by default; --force acts.",
+  "staging records and (with --backend) unreferenced disks and allowed hosts of exports that no Node or",
+  "VolumeAttachment accounts for (RouterOS side only). Shows the plan by default; --force acts.",
   "The plan only reads, so it runs beside a live csi-node; --force needs the node plugin stopped (or --ignore-lock).",
   "Exit codes: plan: 0 nothing to collect, 1 candidates exist, 2 error (including a refused lock).",
   "--force: 0 every candidate was collected (or there were none), 1 some were skipped, failed,",
@@ -40,18 +43,28 @@ const OPTIONS = [
   { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
   NVME_COMMAND_OPTION,
   ...BACKEND_OPTIONS,
+  ...KUBE_OPTIONS,
 ] as const satisfies readonly OptionSpec[];
 
 type GcConfig = ConfigOf<[...typeof COMMON_OPTIONS, ...typeof OPTIONS], "nqn-prefix">;
 type GcContext = ModeContext<GcConfig>;
 
-function referencedSource(ctx: GcContext, timeoutMs: number): (() => Promise<ReferencedFacts>) | undefined {
+/** The cluster's facts gc asks for: referenced volumes and (with a backend) attachments; one client, made on first use. */
+function clusterSources(ctx: GcContext, timeoutMs: number): Pick<FactDeps, "referenced" | "attachments"> {
+  let client: Promise<KubeClient | null> | undefined;
+  const kube = () => (client ??= kubeClientFor(ctx.config, ctx.log));
   const given = ctx.config.referencedVolumes;
-  if (given !== undefined) return () => referencedFromOption(given, timeoutMs);
-  return async () => {
-    const access = await inClusterAccess();
-    if (!access) return { state: "unknown", reason: "not running in-cluster; give --referenced-volumes" };
-    return referencedFromKubernetes(access, timeoutMs);
+  return {
+    referenced: given !== undefined ? () => referencedFromOption(given, timeoutMs) : async () => {
+      const c = await kube();
+      if (!c) return { state: "unknown", reason: "not running in-cluster and no --kubeconfig; give --referenced-volumes" };
+      return referencedFromKubernetes(c);
+    },
+    attachments: async () => {
+      const c = await kube();
+      if (!c) return { state: "unknown", reason: "no Kubernetes API (not in a pod, no --kubeconfig)" };
+      return attachmentsFromKubernetes(c);
+    },
   };
 }
 
@@ -115,7 +128,7 @@ async function run(ctx: GcContext): Promise<number> {
       ownedFileDirs: [cfg.fileDir],
       timeoutMs: stepTimeoutMs, probeTimeoutMs: stepTimeoutMs,
       ...(backend ? { backend } : {}),
-      referenced: referencedSource(ctx, stepTimeoutMs),
+      ...clusterSources(ctx, stepTimeoutMs),
       slotPrefix: VOLUME_PREFIX, graceMs: cfg.grace,
     };
     let facts;
@@ -137,7 +150,7 @@ async function run(ctx: GcContext): Promise<number> {
     ctx.shutdown.install((code) => { if (running) process.exit(code); });
     const results: ItemResult[] = await ctx.shutdown.track("gc", "force", () => executePlan(thePlan.candidates, {
       runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeCommand,
-      recheck: freshPlanRecheck(factDeps, facts.referenced),
+      recheck: freshPlanRecheck(factDeps, facts.referenced, facts.attachments),
       ...(backend ? { backend } : {}),
       stop: ctx.shutdown.signal,
       onProgress: progressLine(process.stderr),

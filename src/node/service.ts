@@ -501,11 +501,16 @@ export function createNodeService(deps: NodeServiceDeps) {
     });
   }
 
-  /** The record of a volume whose path the CO names, or NOT_FOUND (unknown volume first, then the path). */
+  /**
+   * The record of a volume whose path the CO names. Order (CSI spec tables, as csi-sanity checks
+   * them): a missing field is INVALID_ARGUMENT; then an unknown volume is NOT_FOUND whatever its
+   * path looks like; only then is the path's form checked, then that it is the volume's.
+   */
   async function knownPath(volumeId: string, req: Req, field: string): Promise<{ record: StagingRecord; path: string }> {
+    const raw = requireString(req, field);
     const record = await deps.records.read(volumeId);
     if (!record) throw notFound(`volume ${volumeId} is not staged on this node`);
-    const path = deps.paths.lexical(field, requireString(req, field));
+    const path = deps.paths.lexical(field, raw);
     if (record.staging_path !== path && !record.publications.some((p) => p.target_path === path)) {
       throw notFound(`${path} is neither the staging path nor a published path of volume ${volumeId}`);
     }

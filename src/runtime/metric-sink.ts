@@ -10,6 +10,8 @@ export interface Metrics {
   rpcInFlight: { inc(labels: Labels<"method">): void; dec(labels: Labels<"method">): void };
   breakerState: { set(labels: Labels<"key">, value: number): void };
   breakerOpens: { inc(labels: Labels<"key">): void };
+  /** Breakers reset by the PV annotation rds.csi.srvlab.io/reset-circuit-breaker=true (src/k8s/breaker-reset.ts). */
+  breakerAnnotationResets: { inc(labels: Labels<"key">): void };
   stuckChildren: { set(value: number): void };
   /** The Prometheus text exposition of everything recorded; empty from the silent sink. */
   render(): Promise<string>;
@@ -20,7 +22,7 @@ export const BREAKER_STATE_VALUE = { closed: 0, "half-open": 1, open: 2 } as con
 
 export function silentMetrics(): Metrics {
   const none = { observe() {}, inc() {}, dec() {}, set() {} };
-  return { rpcDuration: none, rpcInFlight: none, breakerState: none, breakerOpens: none, stuckChildren: none, render: async () => "" };
+  return { rpcDuration: none, rpcInFlight: none, breakerState: none, breakerOpens: none, breakerAnnotationResets: none, stuckChildren: none, render: async () => "" };
 }
 
 export function recordBreakerState(metrics: Metrics, key: string, state: keyof typeof BREAKER_STATE_VALUE) {

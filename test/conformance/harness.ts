@@ -7,6 +7,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { csiClient, type CsiClient } from "../../src/csi/client.ts";
+import { releaseUnder } from "../helpers/release-under.ts";
 
 const REPO = join(import.meta.dir, "..", "..");
 export const NQN_PREFIX = "nqn.2000-02.com.mikrotik:pvc-";
@@ -142,14 +143,7 @@ export async function startCluster(tag: string): Promise<Cluster> {
     node.close();
     await Promise.all([stop(ctlProc), stop(nodeProc)]);
     // Only what lives under our temp dir: mounts deepest first, then loop devices backed by our files.
-    const mine = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4] ?? "")
-      .filter((mp) => mp.startsWith(`${dir}/`)).reverse();
-    for (const mp of mine) spawnSync("umount", ["-l", mp], { stdio: "ignore" });
-    const loops = execFileSync("losetup", ["--list", "--noheadings", "--output", "NAME,BACK-FILE"], { encoding: "utf8" });
-    for (const line of loops.split("\n")) {
-      const [dev, file] = line.trim().split(/\s+/);
-      if (dev && file?.startsWith(`${dir}/`)) spawnSync("losetup", ["-d", dev], { stdio: "ignore" });
-    }
+    releaseUnder(dir);
     rmSync(dir, { recursive: true, force: true });
   }
 

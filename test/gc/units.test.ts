@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { parseLosetupJson } from "../../src/gc/loop-devices.ts";
 import { parseIdList, referencedFromKubernetes } from "../../src/gc/referenced.ts";
+import { createKubeClient } from "../../src/k8s/client.ts";
 import { progressLine, renderPlanText } from "../../src/gc/render.ts";
 
 describe("losetup --json", () => {
@@ -43,14 +44,14 @@ describe("referenced volumes", () => {
   afterAll(() => server.stop(true));
 
   test("the PV list is read page by page and every CSI handle counts", async () => {
-    const r = await referencedFromKubernetes({ apiUrl: `http://127.0.0.1:${server.port}`, token: "t0ken" }, 5_000);
+    const r = await referencedFromKubernetes(createKubeClient({ access: { server: `http://127.0.0.1:${server.port}`, token: "t0ken", source: "test" }, timeoutMs: 5_000 }));
     expect(r.state).toBe("known");
     expect([...(r.state === "known" ? r.volumeIds : [])].sort()).toEqual(["pvc-1", "pvc-2"]);
     expect(seenAuth.every((a) => a === "Bearer t0ken")).toBe(true);
   });
 
   test("a refused request is an error, never an empty list", async () => {
-    await expect(referencedFromKubernetes({ apiUrl: `http://127.0.0.1:${server.port}`, token: "wrong" }, 5_000)).rejects.toThrow(/HTTP 401/);
+    await expect(referencedFromKubernetes(createKubeClient({ access: { server: `http://127.0.0.1:${server.port}`, token: "wrong", source: "test" }, timeoutMs: 5_000 }))).rejects.toThrow(/HTTP 401/);
   });
 });
 
