@@ -18,36 +18,78 @@ const marker = join(MARKERS, String(process.pid));
 type Owned = { dir: string } | { pid: number; needle: string };
 
 const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
-const mountPoints = () => readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter(Boolean).map((l) => unescape(l.split(" ")[4]!));
-const sh = (cmd: string, args: string[]) => { try { execFileSync(cmd, args, { stdio: "ignore", timeout: 60_000 }); return true; } catch { return false; } };
+const mountPoints = () =>
+  readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => unescape(l.split(" ")[4]!));
+const sh = (cmd: string, args: string[]) => {
+  try {
+    execFileSync(cmd, args, { stdio: "ignore", timeout: 60_000 });
+    return true;
+  } catch {
+    return false;
+  }
+};
 const under = (p: string, dir: string) => p === dir || p.startsWith(dir + "/");
 
 function loopDevices(): { dev: string; file: string }[] {
   try {
-    const out = execFileSync("losetup", ["--list", "--noheadings", "--output", "NAME,BACK-FILE"], { encoding: "utf8", timeout: 10_000 });
-    return out.split("\n").map((l) => l.trim().split(/\s+/)).filter((f) => f[0] && f[1]).map(([dev, file]) => ({ dev: dev!, file: file!.replace(/ \(deleted\)$/, "") }));
-  } catch { return []; }
+    const out = execFileSync("losetup", ["--list", "--noheadings", "--output", "NAME,BACK-FILE"], {
+      encoding: "utf8",
+      timeout: 10_000,
+    });
+    return out
+      .split("\n")
+      .map((l) => l.trim().split(/\s+/))
+      .filter((f) => f[0] && f[1])
+      .map(([dev, file]) => ({ dev: dev!, file: file!.replace(/ \(deleted\)$/, "") }));
+  } catch {
+    return [];
+  }
 }
 
 /** Lazy-unmounts the topmost mounts inside dir (each takes its subtree along), detaches its loop devices, removes it. */
 export function tearDownTree(dir: string): void {
-  const inside = mountPoints().filter((mp) => under(mp, dir)).sort((a, b) => a.length - b.length);
+  const inside = mountPoints()
+    .filter((mp) => under(mp, dir))
+    .sort((a, b) => a.length - b.length);
   const tops = inside.filter((mp, i) => !inside.slice(0, i).some((t) => under(mp, t)));
   for (const mp of tops) sh("umount", ["-l", mp]);
   for (const { dev, file } of loopDevices()) if (under(file, dir)) sh("losetup", ["-d", dev]);
-  try { rmSync(dir, { recursive: true, force: true }); } catch (e) { console.error(`bench cleanup: could not remove ${dir}: ${(e as Error).message}`); }
+  try {
+    rmSync(dir, { recursive: true, force: true });
+  } catch (e) {
+    console.error(`bench cleanup: could not remove ${dir}: ${(e as Error).message}`);
+  }
 }
 
 function release(o: Owned): void {
   if ("dir" in o) return tearDownTree(o.dir);
   let cmdline = "";
-  try { cmdline = readFileSync(`/proc/${o.pid}/cmdline`, "utf8"); } catch { return; }
+  try {
+    cmdline = readFileSync(`/proc/${o.pid}/cmdline`, "utf8");
+  } catch {
+    return;
+  }
   if (!cmdline.includes(o.needle)) return; // the pid was reused by someone else
-  try { process.kill(o.pid, "SIGCONT"); process.kill(o.pid, "SIGKILL"); } catch { /* gone */ }
+  try {
+    process.kill(o.pid, "SIGCONT");
+    process.kill(o.pid, "SIGKILL");
+  } catch {
+    /* gone */
+  }
 }
 
 function readMarker(file: string): Owned[] {
-  try { return readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Owned); } catch { return []; }
+  try {
+    return readFileSync(file, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Owned);
+  } catch {
+    return [];
+  }
 }
 
 function releaseAll(file: string): void {
@@ -58,7 +100,14 @@ function releaseAll(file: string): void {
   rmSync(file, { force: true });
 }
 
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === "EPERM"; } };
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
 
 /** Tears down what earlier bench runs that died hard left behind (their pid is gone). */
 function reapLeftovers(): void {
@@ -67,7 +116,9 @@ function reapLeftovers(): void {
     const pid = Number(name);
     if (!Number.isInteger(pid) || pid === process.pid || alive(pid)) continue;
     const owned = readMarker(join(MARKERS, name));
-    console.error(`bench cleanup: reaping leftovers of an interrupted run (pid ${pid}): ${owned.map((o) => ("dir" in o ? o.dir : `pid ${o.pid}`)).join(", ")}`);
+    console.error(
+      `bench cleanup: reaping leftovers of an interrupted run (pid ${pid}): ${owned.map((o) => ("dir" in o ? o.dir : `pid ${o.pid}`)).join(", ")}`,
+    );
     releaseAll(join(MARKERS, name));
   }
 }
@@ -119,8 +170,10 @@ export function hostState() {
         mounts: mountPoints().filter((mp) => ownedDirs.some((d) => under(mp, d))).length,
         loops: loopDevices().filter(({ file }) => ownedDirs.some((d) => under(file, d))).length,
       };
-      return `host ${same ? "left as found" : "changed"}: mounts ${before.mounts} → ${after.mounts}, loop devices ${before.loops} → ${after.loops}; ` +
-        `left by this run: ${ours.mounts} mounts, ${ours.loops} loop devices`;
+      return (
+        `host ${same ? "left as found" : "changed"}: mounts ${before.mounts} → ${after.mounts}, loop devices ${before.loops} → ${after.loops}; ` +
+        `left by this run: ${ours.mounts} mounts, ${ours.loops} loop devices`
+      );
     },
   };
 }

@@ -31,15 +31,29 @@ const sim = f.sim!;
 own({ dir: dirname(sim.caFile) });
 for (let i = 0; i < N_SEED; i++) {
   const slot = volumeIdForName(`seed-${i}`);
-  sim.state.seedDisk({ slot, "file-path": `/storage-pool/metal-csi/${slot}.img`, "file-size": String(GiB), "nvme-tcp-export": "true", "nvme-tcp-server-port": "4420", "nvme-tcp-server-nqn": `nqn.2000-02.com.mikrotik:${slot}` });
+  sim.state.seedDisk({
+    slot,
+    "file-path": `/storage-pool/metal-csi/${slot}.img`,
+    "file-size": String(GiB),
+    "nvme-tcp-export": "true",
+    "nvme-tcp-server-port": "4420",
+    "nvme-tcp-server-nqn": `nqn.2000-02.com.mikrotik:${slot}`,
+  });
 }
 const c = await startController(f);
 own({ dir: dirname(c.endpoint.replace(/^unix:\/\//, "")) });
 let created = -1;
 try {
-
   // Reference: one REST GET by slot, straight to the simulator.
-  const rest = createRestClient({ url: sim.url, user: sim.user, password: sim.password, ca: readFileSync(sim.caFile, "utf8"), requestTimeoutMs: 10_000, breakers: createBreakerRegistry(), log: silentLogger() });
+  const rest = createRestClient({
+    url: sim.url,
+    user: sim.user,
+    password: sim.password,
+    ca: readFileSync(sim.caFile, "utf8"),
+    requestTimeoutMs: 10_000,
+    breakers: createBreakerRegistry(),
+    log: silentLogger(),
+  });
   const ref: number[] = [];
   for (let i = 0; i < N_OPS; i++) {
     const t = performance.now();
@@ -52,7 +66,11 @@ try {
   const ids: string[] = [];
   for (let i = 0; i < N_OPS; i++) {
     const t = performance.now();
-    const r = await c.ctl.CreateVolume({ name: `bench-${i}`, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()] });
+    const r = await c.ctl.CreateVolume({
+      name: `bench-${i}`,
+      capacity_range: { required_bytes: GiB },
+      volume_capabilities: [mountCap()],
+    });
     create.push(performance.now() - t);
     ids.push(r.volume.volume_id);
   }
@@ -65,7 +83,11 @@ try {
   const before = sim.state.disks().length;
   const names = Array.from({ length: 32 }, (_, i) => `dup-${i % 8}`);
   const t = performance.now();
-  const results = await Promise.allSettled(names.map((name) => c.ctl.CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()] })));
+  const results = await Promise.allSettled(
+    names.map((name) =>
+      c.ctl.CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()] }),
+    ),
+  );
   const burstMs = performance.now() - t;
   created = sim.state.disks().length - before;
   const failed = results.filter((r) => r.status === "rejected").length;
@@ -74,8 +96,9 @@ try {
   console.log(`reference  REST GET /disk?slot=  ${fmt(ref)}`);
   console.log(`CreateVolume                     ${fmt(create)}`);
   console.log(`DeleteVolume                     ${fmt(del)}`);
-  console.log(`32 concurrent CreateVolume, 8 distinct names: ${created} disks created (expected 8), ${failed} calls failed, ${burstMs.toFixed(0)} ms total`);
-
+  console.log(
+    `32 concurrent CreateVolume, 8 distinct names: ${created} disks created (expected 8), ${failed} calls failed, ${burstMs.toFixed(0)} ms total`,
+  );
 } finally {
   await c.close();
   await f.close();

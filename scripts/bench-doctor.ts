@@ -17,7 +17,10 @@ import { createRunner } from "../src/runtime/exec.ts";
 import { createFrozenFuse, type FrozenFuse } from "../test/helpers/frozen-fuse.ts";
 import { benchTmpDir, hostState, own, releaseNow, tearDownTree } from "./bench-cleanup.ts";
 
-const arg = (name: string, dflt: string) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : dflt; };
+const arg = (name: string, dflt: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1]! : dflt;
+};
 const PROBE_TIMEOUT_MS = Number(arg("probe-timeout-ms", "2000"));
 const SIZES = arg("sizes", "1000,10000").split(",").map(Number);
 const FROZEN = 10;
@@ -52,18 +55,26 @@ async function benchParser() {
     const viaChild = await runner("cat", [file], { timeoutMs: 60_000, maxOutputBytes: 256 * 2 ** 20 });
     parseMountinfo(viaChild.stdout);
     const withChild = performance.now() - t1;
-    console.log(`parser   ${n} entries: parseMountinfo ${ours.toFixed(1)} ms; read by a child cat + parse ${withChild.toFixed(1)} ms (cat ${viaChild.durationMs} ms) | reference findmnt --raw -F ${f.durationMs} ms (exit ${f.exitCode})`);
-  } finally { tearDownTree(dir); }
+    console.log(
+      `parser   ${n} entries: parseMountinfo ${ours.toFixed(1)} ms; read by a child cat + parse ${withChild.toFixed(1)} ms (cat ${viaChild.durationMs} ms) | reference findmnt --raw -F ${f.durationMs} ms (exit ${f.exitCode})`,
+    );
+  } finally {
+    tearDownTree(dir);
+  }
 }
 
 async function benchProbes(size: number) {
   const base = benchTmpDir("doctor");
   const fuses: FrozenFuse[] = [];
   // A private tmpfs parent keeps thousands of mounts out of every other mount namespace.
-  await sh(`mount -t tmpfs -o size=16m bench-doctor '${base}' && mount --make-private '${base}' && mkdir '${base}/src'`);
+  await sh(
+    `mount -t tmpfs -o size=16m bench-doctor '${base}' && mount --make-private '${base}' && mkdir '${base}/src'`,
+  );
   try {
     const t0 = performance.now();
-    await sh(`cd '${base}' && i=0; while [ $i -lt ${size} ]; do mkdir t$i && mount --bind src t$i || exit 1; i=$((i+1)); done`);
+    await sh(
+      `cd '${base}' && i=0; while [ $i -lt ${size} ]; do mkdir t$i && mount --bind src t$i || exit 1; i=$((i+1)); done`,
+    );
     const setupMs = performance.now() - t0;
     for (let i = 0; i < FROZEN; i++) {
       const f = await createFrozenFuse();
@@ -88,9 +99,11 @@ async function benchProbes(size: number) {
     await mountsCheck.run(deps, facts2, new AbortController().signal);
     const wall2 = performance.now() - second;
     const c = probes.children();
-    console.log(`probes   ${facts.mounts!.length} mounts (${size} binds + ${FROZEN} frozen FUSE): round 1 ${wall.toFixed(0)} ms (mountinfo ${readMs.toFixed(0)} ms), ` +
-      `dead ${facts.mountSummary!.dead.length}, probe deadline ${PROBE_TIMEOUT_MS} ms → overhead ${(wall - PROBE_TIMEOUT_MS).toFixed(0)} ms; ` +
-      `probe children started ${startedBefore}, peak live ${c.peak}; round 2 ${wall2.toFixed(0)} ms, new children ${c.started - startedBefore} (live mounts only; frozen ones answered from their stuck probes), dead ${facts2.mountSummary!.dead.length} | setup ${(setupMs / 1000).toFixed(1)} s`);
+    console.log(
+      `probes   ${facts.mounts!.length} mounts (${size} binds + ${FROZEN} frozen FUSE): round 1 ${wall.toFixed(0)} ms (mountinfo ${readMs.toFixed(0)} ms), ` +
+        `dead ${facts.mountSummary!.dead.length}, probe deadline ${PROBE_TIMEOUT_MS} ms → overhead ${(wall - PROBE_TIMEOUT_MS).toFixed(0)} ms; ` +
+        `probe children started ${startedBefore}, peak live ${c.peak}; round 2 ${wall2.toFixed(0)} ms, new children ${c.started - startedBefore} (live mounts only; frozen ones answered from their stuck probes), dead ${facts2.mountSummary!.dead.length} | setup ${(setupMs / 1000).toFixed(1)} s`,
+    );
     probes.close();
   } finally {
     for (const f of fuses) await f.cleanup();

@@ -15,17 +15,42 @@ import { csiClient, type CsiClient } from "../src/csi/client.ts";
 
 const BIN = `${import.meta.dir}/../dist/rds-csi`;
 const tmp = mkdtempSync("/tmp/rds-csi-bench-hostile-");
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
-const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
+const rssMb = (pid: number) =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
 
 const kubelet = join(tmp, "kubelet");
 mkdirSync(kubelet, { recursive: true });
 const sock = join(tmp, "node.sock");
-const node = Bun.spawn([BIN, "csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "bench", "--state-dir", join(tmp, "state"),
-  "--kubelet-dir", kubelet, "--file-dir", join(tmp, "files"), "--endpoint", `unix://${sock}`, "--host-nqn-file", join(tmp, "none"), "--log-level", "warn"],
-  { stdout: "ignore", stderr: "ignore" });
-process.on("exit", () => { node.kill("SIGKILL"); rmSync(tmp, { recursive: true, force: true }); });
+const node = Bun.spawn(
+  [
+    BIN,
+    "csi-node",
+    "--nqn-prefix",
+    "nqn.2000-02.com.mikrotik:pvc-",
+    "--node-id",
+    "bench",
+    "--state-dir",
+    join(tmp, "state"),
+    "--kubelet-dir",
+    kubelet,
+    "--file-dir",
+    join(tmp, "files"),
+    "--endpoint",
+    `unix://${sock}`,
+    "--host-nqn-file",
+    join(tmp, "none"),
+    "--log-level",
+    "warn",
+  ],
+  { stdout: "ignore", stderr: "ignore" },
+);
+process.on("exit", () => {
+  node.kill("SIGKILL");
+  rmSync(tmp, { recursive: true, force: true });
+});
 for (let i = 0; i < 500 && !(await Bun.file(sock).exists()); i++) await Bun.sleep(10);
 const c: CsiClient = csiClient(`unix://${sock}`, { defaultDeadlineMs: 30_000 });
 for (let i = 0; i < 200; i++) await c.identity.Probe({});
@@ -33,7 +58,9 @@ for (let i = 0; i < 200; i++) await c.identity.Probe({});
 /** Probe latencies sampled every 5 ms while `load` runs in a loop for `ms`. */
 async function probeWhile(load: (() => Promise<unknown>) | null, ms = 3_000): Promise<number[]> {
   let running = true;
-  const loop = (async () => { while (running && load) await load().catch(() => {}); })();
+  const loop = (async () => {
+    while (running && load) await load().catch(() => {});
+  })();
   const out: number[] = [];
   const until = performance.now() + ms;
   while (performance.now() < until) {
@@ -51,13 +78,28 @@ const cap = { mount: { fs_type: "ext4", mount_flags: [] }, access_mode: { mode: 
 // The largest request the limits allow: a 128-byte id, a path near 4096 bytes, a 4 KiB volume context.
 // It passes every check and goes as far as the attach (the backing file does not exist: NOT_FOUND).
 const longPath = `${kubelet}/${`${"c".repeat(200)}/`.repeat(19)}globalmount`;
-const context = { transport: "loop", backingFile: join(tmp, "files", "pvc-big.img"),
-  ...Object.fromEntries(Array.from({ length: 95 }, (_, i) => [`key${String(i).padStart(3, "0")}`, "v".repeat(34)])) };
-const largest = () => c.node.NodeStageVolume({ volume_id: `pvc-${"a".repeat(124)}`, staging_target_path: longPath, volume_capability: cap, volume_context: context });
+const context = {
+  transport: "loop",
+  backingFile: join(tmp, "files", "pvc-big.img"),
+  ...Object.fromEntries(Array.from({ length: 95 }, (_, i) => [`key${String(i).padStart(3, "0")}`, "v".repeat(34)])),
+};
+const largest = () =>
+  c.node.NodeStageVolume({
+    volume_id: `pvc-${"a".repeat(124)}`,
+    staging_target_path: longPath,
+    volume_capability: cap,
+    volume_context: context,
+  });
 const huge = "x".repeat(1024 * 1024);
-const refused = () => c.node.NodeUnpublishVolume({ volume_id: huge, target_path: `${kubelet}/pods/x/${huge.slice(0, 200)}` });
+const refused = () =>
+  c.node.NodeUnpublishVolume({ volume_id: huge, target_path: `${kubelet}/pods/x/${huge.slice(0, 200)}` });
 
-console.log(`largest allowed request answers: ${await largest().then(() => "OK", (e) => e.details)}`);
+console.log(
+  `largest allowed request answers: ${await largest().then(
+    () => "OK",
+    (e) => e.details,
+  )}`,
+);
 const rows: [string, number[]][] = [
   ["idle (reference)", await probeWhile(null)],
   ["largest allowed request back to back", await probeWhile(largest)],
@@ -65,7 +107,9 @@ const rows: [string, number[]][] = [
 ];
 console.log("Probe latency on csi-node               p50        p99        max     samples");
 for (const [name, xs] of rows) {
-  console.log(`  ${name.padEnd(40)} ${fmt(pct(xs, 50)).padStart(9)} ${fmt(pct(xs, 99)).padStart(10)} ${fmt(Math.max(...xs)).padStart(10)} ${String(xs.length).padStart(8)}`);
+  console.log(
+    `  ${name.padEnd(40)} ${fmt(pct(xs, 50)).padStart(9)} ${fmt(pct(xs, 99)).padStart(10)} ${fmt(Math.max(...xs)).padStart(10)} ${String(xs.length).padStart(8)}`,
+  );
 }
 
 // Flood: 100 calls every 10 ms for 10 s, never more than 20,000 outstanding.
@@ -77,10 +121,22 @@ const pending: Promise<void>[] = [];
 while (performance.now() < floodUntil) {
   for (let i = 0; i < 100 && outstanding < 20_000; i++) {
     outstanding++;
-    pending.push(c.identity.Probe({}, { deadlineMs: 20_000 }).then(
-      () => { counts.set("OK", (counts.get("OK") ?? 0) + 1); },
-      (e) => { const k = String((e as { code?: number }).code ?? "?"); counts.set(k, (counts.get(k) ?? 0) + 1); },
-    ).finally(() => { outstanding--; }));
+    pending.push(
+      c.identity
+        .Probe({}, { deadlineMs: 20_000 })
+        .then(
+          () => {
+            counts.set("OK", (counts.get("OK") ?? 0) + 1);
+          },
+          (e) => {
+            const k = String((e as { code?: number }).code ?? "?");
+            counts.set(k, (counts.get(k) ?? 0) + 1);
+          },
+        )
+        .finally(() => {
+          outstanding--;
+        }),
+    );
   }
   await Bun.sleep(10);
 }
@@ -89,8 +145,12 @@ const rssAfter = rssMb(node.pid);
 await Bun.sleep(5_000);
 const rssIdle = rssMb(node.pid);
 const total = [...counts.values()].reduce((a, b) => a + b, 0);
-console.log(`Probe flood, ${total} calls offered over 10 s: ${[...counts].map(([k, v]) => `${k === "OK" ? "answered" : k === "8" ? "RESOURCE_EXHAUSTED" : `code ${k}`} ${v}`).join(", ")}`);
-console.log(`RSS of csi-node: before ${rssBefore.toFixed(0)} MB, right after ${rssAfter.toFixed(0)} MB, after 5 s idle ${rssIdle.toFixed(0)} MB`);
+console.log(
+  `Probe flood, ${total} calls offered over 10 s: ${[...counts].map(([k, v]) => `${k === "OK" ? "answered" : k === "8" ? "RESOURCE_EXHAUSTED" : `code ${k}`} ${v}`).join(", ")}`,
+);
+console.log(
+  `RSS of csi-node: before ${rssBefore.toFixed(0)} MB, right after ${rssAfter.toFixed(0)} MB, after 5 s idle ${rssIdle.toFixed(0)} MB`,
+);
 c.close();
 node.kill("SIGTERM");
 await node.exited;

@@ -13,9 +13,27 @@ const compiled = import.meta.url.includes("$bunfs");
 if (!compiled) {
   const { benchTmpDir } = await import("./bench-cleanup.ts");
   const out = `${benchTmpDir("memory")}/steps`;
-  const b = Bun.spawnSync([process.execPath, "build", "--compile", "--splitting", "--bytecode", "--format=esm", "--minify-syntax", "--outfile", out, import.meta.path], { stdout: "ignore", stderr: "pipe" });
+  const b = Bun.spawnSync(
+    [
+      process.execPath,
+      "build",
+      "--compile",
+      "--splitting",
+      "--bytecode",
+      "--format=esm",
+      "--minify-syntax",
+      "--outfile",
+      out,
+      import.meta.path,
+    ],
+    { stdout: "ignore", stderr: "pipe" },
+  );
   if (b.exitCode !== 0) throw new Error(`compile failed: ${b.stderr}`);
-  const r = Bun.spawnSync([out], { env: { ...process.env, BUN_JSC_useJIT: "0" }, stdout: "inherit", stderr: "inherit" });
+  const r = Bun.spawnSync([out], {
+    env: { ...process.env, BUN_JSC_useJIT: "0" },
+    stdout: "inherit",
+    stderr: "inherit",
+  });
   process.exit(r.exitCode ?? 1);
 }
 
@@ -28,13 +46,17 @@ function row(step: string) {
   const mb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? 0) / 1024;
   const now = { rss: mb("VmRSS"), anon: mb("RssAnon"), file: mb("RssFile") };
   const d = (x: number) => `${x >= 0 ? "+" : ""}${x.toFixed(1)}`;
-  console.log(`${step.padEnd(46)} ${now.rss.toFixed(1).padStart(6)} MB  ${d(now.rss - last.rss).padStart(6)}  (private ${d(now.anon - last.anon)}, binary ${d(now.file - last.file)})`);
+  console.log(
+    `${step.padEnd(46)} ${now.rss.toFixed(1).padStart(6)} MB  ${d(now.rss - last.rss).padStart(6)}  (private ${d(now.anon - last.anon)}, binary ${d(now.file - last.file)})`,
+  );
   last = now;
 }
 
 console.log(`${"step (JIT off, as rds-csi runs)".padEnd(46)} ${"RSS".padStart(9)}  added`);
 row("Bun runtime, nothing loaded");
-await import("node:http2"); await import("node:net"); await import("node:zlib");
+await import("node:http2");
+await import("node:net");
+await import("node:zlib");
 row("node:http2, net, zlib (what grpc-js needs)");
 await import("@grpc/grpc-js");
 row("@grpc/grpc-js");
@@ -44,7 +66,8 @@ row("protobufjs");
 row("csi.proto parsed, gRPC codecs built");
 await import("pino");
 row("pino");
-await import("valibot"); await import("yaml");
+await import("valibot");
+await import("yaml");
 row("valibot, yaml (config)");
 await import("yargs");
 row("yargs");
@@ -54,8 +77,17 @@ await import("../src/modes/csi-node.ts");
 row("csi-node mode (node service, nvme, mount, fs)");
 
 const h = heapStats();
-const top = Object.entries(h.objectTypeCounts).sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, n]) => `${k} ${n}`).join(", ");
-console.log(`JSC heap: ${(h.heapSize / 2 ** 20).toFixed(1)} MB live of ${(h.heapCapacity / 2 ** 20).toFixed(1)} MB, ${(h.extraMemorySize / 2 ** 20).toFixed(1)} MB extra; ${h.objectCount} objects (${top})`);
+const top = Object.entries(h.objectTypeCounts)
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, 6)
+  .map(([k, n]) => `${k} ${n}`)
+  .join(", ");
+console.log(
+  `JSC heap: ${(h.heapSize / 2 ** 20).toFixed(1)} MB live of ${(h.heapCapacity / 2 ** 20).toFixed(1)} MB, ${(h.extraMemorySize / 2 ** 20).toFixed(1)} MB extra; ${h.objectCount} objects (${top})`,
+);
 const rollup = readFileSync("/proc/self/smaps_rollup", "utf8");
-const kb = (k: string) => `${(Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(rollup)?.[1] ?? 0) / 1024).toFixed(1)} MB`;
-console.log(`smaps_rollup: Rss ${kb("Rss")}, Pss ${kb("Pss")}, Anonymous ${kb("Anonymous")}, Private_Dirty ${kb("Private_Dirty")}, Shared_Clean ${kb("Shared_Clean")}`);
+const kb = (k: string) =>
+  `${(Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(rollup)?.[1] ?? 0) / 1024).toFixed(1)} MB`;
+console.log(
+  `smaps_rollup: Rss ${kb("Rss")}, Pss ${kb("Pss")}, Anonymous ${kb("Anonymous")}, Private_Dirty ${kb("Private_Dirty")}, Shared_Clean ${kb("Shared_Clean")}`,
+);

@@ -23,12 +23,19 @@ const quick = process.argv.includes("--quick");
 const ms = (x: number) => `${x.toFixed(2)} ms`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const p95 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))]!;
-async function time(fn: () => unknown | Promise<unknown>): Promise<number> { const t = performance.now(); await fn(); return performance.now() - t; }
+async function time(fn: () => unknown | Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
 
 function syntheticMountinfo(n: number): string {
   const lines: string[] = [];
   for (let i = 0; i < n; i++) {
-    const mp = i % 7 === 0 ? `/var/lib/kubelet/pods/p${i}/volumes/kubernetes.io~csi/pvc\\040with\\040space/mount` : `/var/lib/kubelet/pods/p${i}/volumes/kubernetes.io~csi/pvc-${i}/mount`;
+    const mp =
+      i % 7 === 0
+        ? `/var/lib/kubelet/pods/p${i}/volumes/kubernetes.io~csi/pvc\\040with\\040space/mount`
+        : `/var/lib/kubelet/pods/p${i}/volumes/kubernetes.io~csi/pvc-${i}/mount`;
     lines.push(`${100 + i} 1 259:${i % 512} / ${mp} rw,relatime shared:${i} - ext4 /dev/nvme${i % 64}n1 rw,seclabel`);
   }
   return lines.join("\n") + "\n";
@@ -37,7 +44,20 @@ function syntheticMountinfo(n: number): string {
 const host = hostState();
 const runner = profilingRunner(createRunner());
 const log = silentLogger();
-const h = nodeHarness({ stormThreshold: 5_000, runner, connectors: { loop: createLoopConnector({ runner, log }), "nvme-tcp": { attach: async () => { throw new Error("unused"); }, find: async () => null, detach: async () => {} } } });
+const h = nodeHarness({
+  stormThreshold: 5_000,
+  runner,
+  connectors: {
+    loop: createLoopConnector({ runner, log }),
+    "nvme-tcp": {
+      attach: async () => {
+        throw new Error("unused");
+      },
+      find: async () => null,
+      detach: async () => {},
+    },
+  },
+});
 own({ dir: h.base });
 try {
   console.log("## mountinfo parse (median of runs)");
@@ -46,19 +66,26 @@ try {
     const file = join(h.base, `mountinfo-${n}`);
     writeFileSync(file, text);
     const runs = n >= 100_000 ? 5 : 15;
-    const ours: number[] = [], theirs: number[] = [];
+    const ours: number[] = [],
+      theirs: number[] = [];
     for (let i = 0; i < runs; i++) {
       ours.push(await time(() => parseMountinfo(text)));
       theirs.push(await time(() => execFileSync("findmnt", ["--raw", "-F", file], { maxBuffer: 1 << 30 })));
     }
     const ratio = median(ours) / median(theirs);
-    console.log(`${n} entries: parseMountinfo ${ms(median(ours))}  findmnt --raw -F ${ms(median(theirs))}  ratio ${ratio.toFixed(2)} (goal ≤ 0.50)`);
+    console.log(
+      `${n} entries: parseMountinfo ${ms(median(ours))}  findmnt --raw -F ${ms(median(theirs))}  ratio ${ratio.toFixed(2)} (goal ≤ 0.50)`,
+    );
   }
 
-  console.log("\n## stage → publish → unpublish → unstage, ext4 on loop (formatted and used before: stage runs its read-only check)");
+  console.log(
+    "\n## stage → publish → unpublish → unstage, ext4 on loop (formatted and used before: stage runs its read-only check)",
+  );
   const cycles = quick ? 3 : 10;
   const RPCS = ["NodeStageVolume", "NodePublishVolume", "NodeUnpublishVolume", "NodeUnstageVolume"] as const;
-  const perRpc = new Map<string, { ms: number[]; profile: RpcProfile }>(RPCS.map((r) => [r, { ms: [], profile: { children: [], mountTableReads: 0 } }]));
+  const perRpc = new Map<string, { ms: number[]; profile: RpcProfile }>(
+    RPCS.map((r) => [r, { ms: [], profile: { children: [], mountTableReads: 0 } }]),
+  );
   const cycleTimes: number[] = [];
   const bareSteps = new Map<string, number[]>();
   const bareTimes: number[] = [];
@@ -68,23 +95,43 @@ try {
     execFileSync("mkfs.ext4", ["-q", "-F", file]);
     const { staging, target } = h.paths(id);
     const requests: Record<(typeof RPCS)[number], object> = {
-      NodeStageVolume: { volume_id: id, staging_target_path: staging, volume_capability: mountCap(), volume_context: { transport: "loop", backingFile: file } },
-      NodePublishVolume: { volume_id: id, staging_target_path: staging, target_path: target, volume_capability: mountCap(), readonly: false },
+      NodeStageVolume: {
+        volume_id: id,
+        staging_target_path: staging,
+        volume_capability: mountCap(),
+        volume_context: { transport: "loop", backingFile: file },
+      },
+      NodePublishVolume: {
+        volume_id: id,
+        staging_target_path: staging,
+        target_path: target,
+        volume_capability: mountCap(),
+        readonly: false,
+      },
       NodeUnpublishVolume: { volume_id: id, target_path: target },
       NodeUnstageVolume: { volume_id: id, staging_target_path: staging },
     };
     let cycle = 0;
     for (const rpc of RPCS) {
       const slot = perRpc.get(rpc)!;
-      const took = await time(() => profiled(() => (h.service[rpc] as (r: object) => Promise<unknown>)(requests[rpc]), (p) => { slot.profile = p; }));
+      const took = await time(() =>
+        profiled(
+          () => (h.service[rpc] as (r: object) => Promise<unknown>)(requests[rpc]),
+          (p) => {
+            slot.profile = p;
+          },
+        ),
+      );
       slot.ms.push(took);
       cycle += took;
     }
     cycleTimes.push(cycle);
 
     // Reference: the same kernel work as bare commands, without our checks.
-    const s2 = staging + "-bare", t2 = target + "-bare";
-    mkdirSync(s2, { recursive: true }); mkdirSync(t2, { recursive: true });
+    const s2 = staging + "-bare",
+      t2 = target + "-bare";
+    mkdirSync(s2, { recursive: true });
+    mkdirSync(t2, { recursive: true });
     const step = (name: string, cmd: string, args: string[]) => {
       const t0 = performance.now();
       const out = execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
@@ -105,34 +152,56 @@ try {
   console.log(`${"RPC".padEnd(20)} ${"median".padStart(9)}  children  mount-table reads  commands (last run)`);
   for (const [rpc, { ms: xs, profile }] of perRpc) {
     const children = profile.children.map((c) => `${c.command}(${c.ms})`).join(" ");
-    console.log(`${rpc.padEnd(20)} ${ms(median(xs)).padStart(9)}  ${String(profile.children.length).padStart(8)}  ${String(profile.mountTableReads).padStart(17)}  ${children}`);
+    console.log(
+      `${rpc.padEnd(20)} ${ms(median(xs)).padStart(9)}  ${String(profile.children.length).padStart(8)}  ${String(profile.mountTableReads).padStart(17)}  ${children}`,
+    );
   }
   console.log(`bare commands: ${[...bareSteps].map(([n, xs]) => `${n} ${ms(median(xs))}`).join(", ")}`);
   const ratio = median(cycleTimes) / median(bareTimes);
-  console.log(`cycle: rds-csi median ${ms(median(cycleTimes))} (p95 ${ms(p95(cycleTimes))})   bare commands median ${ms(median(bareTimes))}   ratio ${ratio.toFixed(2)}× (goal ≤ 1.5×)`);
+  console.log(
+    `cycle: rds-csi median ${ms(median(cycleTimes))} (p95 ${ms(p95(cycleTimes))})   bare commands median ${ms(median(bareTimes))}   ratio ${ratio.toFixed(2)}× (goal ≤ 1.5×)`,
+  );
 
   console.log("\n## idempotent repeats with 1,000 extra mounts present");
   const extra = join(h.base, "extra");
   for (let i = 0; i < 1_000; i++) {
-    const d = join(extra, String(i)); mkdirSync(d, { recursive: true });
+    const d = join(extra, String(i));
+    mkdirSync(d, { recursive: true });
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "bench", d]);
   }
   const id = "pvc-bench-repeat";
   const file = h.backingFile(64 * 1024 * 1024);
   const { staging, target } = h.paths(id);
-  const stageReq = { volume_id: id, staging_target_path: staging, volume_capability: mountCap(), volume_context: { transport: "loop", backingFile: file } };
-  const pubReq = { volume_id: id, staging_target_path: staging, target_path: target, volume_capability: mountCap(), readonly: false };
+  const stageReq = {
+    volume_id: id,
+    staging_target_path: staging,
+    volume_capability: mountCap(),
+    volume_context: { transport: "loop", backingFile: file },
+  };
+  const pubReq = {
+    volume_id: id,
+    staging_target_path: staging,
+    target_path: target,
+    volume_capability: mountCap(),
+    readonly: false,
+  };
   await h.service.NodeStageVolume(stageReq);
   await h.service.NodePublishVolume(pubReq);
   const reps = quick ? 20 : 100;
-  const st: number[] = [], pu: number[] = [], mi: number[] = [];
+  const st: number[] = [],
+    pu: number[] = [],
+    mi: number[] = [];
   for (let i = 0; i < reps; i++) {
     st.push(await time(() => h.service.NodeStageVolume(stageReq)));
     pu.push(await time(() => h.service.NodePublishVolume(pubReq)));
     mi.push(await time(() => readMountinfo({ runner: h.runner, timeoutMs: 10_000 })));
   }
-  console.log(`NodeStageVolume repeat median ${ms(median(st))} p95 ${ms(p95(st))}; NodePublishVolume repeat median ${ms(median(pu))} p95 ${ms(p95(pu))} (goal ≤ 5 ms)`);
-  console.log(`reference: one readMountinfo (child cat + parse) with ${(await readMountinfo({ runner: h.runner })).length} entries: median ${ms(median(mi))}`);
+  console.log(
+    `NodeStageVolume repeat median ${ms(median(st))} p95 ${ms(p95(st))}; NodePublishVolume repeat median ${ms(median(pu))} p95 ${ms(p95(pu))} (goal ≤ 5 ms)`,
+  );
+  console.log(
+    `reference: one readMountinfo (child cat + parse) with ${(await readMountinfo({ runner: h.runner })).length} entries: median ${ms(median(mi))}`,
+  );
   await h.service.NodeUnpublishVolume({ volume_id: id, target_path: target });
   await h.service.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
 } finally {

@@ -22,11 +22,19 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 };
-const fmt = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(1)} ms  p99 ${pct(xs, 99).toFixed(1)} ms  max ${Math.max(...xs).toFixed(1)} ms  (n=${xs.length})`;
-const createReq = (name: string) => ({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()] });
+const fmt = (xs: number[]) =>
+  `p50 ${pct(xs, 50).toFixed(1)} ms  p99 ${pct(xs, 99).toFixed(1)} ms  max ${Math.max(...xs).toFixed(1)} ms  (n=${xs.length})`;
+const createReq = (name: string) => ({
+  name,
+  capacity_range: { required_bytes: GiB },
+  volume_capabilities: [mountCap()],
+});
 const writes = (sim: RouterOsSim) => sim.state.requests().filter((r) => r.method !== "GET").length;
 
-async function withController<T>(o: RouterOsFixtureOptions, fn: (c: ControllerFixture, sim: RouterOsSim, f: Awaited<ReturnType<typeof routerOsFixture>>) => Promise<T>): Promise<T> {
+async function withController<T>(
+  o: RouterOsFixtureOptions,
+  fn: (c: ControllerFixture, sim: RouterOsSim, f: Awaited<ReturnType<typeof routerOsFixture>>) => Promise<T>,
+): Promise<T> {
   const f = await routerOsFixture({ requestTimeoutMs: REQUEST_MS, ...o });
   const c = await startController(f, { probeBudgetMs: BUDGET_MS, probeCheckTimeoutMs: 3 * REQUEST_MS });
   try {
@@ -60,7 +68,10 @@ const { healthy, hung } = await withController({}, async (c, sim) => {
 const recovery = await withController({ initialOpenMs: OPEN_MS }, async (c, sim, f) => {
   const clear = sim.faults.add({ kind: "hang", method: "GET", path: "/rest/disk" });
   const t0 = performance.now();
-  while (!f.breakers.isOpen(`backend:${sim.address}`) && performance.now() - t0 < 60_000) { await c.identity.Probe({}); await Bun.sleep(100); }
+  while (!f.breakers.isOpen(`backend:${sim.address}`) && performance.now() - t0 < 60_000) {
+    await c.identity.Probe({});
+    await Bun.sleep(100);
+  }
   const openedAfter = performance.now() - t0;
   clear();
   const t1 = performance.now();
@@ -71,10 +82,22 @@ const recovery = await withController({ initialOpenMs: OPEN_MS }, async (c, sim,
 // 3. Writes per create in each mode.
 type Row = { mode: string; op: string; writes: number; outcome: string };
 const rows: Row[] = [];
-async function writesPer(mode: string, o: RouterOsFixtureOptions, fault: FaultSpec | undefined, op: "volume" | "snapshot" | "race") {
+async function writesPer(
+  mode: string,
+  o: RouterOsFixtureOptions,
+  fault: FaultSpec | undefined,
+  op: "volume" | "snapshot" | "race",
+) {
   await withController({ copyMs: 200, ...o }, async (c, sim) => {
     const src = op === "snapshot" ? (await c.ctl.CreateVolume(createReq("src"))).volume.volume_id : "";
-    const other = op === "race" ? await startController({ ...routerOsBackendOn(sim, { requestTimeoutMs: REQUEST_MS }), sim, close: async () => {} }) : undefined;
+    const other =
+      op === "race"
+        ? await startController({
+            ...routerOsBackendOn(sim, { requestTimeoutMs: REQUEST_MS }),
+            sim,
+            close: async () => {},
+          })
+        : undefined;
     if (fault) sim.faults.add(fault);
     const before = writes(sim);
     let outcome = "OK";
@@ -99,8 +122,15 @@ async function writesPer(mode: string, o: RouterOsFixtureOptions, fault: FaultSp
       await Bun.sleep(100);
     }
     await other?.close();
-    const disks = sim.state.disks().filter((d) => d.slot === volumeIdForName("v") || d.slot?.startsWith("snap-")).length;
-    rows.push({ mode, op: op === "snapshot" ? "CreateSnapshot" : op === "race" ? "2 controllers, 1 name" : "CreateVolume", writes: writes(sim) - before, outcome: `${outcome}; ${tries + 1} call(s); ${disks} disk(s)` });
+    const disks = sim.state
+      .disks()
+      .filter((d) => d.slot === volumeIdForName("v") || d.slot?.startsWith("snap-")).length;
+    rows.push({
+      mode,
+      op: op === "snapshot" ? "CreateSnapshot" : op === "race" ? "2 controllers, 1 name" : "CreateVolume",
+      writes: writes(sim) - before,
+      outcome: `${outcome}; ${tries + 1} call(s); ${disks} disk(s)`,
+    });
   });
 }
 
@@ -108,20 +138,55 @@ await writesPer("healthy router (reference)", {}, undefined, "volume");
 await writesPer("no comment", { fields: { comment: false } }, undefined, "volume");
 await writesPer("no creation-time", { fields: { creationTime: false } }, undefined, "volume");
 await writesPer("no status", { fields: { status: false } }, undefined, "volume");
-await writesPer("only documented fields", { fields: { comment: false, creationTime: false, status: false } }, undefined, "volume");
-await writesPer("lost response on add", {}, { kind: "lost-response", method: "PUT", path: "/rest/disk", times: 1 }, "volume");
-await writesPer("400 Session closed on add", {}, { kind: "session-closed", method: "PUT", path: "/rest/disk", times: 1 }, "volume");
+await writesPer(
+  "only documented fields",
+  { fields: { comment: false, creationTime: false, status: false } },
+  undefined,
+  "volume",
+);
+await writesPer(
+  "lost response on add",
+  {},
+  { kind: "lost-response", method: "PUT", path: "/rest/disk", times: 1 },
+  "volume",
+);
+await writesPer(
+  "400 Session closed on add",
+  {},
+  { kind: "session-closed", method: "PUT", path: "/rest/disk", times: 1 },
+  "volume",
+);
 await writesPer("hung add (once)", {}, { kind: "hang", method: "PUT", path: "/rest/disk", times: 1 }, "volume");
 await writesPer("RouterOS duplicate wording, lost race", {}, undefined, "race");
 await writesPer("healthy router (reference)", {}, undefined, "snapshot");
 await writesPer("no creation-time", { fields: { creationTime: false } }, undefined, "snapshot");
-await writesPer("only documented fields, no /file times", { fields: { comment: false, creationTime: false, status: false }, fileTimes: false }, undefined, "snapshot");
-await writesPer("copy longer than the router's cut (Session closed)", { copyMs: 1_500, serverTimeoutMs: 500 }, undefined, "snapshot");
-await writesPer("same, row appears only when done", { copyMs: 1_500, serverTimeoutMs: 500, copyRowAppears: "when-done" }, undefined, "snapshot");
+await writesPer(
+  "only documented fields, no /file times",
+  { fields: { comment: false, creationTime: false, status: false }, fileTimes: false },
+  undefined,
+  "snapshot",
+);
+await writesPer(
+  "copy longer than the router's cut (Session closed)",
+  { copyMs: 1_500, serverTimeoutMs: 500 },
+  undefined,
+  "snapshot",
+);
+await writesPer(
+  "same, row appears only when done",
+  { copyMs: 1_500, serverTimeoutMs: 500, copyRowAppears: "when-done" },
+  undefined,
+  "snapshot",
+);
 
-console.log(`request deadline ${REQUEST_MS} ms (the old Probe waited for it under a hang), Probe budget ${BUDGET_MS} ms`);
+console.log(
+  `request deadline ${REQUEST_MS} ms (the old Probe waited for it under a hang), Probe budget ${BUDGET_MS} ms`,
+);
 console.log(`Probe, healthy router (reference)  ${fmt(healthy)}`);
 console.log(`Probe, router hangs                ${fmt(hung)}`);
-console.log(`/disk hang: breaker open after ${recovery.openedAfter.toFixed(0)} ms of Probe-only traffic; after the hang ended, ready again in ${recovery.readyAfter.toFixed(0)} ms (open period ${OPEN_MS} ms, reference)`);
+console.log(
+  `/disk hang: breaker open after ${recovery.openedAfter.toFixed(0)} ms of Probe-only traffic; after the hang ended, ready again in ${recovery.readyAfter.toFixed(0)} ms (open period ${OPEN_MS} ms, reference)`,
+);
 console.log("writes (non-GET requests) per create:");
-for (const r of rows) console.log(`  ${r.op.padEnd(22)} ${r.mode.padEnd(52)} ${String(r.writes).padStart(2)}   ${r.outcome}`);
+for (const r of rows)
+  console.log(`  ${r.op.padEnd(22)} ${r.mode.padEnd(52)} ${String(r.writes).padStart(2)}   ${r.outcome}`);

@@ -13,7 +13,8 @@ import { benchTmpDir, own } from "./bench-cleanup.ts";
 
 const BIN = process.env.RDS_CSI_BIN ?? `${import.meta.dir}/../dist/rds-csi`;
 const tmp = benchTmpDir("startup");
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 const fmt = (ms: number) => `${ms.toFixed(ms < 1 ? 3 : 1)} ms`;
 
 async function timeRuns(cmd: string[], runs: number): Promise<number[]> {
@@ -29,12 +30,28 @@ async function timeRuns(cmd: string[], runs: number): Promise<number[]> {
 
 async function compile(name: string, source: string): Promise<string> {
   writeFileSync(`${tmp}/${name}.ts`, source);
-  const p = Bun.spawn([process.execPath, "build", "--compile", "--bytecode", "--format=esm", "--outfile", `${tmp}/${name}`, `${tmp}/${name}.ts`], { stdout: "ignore" });
-  if (await p.exited !== 0) throw new Error(`could not compile the ${name} reference`);
+  const p = Bun.spawn(
+    [
+      process.execPath,
+      "build",
+      "--compile",
+      "--bytecode",
+      "--format=esm",
+      "--outfile",
+      `${tmp}/${name}`,
+      `${tmp}/${name}.ts`,
+    ],
+    { stdout: "ignore" },
+  );
+  if ((await p.exited) !== 0) throw new Error(`could not compile the ${name} reference`);
   return `${tmp}/${name}`;
 }
 
-interface Mem { rss: number; anon: number; file: number }
+interface Mem {
+  rss: number;
+  anon: number;
+  file: number;
+}
 const memOf = (pid: number): Mem => {
   const st = readFileSync(`/proc/${pid}/status`, "utf8");
   const mb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? 0) / 1024;
@@ -49,25 +66,53 @@ await timeRuns([BIN, "version"], 3);
 const RUNS = 25;
 const helloRuns = await timeRuns([hello], RUNS);
 const versionRuns = await timeRuns([BIN, "version"], RUNS);
-console.log(`cold start, median of ${RUNS}: rds-csi version ${fmt(pct(versionRuns, 50))}   hello world ${fmt(pct(helloRuns, 50))}   goal ≤ 15 ms`);
+console.log(
+  `cold start, median of ${RUNS}: rds-csi version ${fmt(pct(versionRuns, 50))}   hello world ${fmt(pct(helloRuns, 50))}   goal ≤ 15 ms`,
+);
 
 async function startDaemon(label: string, mode: string, args: string[], env: Record<string, string>) {
   const socket = `${tmp}/${label.replace(/\W+/g, "-")}.sock`;
-  const proc = Bun.spawn([BIN, mode, ...args, "--endpoint", `unix://${socket}`, "--log-level", "warn"], { stdout: "ignore", stderr: "ignore", env: { ...process.env, ...env } });
+  const proc = Bun.spawn([BIN, mode, ...args, "--endpoint", `unix://${socket}`, "--log-level", "warn"], {
+    stdout: "ignore",
+    stderr: "ignore",
+    env: { ...process.env, ...env },
+  });
   own({ pid: proc.pid, needle: socket });
   const client = csiClient(`unix://${socket}`);
   for (let i = 0; i < 400; i++) {
-    try { await client.identity.GetPluginInfo({}, { deadlineMs: 500 }); break; } catch { await Bun.sleep(25); }
+    try {
+      await client.identity.GetPluginInfo({}, { deadlineMs: 500 });
+      break;
+    } catch {
+      await Bun.sleep(25);
+    }
   }
   return { proc, client };
 }
 
-const NODE_ARGS = ["--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "bench", "--kubelet-dir", `${tmp}/kubelet`];
+const NODE_ARGS = [
+  "--nqn-prefix",
+  "nqn.2000-02.com.mikrotik:pvc-",
+  "--node-id",
+  "bench",
+  "--kubelet-dir",
+  `${tmp}/kubelet`,
+];
 // The last row is the JIT choice measured: the same csi-node with the operator override BUN_JSC_useJIT=1.
 const DAEMONS: { label: string; mode: string; args: string[]; env: Record<string, string> }[] = [
   { label: "csi-node", mode: "csi-node", args: [...NODE_ARGS, "--state-dir", `${tmp}/node-state`], env: {} },
-  { label: "csi-controller", mode: "csi-controller", args: ["--backend", "file", "--file-dir", `${tmp}/volumes`, "--state-dir", `${tmp}/ctl-state`], env: {} },
-  { label: "csi-node, JIT on", mode: "csi-node", args: [...NODE_ARGS, "--state-dir", `${tmp}/node-jit-state`], env: { BUN_JSC_useJIT: "1" } },
+  {
+    label: "csi-controller",
+    mode: "csi-controller",
+    args: ["--backend", "file", "--file-dir", `${tmp}/volumes`, "--state-dir", `${tmp}/ctl-state`],
+    env: {},
+  },
+  {
+    label: "csi-node, JIT on",
+    mode: "csi-node",
+    args: [...NODE_ARGS, "--state-dir", `${tmp}/node-jit-state`],
+    env: { BUN_JSC_useJIT: "1" },
+  },
 ];
 
 const idle = Bun.spawn([idleBin]);
@@ -108,13 +153,38 @@ async function peak(cmd: string[]): Promise<{ mb: number; code: number }> {
   const p = Bun.spawn(cmd, { stdout: "ignore", stderr: "ignore" });
   let hwm = 0;
   const poll = setInterval(() => {
-    try { hwm = Math.max(hwm, Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${p.pid}/status`, "utf8"))?.[1] ?? 0)); } catch { /* exited */ }
+    try {
+      hwm = Math.max(hwm, Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${p.pid}/status`, "utf8"))?.[1] ?? 0));
+    } catch {
+      /* exited */
+    }
   }, 2);
   const code = await p.exited;
   clearInterval(poll);
   return { mb: hwm / 1024, code };
 }
 mkdirSync(`${tmp}/gc-state`, { recursive: true });
-const gcPeak = await peak([BIN, "gc", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--state-dir", `${tmp}/gc-state`, "--kubelet-dir", `${tmp}/kubelet`, "--referenced-volumes", "pvc-none"]);
-const doctorPeak = await peak([BIN, "doctor", "--json", "--state-dir", `${tmp}/gc-state`, "--kubelet-dir", `${tmp}/kubelet`]);
-console.log(`peak RSS of one-shot runs: gc (plan) ${gcPeak.mb.toFixed(1)} MB (exit ${gcPeak.code})   doctor --json ${doctorPeak.mb.toFixed(1)} MB (exit ${doctorPeak.code}, this host's ${readFileSync("/proc/self/mountinfo", "utf8").split("\n").length - 1} mounts)`);
+const gcPeak = await peak([
+  BIN,
+  "gc",
+  "--nqn-prefix",
+  "nqn.2000-02.com.mikrotik:pvc-",
+  "--state-dir",
+  `${tmp}/gc-state`,
+  "--kubelet-dir",
+  `${tmp}/kubelet`,
+  "--referenced-volumes",
+  "pvc-none",
+]);
+const doctorPeak = await peak([
+  BIN,
+  "doctor",
+  "--json",
+  "--state-dir",
+  `${tmp}/gc-state`,
+  "--kubelet-dir",
+  `${tmp}/kubelet`,
+]);
+console.log(
+  `peak RSS of one-shot runs: gc (plan) ${gcPeak.mb.toFixed(1)} MB (exit ${gcPeak.code})   doctor --json ${doctorPeak.mb.toFixed(1)} MB (exit ${doctorPeak.code}, this host's ${readFileSync("/proc/self/mountinfo", "utf8").split("\n").length - 1} mounts)`,
+);

@@ -28,7 +28,11 @@ function addOptions(y: Argv, specs: readonly OptionSpec[]): Argv {
       ...(spec.type === "boolean" ? { default: undefined } : {}),
     });
     for (const old of spec.deprecated ?? []) {
-      y.option(old, { type: spec.type === "number" ? "string" : spec.type, hidden: true, describe: `deprecated: use --${spec.name}` });
+      y.option(old, {
+        type: spec.type === "number" ? "string" : spec.type,
+        hidden: true,
+        describe: `deprecated: use --${spec.name}`,
+      });
     }
   }
   return y;
@@ -61,10 +65,17 @@ async function runMode(mode: Mode, argv: Record<string, unknown>): Promise<numbe
     if (argv[name] !== undefined) positionals.push(String(argv[name]));
   }
   // prom-client (and its process metrics) only in a process that serves them.
-  const metrics = mode.servesMetrics && loaded.config.metricsAddress
-    ? (await import("./runtime/metrics.ts")).createMetrics({ defaultMetrics: true })
-    : undefined;
-  const ctx = createRuntime(loaded.config, { mode: mode.command, version: VERSION, positionals, logToStderr: mode.logToStderr, ...(metrics ? { metrics } : {}) });
+  const metrics =
+    mode.servesMetrics && loaded.config.metricsAddress
+      ? (await import("./runtime/metrics.ts")).createMetrics({ defaultMetrics: true })
+      : undefined;
+  const ctx = createRuntime(loaded.config, {
+    mode: mode.command,
+    version: VERSION,
+    positionals,
+    logToStderr: mode.logToStderr,
+    ...(metrics ? { metrics } : {}),
+  });
   return mode.run(ctx);
 }
 
@@ -99,4 +110,3 @@ export async function main(args: string[]): Promise<number> {
   await cli.parseAsync();
   return exitCode;
 }
-

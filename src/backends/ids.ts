@@ -37,4 +37,6 @@ export const isSnapshotId = (id: string) => SNAPSHOT_ID.test(id);
  * whole id. Either way the NQN starts with the managed prefix, so the node's gate accepts it.
  */
 export const nqnForVolume = (prefix: string, id: string) =>
-  prefix.endsWith(VOLUME_PREFIX) && id.startsWith(VOLUME_PREFIX) ? prefix + id.slice(VOLUME_PREFIX.length) : prefix + id;
+  prefix.endsWith(VOLUME_PREFIX) && id.startsWith(VOLUME_PREFIX)
+    ? prefix + id.slice(VOLUME_PREFIX.length)
+    : prefix + id;

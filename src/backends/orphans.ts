@@ -45,15 +45,34 @@ export async function findOrphans(backend: Backend, q: OrphanQuery, signal?: Abo
   if (q.slotPrefix.length < 2) throw new Error(`slot prefix ${JSON.stringify(q.slotPrefix)} is too broad`);
   const disks = (await backend.listDisks(signal)).filter((d) => d.id.startsWith(q.slotPrefix));
   if (q.referencedVolumeIds === undefined) {
-    return { candidates: [], strayFiles: [], kept: disks.map((d) => ({ volumeId: d.id, reason: "PersistentVolume references unknown (no Kubernetes credentials and no list given)" })) };
+    return {
+      candidates: [],
+      strayFiles: [],
+      kept: disks.map((d) => ({
+        volumeId: d.id,
+        reason: "PersistentVolume references unknown (no Kubernetes credentials and no list given)",
+      })),
+    };
   }
-  const strays = (await backend.strayFiles(signal)).filter((f) =>
-    f.volumeId.startsWith(q.slotPrefix) && !q.referencedVolumeIds!.has(f.volumeId) && f.createdAt !== undefined && q.now - f.createdAt >= q.graceMs);
+  const strays = (await backend.strayFiles(signal)).filter(
+    (f) =>
+      f.volumeId.startsWith(q.slotPrefix) &&
+      !q.referencedVolumeIds!.has(f.volumeId) &&
+      f.createdAt !== undefined &&
+      q.now - f.createdAt >= q.graceMs,
+  );
   const report: OrphanReport = { candidates: [], strayFiles: strays, kept: [] };
   for (const d of disks) {
     const why = keepReason(d, q);
     if (why) report.kept.push({ volumeId: d.id, reason: why });
-    else report.candidates.push({ volumeId: d.id, filePath: d.filePath, sizeBytes: d.sizeBytes, createdAt: d.createdAt!, ageMs: q.now - d.createdAt! });
+    else
+      report.candidates.push({
+        volumeId: d.id,
+        filePath: d.filePath,
+        sizeBytes: d.sizeBytes,
+        createdAt: d.createdAt!,
+        ageMs: q.now - d.createdAt!,
+      });
   }
   return report;
 }

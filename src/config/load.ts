@@ -26,8 +26,20 @@ function coerce(spec: OptionSpec, raw: unknown): unknown {
       }
       return raw;
     case "array":
-      if (typeof raw === "string") return raw.split(",").map((s) => s.trim()).filter(Boolean);
-      if (Array.isArray(raw)) return raw.flatMap((x) => (typeof x === "string" ? x.split(",").map((s) => s.trim()).filter(Boolean) : [x]));
+      if (typeof raw === "string")
+        return raw
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean);
+      if (Array.isArray(raw))
+        return raw.flatMap((x) =>
+          typeof x === "string"
+            ? x
+                .split(",")
+                .map((s) => s.trim())
+                .filter(Boolean)
+            : [x],
+        );
       return raw;
     default:
       return typeof raw === "number" ? String(raw) : raw;
@@ -36,9 +48,11 @@ function coerce(spec: OptionSpec, raw: unknown): unknown {
 
 function typeProblem(spec: OptionSpec, value: unknown): string | null {
   const ok =
-    spec.type === "array" ? Array.isArray(value)
-    : spec.type === "number" ? typeof value === "number" && Number.isFinite(value)
-    : typeof value === spec.type;
+    spec.type === "array"
+      ? Array.isArray(value)
+      : spec.type === "number"
+        ? typeof value === "number" && Number.isFinite(value)
+        : typeof value === spec.type;
   return ok ? null : `must be a ${spec.type}`;
 }
 
@@ -76,10 +90,13 @@ export function readConfigFile(path: string): Record<string, unknown> {
   try {
     data = /\.json$/i.test(path) ? JSON.parse(text) : YAML.parse(text);
   } catch (e) {
-    throw new ConfigError(`option --config: ${JSON.stringify(path)} is not valid ${/\.json$/i.test(path) ? "JSON" : "YAML"}: ${(e as Error).message.split("\n")[0]}`);
+    throw new ConfigError(
+      `option --config: ${JSON.stringify(path)} is not valid ${/\.json$/i.test(path) ? "JSON" : "YAML"}: ${(e as Error).message.split("\n")[0]}`,
+    );
   }
   if (data === null || data === undefined) return {};
-  if (typeof data !== "object" || Array.isArray(data)) throw new ConfigError(`option --config: ${JSON.stringify(path)} must hold a mapping of option names to values`);
+  if (typeof data !== "object" || Array.isArray(data))
+    throw new ConfigError(`option --config: ${JSON.stringify(path)} must hold a mapping of option names to values`);
   return data as Record<string, unknown>;
 }
 
@@ -95,7 +112,9 @@ export interface LoadInput<S extends readonly OptionSpec[] = readonly OptionSpec
  * Merge flag > env > file > default, then validate every option. Throws ConfigError on the first
  * bad value; nothing has been touched yet when this runs.
  */
-export function loadConfig<S extends readonly OptionSpec[]>(input: LoadInput<S>): { config: ConfigOf<S>; sources: Record<string, Source>; warnings: string[] } {
+export function loadConfig<S extends readonly OptionSpec[]>(
+  input: LoadInput<S>,
+): { config: ConfigOf<S>; sources: Record<string, Source>; warnings: string[] } {
   const byName = new Map(input.specs.map((s) => [s.name, s]));
   const warnings: string[] = [];
   // Earlier names of an option: accepted from flag, environment and file, each use warned once.
@@ -117,7 +136,8 @@ export function loadConfig<S extends readonly OptionSpec[]>(input: LoadInput<S>)
       warnings.push(`config file ${configPath}: key ${JSON.stringify(key)} is deprecated: use ${JSON.stringify(now)}`);
       name = now;
     }
-    if (!byName.has(name) || name === "config") throw new ConfigError(`config file ${configPath}: unknown option ${JSON.stringify(key)}`);
+    if (!byName.has(name) || name === "config")
+      throw new ConfigError(`config file ${configPath}: unknown option ${JSON.stringify(key)}`);
     fileValues.set(name, value);
   }
 
@@ -159,7 +179,9 @@ export function loadConfig<S extends readonly OptionSpec[]>(input: LoadInput<S>)
     const typeErr = typeProblem(spec, value);
     if (typeErr) throw new ConfigError(`option --${spec.name} (${where}): value ${shown} ${typeErr}`);
     if (spec.choices && !spec.choices.includes(value as string)) {
-      throw new ConfigError(`option --${spec.name} (${where}): value ${shown} must be one of ${spec.choices.join(", ")}`);
+      throw new ConfigError(
+        `option --${spec.name} (${where}): value ${shown} must be one of ${spec.choices.join(", ")}`,
+      );
     }
     let final = value;
     if (spec.schema) {
@@ -167,7 +189,9 @@ export function loadConfig<S extends readonly OptionSpec[]>(input: LoadInput<S>)
       if (!r.success) {
         const issue = r.issues[0];
         const at = issue?.path?.length ? ` (item ${issue.path.map((p) => String(p.key)).join(".")})` : "";
-        throw new ConfigError(`option --${spec.name} (${where}): value ${shown}${at} ${issue?.message ?? "is invalid"}`);
+        throw new ConfigError(
+          `option --${spec.name} (${where}): value ${shown}${at} ${issue?.message ?? "is invalid"}`,
+        );
       }
       final = r.output;
     }
@@ -176,7 +200,9 @@ export function loadConfig<S extends readonly OptionSpec[]>(input: LoadInput<S>)
   }
   for (const name of input.required ?? []) {
     if (config[camel(name)] === undefined) {
-      throw new ConfigError(`option --${name} is required for this mode (flag --${name}, environment ${envName(name)}, or the config file)`);
+      throw new ConfigError(
+        `option --${name} is required for this mode (flag --${name}, environment ${envName(name)}, or the config file)`,
+      );
     }
   }
   // The one place a config becomes typed: every value above went through its option's schema.

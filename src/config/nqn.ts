@@ -13,18 +13,23 @@ const DOMAIN_ONLY = /^nqn\.\d{4}-\d{2}\.[^:]+:$/;
 
 /** Why a prefix is unacceptable, or null. Messages name the danger, not just the rule. */
 export function nqnPrefixProblem(prefix: string): string | null {
-  if (prefix.length === 0) return "is empty; an empty prefix would match every NVMe subsystem, including the node's own system volumes";
+  if (prefix.length === 0)
+    return "is empty; an empty prefix would match every NVMe subsystem, including the node's own system volumes";
   if (!PRINTABLE_NO_SPACE.test(prefix)) return "must be printable ASCII without whitespace";
   if (!prefix.startsWith("nqn.")) return "must start with 'nqn.'";
   if (!prefix.includes(":")) return "must contain ':' (nqn.<yyyy-mm>.<reverse-domain>:<name>)";
   if (Buffer.byteLength(prefix) > NQN_MAX_BYTES) return `is longer than ${NQN_MAX_BYTES} bytes`;
-  if (DOMAIN_ONLY.test(prefix)) return "is only a domain (nothing after ':'); it would cover every volume of that vendor, including diskless nodes' system volumes";
+  if (DOMAIN_ONLY.test(prefix))
+    return "is only a domain (nothing after ':'); it would cover every volume of that vendor, including diskless nodes' system volumes";
   return null;
 }
 
 export const NqnPrefixSchema = v.pipe(
   v.string(),
-  v.check((s) => nqnPrefixProblem(s) === null, (issue) => nqnPrefixProblem(String(issue.input)) ?? "is invalid"),
+  v.check(
+    (s) => nqnPrefixProblem(s) === null,
+    (issue) => nqnPrefixProblem(String(issue.input)) ?? "is invalid",
+  ),
 );
 
 /** A full NQN (not a prefix): same character rules, no "too broad" rule. */
@@ -38,7 +43,10 @@ export function nqnProblem(nqn: string): string | null {
 
 /** Protected patterns are NQNs or globs (`*` any run, `?` one character). */
 export function globToRegExp(glob: string): RegExp {
-  const body = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  const body = glob
+    .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+    .replace(/\*/g, ".*")
+    .replace(/\?/g, ".");
   return new RegExp(`^${body}$`);
 }
 
@@ -47,14 +55,18 @@ export function globToRegExp(glob: string): RegExp {
  * comma-separated, so a comma inside one pattern would silently split it in two.
  */
 export function protectedPatternProblem(pattern: string): string | null {
-  if (!PRINTABLE_NO_SPACE.test(pattern) || !pattern.startsWith("nqn.")) return "must start with 'nqn.' and be printable ASCII without whitespace";
+  if (!PRINTABLE_NO_SPACE.test(pattern) || !pattern.startsWith("nqn."))
+    return "must start with 'nqn.' and be printable ASCII without whitespace";
   if (pattern.includes(",")) return "must not contain ',' (lists of patterns are comma-separated)";
   return null;
 }
 
 export const ProtectedPatternSchema = v.pipe(
   v.string(),
-  v.check((s) => protectedPatternProblem(s) === null, (issue) => protectedPatternProblem(String(issue.input)) ?? "is invalid"),
+  v.check(
+    (s) => protectedPatternProblem(s) === null,
+    (issue) => protectedPatternProblem(String(issue.input)) ?? "is invalid",
+  ),
 );
 
 export interface NqnPolicy {
@@ -75,7 +87,8 @@ export function classifyNqn(nqn: string, policy: NqnPolicy, systemNqns: Readonly
     return { managed: false, reason: "outside-prefix", detail: `does not start with managed prefix ${policy.prefix}` };
   }
   for (const p of policy.protectedPatterns) {
-    if (globToRegExp(p).test(nqn)) return { managed: false, reason: "protected-pattern", detail: `matches protected pattern ${p}` };
+    if (globToRegExp(p).test(nqn))
+      return { managed: false, reason: "protected-pattern", detail: `matches protected pattern ${p}` };
   }
   if (systemNqns.has(nqn)) {
     return { managed: false, reason: "backs-system-mount", detail: "backs a mount outside the kubelet tree" };

@@ -23,26 +23,35 @@ export interface OptionSpec {
 
 export type Config = Record<string, unknown>;
 
-
 /** `max-volumes` → `maxVolumes`: the key a parsed option has in the config. */
 export type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : S;
 
 /** The value type one option parses into: its schema's output, else what its `type` and `choices` say. */
-export type OptionValue<O> =
-  O extends { schema: v.GenericSchema<any, infer T> } ? T
-  : O extends { choices: readonly (infer C)[] } ? C
-  : O extends { type: "number" } ? number
-  : O extends { type: "boolean" } ? boolean
-  : O extends { type: "array" } ? string[]
-  : string;
+export type OptionValue<O> = O extends { schema: v.GenericSchema<any, infer T> }
+  ? T
+  : O extends { choices: readonly (infer C)[] }
+    ? C
+    : O extends { type: "number" }
+      ? number
+      : O extends { type: "boolean" }
+        ? boolean
+        : O extends { type: "array" }
+          ? string[]
+          : string;
 
 /** An option with a default (or one the mode requires) always has a value; the others may be unset. */
-type Always<O, Required extends string> = O extends { default: {} } ? true : O extends { name: Required } ? true : false;
+type Always<O, Required extends string> = O extends { default: {} }
+  ? true
+  : O extends { name: Required }
+    ? true
+    : false;
 
 /**
  * The typed config of a list of options: parsed once by the loader (every value through its
  * schema), so the modes read `ctx.config.maxVolumes` as a number without a cast.
  */
 export type ConfigOf<Specs extends readonly OptionSpec[], Required extends string = never> = {
-  [O in Specs[number] as CamelCase<O["name"]>]: Always<O, Required> extends true ? OptionValue<O> : OptionValue<O> | undefined;
+  [O in Specs[number] as CamelCase<O["name"]>]: Always<O, Required> extends true
+    ? OptionValue<O>
+    : OptionValue<O> | undefined;
 };

@@ -28,10 +28,18 @@ export const DurationMs = v.pipe(
   v.maxValue(MAX_DURATION_MS, "must be at most 24h"),
 );
 
-export const PositiveInt = v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(1, "must be at least 1"),
-  v.maxValue(MAX_COUNT, `must be at most ${MAX_COUNT}`));
-export const NonNegativeInt = v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(0, "must not be negative"),
-  v.maxValue(MAX_COUNT, `must be at most ${MAX_COUNT}`));
+export const PositiveInt = v.pipe(
+  v.number("must be a number"),
+  v.integer("must be a whole number"),
+  v.minValue(1, "must be at least 1"),
+  v.maxValue(MAX_COUNT, `must be at most ${MAX_COUNT}`),
+);
+export const NonNegativeInt = v.pipe(
+  v.number("must be a number"),
+  v.integer("must be a whole number"),
+  v.minValue(0, "must not be negative"),
+  v.maxValue(MAX_COUNT, `must be at most ${MAX_COUNT}`),
+);
 
 export const AbsolutePath = v.pipe(
   v.string(),
@@ -48,10 +56,15 @@ const portOf = (s: string) => Number(/:(\d{1,5})$/.exec(s)?.[1] ?? NaN);
 /** unix:///abs/path.sock, unix:/abs/path.sock or tcp://host:port (tests). `unix://rel.sock` is relative: refused. */
 export const Endpoint = v.pipe(
   v.string(),
-  v.regex(/^(unix:(\/\/)?\/(?!\/)\S+|tcp:\/\/[^\s/]+:\d{1,5})$/, "must be unix:///absolute/path.sock or tcp://host:port"),
+  v.regex(
+    /^(unix:(\/\/)?\/(?!\/)\S+|tcp:\/\/[^\s/]+:\d{1,5})$/,
+    "must be unix:///absolute/path.sock or tcp://host:port",
+  ),
   v.check((s) => !s.startsWith("unix:") || !s.split("/").includes(".."), "must not contain '..'"),
-  v.check((s) => !s.startsWith("unix:") || Buffer.byteLength(s.replace(/^unix:(\/\/)?/, "")) <= SUN_PATH_MAX,
-    `must be a socket path of at most ${SUN_PATH_MAX} bytes`),
+  v.check(
+    (s) => !s.startsWith("unix:") || Buffer.byteLength(s.replace(/^unix:(\/\/)?/, "")) <= SUN_PATH_MAX,
+    `must be a socket path of at most ${SUN_PATH_MAX} bytes`,
+  ),
   v.check((s) => !s.startsWith("tcp:") || (portOf(s) >= 1 && portOf(s) <= 65535), "must have a port in 1..65535"),
 );
 

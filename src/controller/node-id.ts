@@ -15,7 +15,8 @@ const NODE_NAME = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
 export function parseNodeId(nodeId: string): NodeRef | string {
   const slash = nodeId.indexOf("/");
   const nodeName = slash < 0 ? nodeId : nodeId.slice(0, slash);
-  if (!NODE_NAME.test(nodeName)) return `node name ${JSON.stringify(nodeName.slice(0, 80))} is not a valid Kubernetes node name`;
+  if (!NODE_NAME.test(nodeName))
+    return `node name ${JSON.stringify(nodeName.slice(0, 80))} is not a valid Kubernetes node name`;
   if (slash < 0) return { nodeName };
   const hostNqn = nodeId.slice(slash + 1);
   const problem = nqnProblem(hostNqn);

@@ -6,7 +6,12 @@ import { aborted } from "../runtime/errors.ts";
  */
 const PREFIX = "after:";
 
-export function paginate<T>(items: readonly T[], idOf: (t: T) => string, maxEntries: number, startingToken: string): { page: T[]; next: string } {
+export function paginate<T>(
+  items: readonly T[],
+  idOf: (t: T) => string,
+  maxEntries: number,
+  startingToken: string,
+): { page: T[]; next: string } {
   const sorted = [...items].sort((a, b) => idOf(a).localeCompare(idOf(b)));
   let start = 0;
   if (startingToken) {
@@ -16,7 +21,8 @@ export function paginate<T>(items: readonly T[], idOf: (t: T) => string, maxEntr
     } catch {
       after = "";
     }
-    if (!after.startsWith(PREFIX)) throw aborted(`starting_token ${JSON.stringify(startingToken.slice(0, 64))} is not a token this driver issued`);
+    if (!after.startsWith(PREFIX))
+      throw aborted(`starting_token ${JSON.stringify(startingToken.slice(0, 64))} is not a token this driver issued`);
     const key = after.slice(PREFIX.length);
     start = sorted.findIndex((t) => idOf(t) > key);
     if (start < 0) start = sorted.length;

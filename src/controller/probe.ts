@@ -58,7 +58,11 @@ export function createControllerProbe(o: ProbeOptions) {
     if (known?.ready && performance.now() - known.at < freshMs) return undefined;
     startedAt = performance.now();
     inFlight = check().then((k) => {
-      if (known?.ready !== k.ready) o.log[k.ready ? "info" : "warn"]({ breaker: key, reason: k.reason }, `backend check: ${k.ready ? "ready" : "not ready"}`);
+      if (known?.ready !== k.ready)
+        o.log[k.ready ? "info" : "warn"](
+          { breaker: key, reason: k.reason },
+          `backend check: ${k.ready ? "ready" : "not ready"}`,
+        );
       known = k;
       inFlight = undefined;
       return k;
@@ -73,18 +77,28 @@ export function createControllerProbe(o: ProbeOptions) {
     // false and the check below is the trial.
     const b = o.breakers.get(key);
     if (b?.state === "open") {
-      return { ready: false, reason: `circuit breaker ${key} is open until ${new Date(b.openUntil!).toISOString()} (last: ${b.lastError ?? "unknown"})` };
+      return {
+        ready: false,
+        reason: `circuit breaker ${key} is open until ${new Date(b.openUntil!).toISOString()} (last: ${b.lastError ?? "unknown"})`,
+      };
     }
     const running = refresh();
     // The budget counts from the check's start: once a check has outlived it, nobody waits for it again.
     const waitMs = Math.max(0, o.budgetMs - (performance.now() - startedAt));
     if (running && waitMs > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const fresh = await Promise.race([running, new Promise<undefined>((r) => { timer = setTimeout(() => r(undefined), waitMs); })]);
+      const fresh = await Promise.race([
+        running,
+        new Promise<undefined>((r) => {
+          timer = setTimeout(() => r(undefined), waitMs);
+        }),
+      ]);
       clearTimeout(timer);
       if (fresh) return fresh.ready ? { ready: true } : { ready: false, reason: fresh.reason };
     }
-    const waiting = inFlight ? `; a backend check has been running for ${((performance.now() - startedAt) / 1000).toFixed(1)} s` : "";
+    const waiting = inFlight
+      ? `; a backend check has been running for ${((performance.now() - startedAt) / 1000).toFixed(1)} s`
+      : "";
     if (!known) return { ready: false, reason: `backend ${o.backend.address}: no check has finished yet${waiting}` };
     return known.ready
       ? { ready: true, reason: `last backend check ok ${age(known)}${waiting}` }
@@ -94,7 +108,9 @@ export function createControllerProbe(o: ProbeOptions) {
   return {
     probe,
     /** Starts the first check at once (start-up), so that the first Probe has something to report. */
-    start: () => { void refresh(); },
+    start: () => {
+      void refresh();
+    },
     /** The check in flight, for a clean shutdown. */
     settled: () => inFlight ?? Promise.resolve(known),
   };

@@ -15,7 +15,9 @@ export function createSerializer(): Serializer {
       const next = prev.then(fn, fn);
       const tail = next.catch(() => undefined);
       tails.set(key, tail);
-      void tail.then(() => { if (tails.get(key) === tail) tails.delete(key); });
+      void tail.then(() => {
+        if (tails.get(key) === tail) tails.delete(key);
+      });
       return next;
     },
     pending: (key) => tails.has(key),

@@ -5,7 +5,15 @@ import { isSnapshotId, isVolumeId, snapshotIdForName, volumeIdForName } from "..
 import type { Handlers, RpcContext } from "../csi/server.ts";
 import { parseRequest } from "../csi/validate.ts";
 import type { BreakerRegistry } from "../runtime/breakers.ts";
-import { aborted, alreadyExists, errorMessage, failedPrecondition, invalidArgument, notFound, outOfRange } from "../runtime/errors.ts";
+import {
+  aborted,
+  alreadyExists,
+  errorMessage,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  outOfRange,
+} from "../runtime/errors.ts";
 import { createKeyLock, type KeyLock } from "../runtime/key-lock.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { NodeExistence } from "../k8s/node-existence.ts";
@@ -15,7 +23,13 @@ import { paginate } from "./pagination.ts";
 import { createSerializer } from "./serialize.ts";
 import { MAX_VOLUME_BYTES, MIN_VOLUME_BYTES, sizeFits, sizeForRange } from "./sizing.ts";
 import {
-  CapabilitiesSchema, CapabilitySchema, NameSchema, isMultiNode, parseParams, unsupportedCapability, type VolumeCapability,
+  CapabilitiesSchema,
+  CapabilitySchema,
+  NameSchema,
+  isMultiNode,
+  parseParams,
+  unsupportedCapability,
+  type VolumeCapability,
 } from "./validation.ts";
 
 export interface ControllerDeps {
@@ -33,46 +47,75 @@ export interface ControllerDeps {
 }
 
 const CAPABILITIES = [
-  "CREATE_DELETE_VOLUME", "PUBLISH_UNPUBLISH_VOLUME", "LIST_VOLUMES", "GET_CAPACITY", "CREATE_DELETE_SNAPSHOT",
-  "LIST_SNAPSHOTS", "CLONE_VOLUME", "EXPAND_VOLUME", "LIST_VOLUMES_PUBLISHED_NODES", "GET_VOLUME", "VOLUME_CONDITION",
+  "CREATE_DELETE_VOLUME",
+  "PUBLISH_UNPUBLISH_VOLUME",
+  "LIST_VOLUMES",
+  "GET_CAPACITY",
+  "CREATE_DELETE_SNAPSHOT",
+  "LIST_SNAPSHOTS",
+  "CLONE_VOLUME",
+  "EXPAND_VOLUME",
+  "LIST_VOLUMES_PUBLISHED_NODES",
+  "GET_VOLUME",
+  "VOLUME_CONDITION",
   "SINGLE_NODE_MULTI_WRITER",
 ];
 
-const RangeSchema = v.nullish(v.looseObject({ required_bytes: v.optional(v.number()), limit_bytes: v.optional(v.number()) }));
+const RangeSchema = v.nullish(
+  v.looseObject({ required_bytes: v.optional(v.number()), limit_bytes: v.optional(v.number()) }),
+);
 const ParamsSchema = v.nullish(v.record(v.string(), v.string()));
-const IdSchema = (field: string) => v.pipe(v.string(), v.minLength(1, `${field} is required`), v.maxLength(256, `${field} is too long`));
+const IdSchema = (field: string) =>
+  v.pipe(v.string(), v.minLength(1, `${field} is required`), v.maxLength(256, `${field} is too long`));
 
 const CreateVolumeSchema = v.looseObject({
   name: NameSchema("name"),
   capacity_range: RangeSchema,
   volume_capabilities: CapabilitiesSchema,
   parameters: ParamsSchema,
-  volume_content_source: v.nullish(v.looseObject({
-    snapshot: v.nullish(v.looseObject({ snapshot_id: IdSchema("volume_content_source.snapshot.snapshot_id") })),
-    volume: v.nullish(v.looseObject({ volume_id: IdSchema("volume_content_source.volume.volume_id") })),
-  })),
+  volume_content_source: v.nullish(
+    v.looseObject({
+      snapshot: v.nullish(v.looseObject({ snapshot_id: IdSchema("volume_content_source.snapshot.snapshot_id") })),
+      volume: v.nullish(v.looseObject({ volume_id: IdSchema("volume_content_source.volume.volume_id") })),
+    }),
+  ),
 });
 const VolumeIdOnly = v.looseObject({ volume_id: IdSchema("volume_id") });
 const PublishSchema = v.looseObject({
-  volume_id: IdSchema("volume_id"), node_id: IdSchema("node_id"),
-  volume_capability: v.nonNullish(CapabilitySchema, "volume_capability is required"), readonly: v.optional(v.boolean()),
+  volume_id: IdSchema("volume_id"),
+  node_id: IdSchema("node_id"),
+  volume_capability: v.nonNullish(CapabilitySchema, "volume_capability is required"),
+  readonly: v.optional(v.boolean()),
 });
 const UnpublishSchema = v.looseObject({ volume_id: IdSchema("volume_id"), node_id: v.optional(v.string()) });
-const ValidateSchema = v.looseObject({ volume_id: IdSchema("volume_id"), volume_capabilities: CapabilitiesSchema, parameters: ParamsSchema });
+const ValidateSchema = v.looseObject({
+  volume_id: IdSchema("volume_id"),
+  volume_capabilities: CapabilitiesSchema,
+  parameters: ParamsSchema,
+});
 const ExpandSchema = v.looseObject({
   volume_id: IdSchema("volume_id"),
-  capacity_range: v.nonNullish(v.looseObject({ required_bytes: v.optional(v.number()), limit_bytes: v.optional(v.number()) }), "capacity_range is required"),
+  capacity_range: v.nonNullish(
+    v.looseObject({ required_bytes: v.optional(v.number()), limit_bytes: v.optional(v.number()) }),
+    "capacity_range is required",
+  ),
   volume_capability: v.nullish(CapabilitySchema),
 });
 const ListSchema = v.looseObject({
   max_entries: v.optional(v.pipe(v.number(), v.minValue(0, "max_entries must not be negative"))),
   starting_token: v.optional(v.string()),
 });
-const CreateSnapshotSchema = v.looseObject({ name: NameSchema("name"), source_volume_id: IdSchema("source_volume_id"), parameters: ParamsSchema });
+const CreateSnapshotSchema = v.looseObject({
+  name: NameSchema("name"),
+  source_volume_id: IdSchema("source_volume_id"),
+  parameters: ParamsSchema,
+});
 const SnapshotIdOnly = v.looseObject({ snapshot_id: IdSchema("snapshot_id") });
 const ListSnapshotsSchema = v.looseObject({
   max_entries: v.optional(v.pipe(v.number(), v.minValue(0, "max_entries must not be negative"))),
-  starting_token: v.optional(v.string()), source_volume_id: v.optional(v.string()), snapshot_id: v.optional(v.string()),
+  starting_token: v.optional(v.string()),
+  source_volume_id: v.optional(v.string()),
+  snapshot_id: v.optional(v.string()),
 });
 
 /** What a repeated CreateVolume must match: the parameters and the requested capabilities. */
@@ -80,10 +123,11 @@ const digestParams = (p: VolumeParams, caps: readonly VolumeCapability[] = []) =
   createHash("sha256")
     .update(JSON.stringify(Object.entries(p).sort(([a], [b]) => a.localeCompare(b))))
     .update(JSON.stringify(caps.map(capabilitySignature).sort()))
-    .digest("hex").slice(0, 16);
+    .digest("hex")
+    .slice(0, 16);
 
 function capabilitySignature(c: VolumeCapability): string {
-  const fs = c.access_type === "mount" ? (c.mount?.fs_type || "default") : "";
+  const fs = c.access_type === "mount" ? c.mount?.fs_type || "default" : "";
   return `${c.access_type}:${fs}:${c.access_mode.mode}`;
 }
 
@@ -93,7 +137,13 @@ const contentSource = (source: string | undefined) =>
   !source ? null : isSnapshotId(source) ? { snapshot: { snapshot_id: source } } : { volume: { volume_id: source } };
 
 function snapshotMessage(s: Snapshot) {
-  return { snapshot_id: s.id, source_volume_id: s.sourceVolumeId, size_bytes: s.sizeBytes, creation_time: timestamp(s.createdAt), ready_to_use: s.readyToUse };
+  return {
+    snapshot_id: s.id,
+    source_volume_id: s.sourceVolumeId,
+    size_bytes: s.sizeBytes,
+    creation_time: timestamp(s.createdAt),
+    ready_to_use: s.readyToUse,
+  };
 }
 
 export function controllerHandlers(deps: ControllerDeps): Handlers {
@@ -116,9 +166,11 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
   /** pvName: the provisioner's csi.storage.k8s.io/pv/name (--extra-create-metadata), carried for the node's PV lookups. */
   function volumeMessage(d: Disk, params: VolumeParams, pvName?: string) {
     return {
-      volume_id: d.id, capacity_bytes: d.sizeBytes,
+      volume_id: d.id,
+      capacity_bytes: d.sizeBytes,
       volume_context: { ...backend.volumeContext(d, params), ...(pvName ? { [PV_NAME_KEY]: pvName } : {}) },
-      content_source: contentSource(d.meta.source), accessible_topology: [],
+      content_source: contentSource(d.meta.source),
+      accessible_topology: [],
     };
   }
 
@@ -131,68 +183,99 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     const params = parseParams(r.parameters, paramCtx);
     const pvName = r.parameters?.[PV_NAME_KEY];
     const src = r.volume_content_source;
-    const source = src?.snapshot ? { kind: "snapshot" as const, id: src.snapshot.snapshot_id }
-      : src?.volume ? { kind: "volume" as const, id: src.volume.volume_id } : undefined;
+    const source = src?.snapshot
+      ? { kind: "snapshot" as const, id: src.snapshot.snapshot_id }
+      : src?.volume
+        ? { kind: "volume" as const, id: src.volume.volume_id }
+        : undefined;
     if (src && !source) throw invalidArgument("volume_content_source", "must name a snapshot or a volume");
     const id = volumeIdForName(r.name);
     const digest = digestParams(params, r.volume_capabilities as VolumeCapability[]);
     const log = ctx.log.child({ volume_id: id, name: r.name });
 
-    return byName.run(id, () => exclusive(id, async () => {
-      const existing = await backend.getDisk(id, ctx.signal);
-      if (existing) {
-        // A copy of the requested source that has not reached its size yet (still copying, or done but not
-        // grown: the router cut the request, or we died in between) is this request's to finish.
-        const unfinished = !!source && existing.meta.source === source.id && (existing.copying || existing.sizeBytes < (r.capacity_range?.required_bytes ?? 0));
-        if (!unfinished && !sizeFits(existing.sizeBytes, r.capacity_range)) {
-          throw alreadyExists(`volume ${r.name} exists as ${id} with ${existing.sizeBytes} bytes, outside the requested capacity range`);
-        }
-        if ((existing.meta.source ?? "") !== (source?.id ?? "") && (existing.meta.source || existing.meta.paramsDigest)) {
-          throw alreadyExists(`volume ${r.name} exists as ${id} with content source ${existing.meta.source || "none"}, not ${source?.id || "none"}`);
-        }
-        if (existing.meta.paramsDigest && existing.meta.paramsDigest !== digest) {
-          throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters or capabilities`);
-        }
-        if (unfinished || existing.copying) {
-          // Same request: let the copy go on; the CO retries and picks the volume up when done (and grown).
-          const sizeBytes = sizeForRange(r.capacity_range, existing.sizeBytes);
-          const done = await backend.createDisk({ id, sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source, meta: existing.meta }, ctx.signal);
-          if (done.copying) throw aborted(`volume ${id} is still being copied from ${source?.id}; retry later`);
-          if (!sizeFits(done.sizeBytes, r.capacity_range)) {
-            throw alreadyExists(`volume ${r.name} exists as ${id} with ${done.sizeBytes} bytes, outside the requested capacity range`);
+    return byName.run(id, () =>
+      exclusive(id, async () => {
+        const existing = await backend.getDisk(id, ctx.signal);
+        if (existing) {
+          // A copy of the requested source that has not reached its size yet (still copying, or done but not
+          // grown: the router cut the request, or we died in between) is this request's to finish.
+          const unfinished =
+            !!source &&
+            existing.meta.source === source.id &&
+            (existing.copying || existing.sizeBytes < (r.capacity_range?.required_bytes ?? 0));
+          if (!unfinished && !sizeFits(existing.sizeBytes, r.capacity_range)) {
+            throw alreadyExists(
+              `volume ${r.name} exists as ${id} with ${existing.sizeBytes} bytes, outside the requested capacity range`,
+            );
           }
-          return { volume: volumeMessage(done, params, pvName) };
+          if (
+            (existing.meta.source ?? "") !== (source?.id ?? "") &&
+            (existing.meta.source || existing.meta.paramsDigest)
+          ) {
+            throw alreadyExists(
+              `volume ${r.name} exists as ${id} with content source ${existing.meta.source || "none"}, not ${source?.id || "none"}`,
+            );
+          }
+          if (existing.meta.paramsDigest && existing.meta.paramsDigest !== digest) {
+            throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters or capabilities`);
+          }
+          if (unfinished || existing.copying) {
+            // Same request: let the copy go on; the CO retries and picks the volume up when done (and grown).
+            const sizeBytes = sizeForRange(r.capacity_range, existing.sizeBytes);
+            const done = await backend.createDisk(
+              { id, sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source, meta: existing.meta },
+              ctx.signal,
+            );
+            if (done.copying) throw aborted(`volume ${id} is still being copied from ${source?.id}; retry later`);
+            if (!sizeFits(done.sizeBytes, r.capacity_range)) {
+              throw alreadyExists(
+                `volume ${r.name} exists as ${id} with ${done.sizeBytes} bytes, outside the requested capacity range`,
+              );
+            }
+            return { volume: volumeMessage(done, params, pvName) };
+          }
+          log.debug("volume exists, returning it");
+          return { volume: volumeMessage(existing, params, pvName) };
         }
-        log.debug("volume exists, returning it");
-        return { volume: volumeMessage(existing, params, pvName) };
-      }
-      let floor = 0;
-      if (source?.kind === "snapshot") {
-        const snap = isSnapshotId(source.id) ? await backend.getSnapshot(source.id, ctx.signal) : null;
-        if (!snap) throw notFound(`snapshot ${source.id} does not exist`);
-        if (!snap.readyToUse) throw aborted(`snapshot ${source.id} is not ready yet`);
-        floor = snap.sizeBytes;
-      } else if (source?.kind === "volume") {
-        const vol = isVolumeId(source.id) ? await backend.getDisk(source.id, ctx.signal) : null;
-        if (!vol) throw notFound(`source volume ${source.id} does not exist`);
-        floor = vol.sizeBytes;
-      }
-      const sizeBytes = sizeForRange(r.capacity_range, floor);
-      const disk = await backend.createDisk({
-        id, sizeBytes, volumePath: params.volumePath, nvmePort: params.nvmePort, source,
-        meta: { ...(source ? { source: source.id } : {}), paramsDigest: digest },
-      }, ctx.signal);
-      // A concurrent add for the same name (another controller) may have won with another size.
-      if (!disk.copying && !sizeFits(disk.sizeBytes, r.capacity_range)) {
-        throw alreadyExists(`volume ${r.name} exists as ${id} with ${disk.sizeBytes} bytes (created concurrently), outside the requested capacity range`);
-      }
-      if (disk.meta.paramsDigest && disk.meta.paramsDigest !== digest) {
-        throw alreadyExists(`volume ${r.name} exists as ${id} with different parameters or capabilities (created concurrently)`);
-      }
-      if (disk.copying) throw aborted(`volume ${id} is being copied from ${source?.id}; retry later`);
-      log.info({ size_bytes: disk.sizeBytes, source: source?.id }, "volume created");
-      return { volume: volumeMessage(disk, params, pvName) };
-    }));
+        let floor = 0;
+        if (source?.kind === "snapshot") {
+          const snap = isSnapshotId(source.id) ? await backend.getSnapshot(source.id, ctx.signal) : null;
+          if (!snap) throw notFound(`snapshot ${source.id} does not exist`);
+          if (!snap.readyToUse) throw aborted(`snapshot ${source.id} is not ready yet`);
+          floor = snap.sizeBytes;
+        } else if (source?.kind === "volume") {
+          const vol = isVolumeId(source.id) ? await backend.getDisk(source.id, ctx.signal) : null;
+          if (!vol) throw notFound(`source volume ${source.id} does not exist`);
+          floor = vol.sizeBytes;
+        }
+        const sizeBytes = sizeForRange(r.capacity_range, floor);
+        const disk = await backend.createDisk(
+          {
+            id,
+            sizeBytes,
+            volumePath: params.volumePath,
+            nvmePort: params.nvmePort,
+            source,
+            meta: { ...(source ? { source: source.id } : {}), paramsDigest: digest },
+          },
+          ctx.signal,
+        );
+        // A concurrent add for the same name (another controller) may have won with another size.
+        if (!disk.copying && !sizeFits(disk.sizeBytes, r.capacity_range)) {
+          throw alreadyExists(
+            `volume ${r.name} exists as ${id} with ${disk.sizeBytes} bytes (created concurrently), outside the requested capacity range`,
+          );
+        }
+        if (disk.meta.paramsDigest && disk.meta.paramsDigest !== digest) {
+          throw alreadyExists(
+            `volume ${r.name} exists as ${id} with different parameters or capabilities (created concurrently)`,
+          );
+        }
+        if (disk.copying) throw aborted(`volume ${id} is being copied from ${source?.id}; retry later`);
+        log.info({ size_bytes: disk.sizeBytes, source: source?.id }, "volume created");
+        return { volume: volumeMessage(disk, params, pvName) };
+      }),
+    );
   }
 
   async function deleteVolume(req: unknown, ctx: RpcContext) {
@@ -202,7 +285,8 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     return exclusive(id, async () => {
       const disk = await backend.getDisk(id, ctx.signal);
       const users = disk?.meta.publishedTo ?? [];
-      if (users.length) throw failedPrecondition(`volume ${id} is still published to ${users.join(", ")}; unpublish it first`);
+      if (users.length)
+        throw failedPrecondition(`volume ${id} is still published to ${users.join(", ")}; unpublish it first`);
       // Even when the disk is gone: an earlier attempt may have died before removing the backing file.
       await backend.deleteDisk(id, ctx.signal);
       if (disk) ctx.log.info({ volume_id: id }, "volume deleted");
@@ -236,7 +320,9 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     const node = parseNodeId(r.node_id);
     if (typeof node === "string") throw notFound(`node ${JSON.stringify(r.node_id.slice(0, 80))} not found: ${node}`);
     if (deps.requireHostNqn && !node.hostNqn) {
-      throw notFound(`node ${JSON.stringify(r.node_id.slice(0, 80))} not found: this driver's node ids are <node-name>/<host-NQN> (NodeGetInfo); give the node an /etc/nvme/hostnqn`);
+      throw notFound(
+        `node ${JSON.stringify(r.node_id.slice(0, 80))} not found: this driver's node ids are <node-name>/<host-NQN> (NodeGetInfo); give the node an /etc/nvme/hostnqn`,
+      );
     }
     if (!isVolumeId(r.volume_id)) throw notFound(`volume ${r.volume_id} does not exist`);
     if (deps.nodes && (await deps.nodes.check(node.nodeName, ctx.signal)) === "gone") {
@@ -249,18 +335,23 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       const publishContext = { publish_context: node.hostNqn ? { hostNqn: node.hostNqn } : {} };
       if (current.includes(r.node_id)) {
         if (disk.meta.publishMode && disk.meta.publishMode !== mode) {
-          throw alreadyExists(`volume ${r.volume_id} is already published to ${r.node_id} as ${disk.meta.publishMode}, not ${mode}`);
+          throw alreadyExists(
+            `volume ${r.volume_id} is already published to ${r.node_id} as ${disk.meta.publishMode}, not ${mode}`,
+          );
         }
         return publishContext;
       }
       if (current.length) {
         if (!isMultiNode(cap.access_mode.mode) || (disk.meta.publishMode && disk.meta.publishMode !== mode)) {
-          throw failedPrecondition(`volume ${r.volume_id} is published to ${current.join(", ")} (${disk.meta.publishMode ?? "unknown mode"}); a ${mode} publication to ${node.nodeName} is not allowed`);
+          throw failedPrecondition(
+            `volume ${r.volume_id} is published to ${current.join(", ")} (${disk.meta.publishMode ?? "unknown mode"}); a ${mode} publication to ${node.nodeName} is not allowed`,
+          );
         }
       }
       const publishedTo = [...current, r.node_id];
       const hosts = allowedHostsFor(publishedTo);
-      if (!node.hostNqn) ctx.log.warn({ node_id: r.node_id }, "node reported no host NQN: the export cannot be restricted to it");
+      if (!node.hostNqn)
+        ctx.log.warn({ node_id: r.node_id }, "node reported no host NQN: the export cannot be restricted to it");
       await backend.setPublications(r.volume_id, { ...disk.meta, publishedTo, publishMode: mode }, hosts, ctx.signal);
       ctx.log.info({ node_id: r.node_id, allowed_hosts: hosts }, "volume published");
       return publishContext;
@@ -291,13 +382,19 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     const r = parseRequest(ValidateSchema, req);
     await getExisting(r.volume_id, ctx.signal);
     if (r.parameters && Object.keys(r.parameters).length) {
-      try { parseParams(r.parameters, paramCtx); } catch (e) { return { message: errorMessage(e) }; }
+      try {
+        parseParams(r.parameters, paramCtx);
+      } catch (e) {
+        return { message: errorMessage(e) };
+      }
     }
     for (const c of r.volume_capabilities) {
       const why = unsupportedCapability(c as VolumeCapability);
       if (why) return { message: why };
     }
-    return { confirmed: { volume_context: {}, volume_capabilities: r.volume_capabilities, parameters: r.parameters ?? {} } };
+    return {
+      confirmed: { volume_context: {}, volume_capabilities: r.volume_capabilities, parameters: r.parameters ?? {} },
+    };
   }
 
   async function expand(req: unknown, ctx: RpcContext) {
@@ -306,7 +403,10 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     return exclusive(r.volume_id, async () => {
       const disk = await getExisting(r.volume_id, ctx.signal);
       const limit = r.capacity_range.limit_bytes ?? 0;
-      if (limit && limit < disk.sizeBytes) throw outOfRange(`volume ${r.volume_id} has ${disk.sizeBytes} bytes; shrinking to at most ${limit} is not supported`);
+      if (limit && limit < disk.sizeBytes)
+        throw outOfRange(
+          `volume ${r.volume_id} has ${disk.sizeBytes} bytes; shrinking to at most ${limit} is not supported`,
+        );
       const target = Math.max(disk.sizeBytes, sizeForRange(r.capacity_range));
       const grown = target > disk.sizeBytes ? await backend.growDisk(r.volume_id, target, ctx.signal) : disk;
       const cap = r.volume_capability as VolumeCapability | null | undefined;
@@ -335,7 +435,10 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     const disks = await backend.listDisks(ctx.signal);
     const { page, next } = paginate(disks, (d) => d.id, r.max_entries ?? 0, r.starting_token ?? "");
     return {
-      entries: page.map((d) => ({ volume: { volume_id: d.id, capacity_bytes: d.sizeBytes, content_source: contentSource(d.meta.source) }, status: volumeStatus(d) })),
+      entries: page.map((d) => ({
+        volume: { volume_id: d.id, capacity_bytes: d.sizeBytes, content_source: contentSource(d.meta.source) },
+        status: volumeStatus(d),
+      })),
       next_token: next,
     };
   }
@@ -343,7 +446,10 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
   async function getVolume(req: unknown, ctx: RpcContext) {
     const { volume_id } = parseRequest(VolumeIdOnly, req);
     const d = await getExisting(volume_id, ctx.signal);
-    return { volume: { volume_id: d.id, capacity_bytes: d.sizeBytes, content_source: contentSource(d.meta.source) }, status: volumeStatus(d) };
+    return {
+      volume: { volume_id: d.id, capacity_bytes: d.sizeBytes, content_source: contentSource(d.meta.source) },
+      status: volumeStatus(d),
+    };
   }
 
   async function createSnapshot(req: unknown, ctx: RpcContext) {
@@ -353,7 +459,9 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       const existing = await backend.getSnapshot(id, ctx.signal);
       if (existing) {
         if (existing.sourceVolumeId && existing.sourceVolumeId !== r.source_volume_id) {
-          throw alreadyExists(`snapshot ${r.name} exists as ${id} of volume ${existing.sourceVolumeId}, not ${r.source_volume_id}`);
+          throw alreadyExists(
+            `snapshot ${r.name} exists as ${id} of volume ${existing.sourceVolumeId}, not ${r.source_volume_id}`,
+          );
         }
         if (existing.readyToUse) return { snapshot: snapshotMessage(existing) };
       }

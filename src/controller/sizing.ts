@@ -21,9 +21,11 @@ export function sizeForRange(range: CapacityRange | null | undefined, floor = 0)
   const limit = range?.limit_bytes ?? 0;
   if (required < 0) throw invalidArgument("capacity_range.required_bytes", "must not be negative");
   if (limit < 0) throw invalidArgument("capacity_range.limit_bytes", "must not be negative");
-  if (limit && required > limit) throw outOfRange(`capacity_range: required_bytes ${required} exceeds limit_bytes ${limit}`);
+  if (limit && required > limit)
+    throw outOfRange(`capacity_range: required_bytes ${required} exceeds limit_bytes ${limit}`);
   const size = Math.max(MIN_VOLUME_BYTES, roundUpGiB(required), roundUpGiB(floor));
-  if (size > MAX_VOLUME_BYTES) throw outOfRange(`capacity_range: ${size} bytes is above the maximum volume size ${MAX_VOLUME_BYTES} (16 TiB)`);
+  if (size > MAX_VOLUME_BYTES)
+    throw outOfRange(`capacity_range: ${size} bytes is above the maximum volume size ${MAX_VOLUME_BYTES} (16 TiB)`);
   if (limit && size > limit) {
     throw outOfRange(
       `capacity_range: no size in whole GiB (minimum 1 GiB${floor ? `, at least the source's ${floor} bytes` : ""}) fits between required_bytes ${required} and limit_bytes ${limit}`,

@@ -11,12 +11,20 @@ export const NameSchema = (field: string) =>
     v.string(`${field} must be a string`),
     v.minLength(1, `${field} is required`),
     v.maxLength(NAME_MAX, `${field} must be at most ${NAME_MAX} characters`),
-    v.regex(NAME_CHARS, `${field} may contain only letters, digits, '.', '_', ':' and '-', starting with a letter or digit`),
+    v.regex(
+      NAME_CHARS,
+      `${field} may contain only letters, digits, '.', '_', ':' and '-', starting with a letter or digit`,
+    ),
   );
 
 export const ACCESS_MODES = [
-  "SINGLE_NODE_WRITER", "SINGLE_NODE_READER_ONLY", "MULTI_NODE_READER_ONLY", "MULTI_NODE_SINGLE_WRITER",
-  "MULTI_NODE_MULTI_WRITER", "SINGLE_NODE_SINGLE_WRITER", "SINGLE_NODE_MULTI_WRITER",
+  "SINGLE_NODE_WRITER",
+  "SINGLE_NODE_READER_ONLY",
+  "MULTI_NODE_READER_ONLY",
+  "MULTI_NODE_SINGLE_WRITER",
+  "MULTI_NODE_MULTI_WRITER",
+  "SINGLE_NODE_SINGLE_WRITER",
+  "SINGLE_NODE_MULTI_WRITER",
 ] as const;
 export type AccessMode = (typeof ACCESS_MODES)[number];
 
@@ -32,7 +40,10 @@ export interface VolumeCapability {
 export const CapabilitySchema = v.looseObject({
   access_type: v.picklist(["mount", "block"], "access_type must be mount or block"),
   mount: v.nullish(v.looseObject({ fs_type: v.optional(v.string()), mount_flags: v.optional(v.array(v.string())) })),
-  access_mode: v.looseObject({ mode: v.picklist(ACCESS_MODES, "access_mode.mode is not a known access mode") }, "access_mode is required"),
+  access_mode: v.looseObject(
+    { mode: v.picklist(ACCESS_MODES, "access_mode.mode is not a known access mode") },
+    "access_mode is required",
+  ),
 });
 
 export const CapabilitiesSchema = v.pipe(
@@ -45,9 +56,11 @@ export function unsupportedCapability(c: VolumeCapability): string | null {
   const mode = c.access_mode.mode;
   if (c.access_type === "mount") {
     const fs = c.mount?.fs_type ?? "";
-    if (fs && !(FS_TYPES as readonly string[]).includes(fs)) return `fs_type ${JSON.stringify(fs)} is not supported (ext4, xfs)`;
+    if (fs && !(FS_TYPES as readonly string[]).includes(fs))
+      return `fs_type ${JSON.stringify(fs)} is not supported (ext4, xfs)`;
     // Two hosts writing one ext4/xfs corrupts it: only block volumes (live migration) may be multi-node writable.
-    if (mode === "MULTI_NODE_MULTI_WRITER" || mode === "MULTI_NODE_SINGLE_WRITER") return `${mode} is only supported for block volumes`;
+    if (mode === "MULTI_NODE_MULTI_WRITER" || mode === "MULTI_NODE_SINGLE_WRITER")
+      return `${mode} is only supported for block volumes`;
   }
   return null;
 }
@@ -59,7 +72,16 @@ export const isMultiNode = (mode: string) => mode.startsWith("MULTI_NODE_");
  * and friends with --extra-create-metadata) are accepted and ignored; any other unknown key is refused
  * so a typo does not silently give a default.
  */
-const KNOWN_PARAMS = new Set(["rdsAddress", "nvmeAddress", "nvmePort", "volumePath", "ctrlLossTmo", "reconnectDelay", "keepAliveTmo", "csi.storage.k8s.io/fstype"]);
+const KNOWN_PARAMS = new Set([
+  "rdsAddress",
+  "nvmeAddress",
+  "nvmePort",
+  "volumePath",
+  "ctrlLossTmo",
+  "reconnectDelay",
+  "keepAliveTmo",
+  "csi.storage.k8s.io/fstype",
+]);
 const CO_PARAM = /^csi\.storage\.k8s\.io\//;
 const HOST = /^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:]+:[0-9a-fA-F:.]*|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$/;
 const VOLUME_PATH = /^(\/[A-Za-z0-9][A-Za-z0-9._-]*)+$/;
@@ -67,14 +89,16 @@ const VOLUME_PATH = /^(\/[A-Za-z0-9][A-Za-z0-9._-]*)+$/;
 function intParam(params: Record<string, string>, key: string, min: number, max: number, dflt: number): number {
   const raw = params[key];
   if (raw === undefined || raw === "") return dflt;
-  if (!/^-?\d+$/.test(raw)) throw invalidArgument(`parameters.${key}`, `must be a whole number (got ${JSON.stringify(raw.slice(0, 40))})`);
+  if (!/^-?\d+$/.test(raw))
+    throw invalidArgument(`parameters.${key}`, `must be a whole number (got ${JSON.stringify(raw.slice(0, 40))})`);
   const n = Number(raw);
   if (n < min || n > max) throw invalidArgument(`parameters.${key}`, `must be between ${min} and ${max} (got ${n})`);
   return n;
 }
 
 export function volumePathProblem(p: string): string | null {
-  if (!VOLUME_PATH.test(p)) return "must be an absolute path of plain components (letters, digits, '.', '_', '-'), without '..' or a trailing '/'";
+  if (!VOLUME_PATH.test(p))
+    return "must be an absolute path of plain components (letters, digits, '.', '_', '-'), without '..' or a trailing '/'";
   if (p.split("/").some((c) => c === "." || c === "..")) return "must not contain '.' or '..' components";
   if (p.split("/").length < 3) return "must be a directory inside a storage pool, e.g. /storage-pool/metal-csi";
   return null;
@@ -89,22 +113,29 @@ export interface ParamContext {
 export function parseParams(params: Record<string, string> | null | undefined, ctx: ParamContext): VolumeParams {
   const p = params ?? {};
   for (const [k, val] of Object.entries(p)) {
-    if (!KNOWN_PARAMS.has(k) && !CO_PARAM.test(k)) throw invalidArgument(`parameters.${k.slice(0, 60)}`, "is not a parameter this driver knows");
-    if (typeof val !== "string" || val.length > 1024) throw invalidArgument(`parameters.${k}`, "must be a string of at most 1024 characters");
+    if (!KNOWN_PARAMS.has(k) && !CO_PARAM.test(k))
+      throw invalidArgument(`parameters.${k.slice(0, 60)}`, "is not a parameter this driver knows");
+    if (typeof val !== "string" || val.length > 1024)
+      throw invalidArgument(`parameters.${k}`, "must be a string of at most 1024 characters");
   }
   const volumePath = p.volumePath || ctx.defaults.volumePath;
   const vpProblem = volumePathProblem(volumePath);
   if (vpProblem) throw invalidArgument("parameters.volumePath", vpProblem);
   const nvmeAddress = p.nvmeAddress || ctx.defaults.nvmeAddress;
-  if (nvmeAddress !== undefined && !HOST.test(nvmeAddress)) throw invalidArgument("parameters.nvmeAddress", "must be an IP address or host name");
+  if (nvmeAddress !== undefined && !HOST.test(nvmeAddress))
+    throw invalidArgument("parameters.nvmeAddress", "must be an IP address or host name");
   if (p.rdsAddress) {
     if (!HOST.test(p.rdsAddress)) throw invalidArgument("parameters.rdsAddress", "must be an IP address or host name");
     if (ctx.managementHost && p.rdsAddress !== ctx.managementHost) {
-      throw invalidArgument("parameters.rdsAddress", `names ${p.rdsAddress} but this controller manages ${ctx.managementHost}; run one controller per RDS`);
+      throw invalidArgument(
+        "parameters.rdsAddress",
+        `names ${p.rdsAddress} but this controller manages ${ctx.managementHost}; run one controller per RDS`,
+      );
     }
   }
   const fsType = p["csi.storage.k8s.io/fstype"] || ctx.defaults.fsType;
-  if (!(FS_TYPES as readonly string[]).includes(fsType)) throw invalidArgument("parameters.csi.storage.k8s.io/fstype", `must be one of ${FS_TYPES.join(", ")}`);
+  if (!(FS_TYPES as readonly string[]).includes(fsType))
+    throw invalidArgument("parameters.csi.storage.k8s.io/fstype", `must be one of ${FS_TYPES.join(", ")}`);
   return {
     volumePath,
     ...(nvmeAddress ? { nvmeAddress } : {}),

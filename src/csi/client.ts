@@ -4,13 +4,31 @@ import { csiPackage, grpcAddress } from "./proto.ts";
 type Call = (req?: unknown, opts?: { deadlineMs?: number }) => Promise<any>;
 
 type RpcName =
-  | "GetPluginInfo" | "GetPluginCapabilities" | "Probe"
-  | "CreateVolume" | "DeleteVolume" | "ControllerPublishVolume" | "ControllerUnpublishVolume"
-  | "ValidateVolumeCapabilities" | "ListVolumes" | "GetCapacity" | "ControllerGetCapabilities"
-  | "CreateSnapshot" | "DeleteSnapshot" | "ListSnapshots" | "ControllerExpandVolume" | "ControllerGetVolume"
+  | "GetPluginInfo"
+  | "GetPluginCapabilities"
+  | "Probe"
+  | "CreateVolume"
+  | "DeleteVolume"
+  | "ControllerPublishVolume"
+  | "ControllerUnpublishVolume"
+  | "ValidateVolumeCapabilities"
+  | "ListVolumes"
+  | "GetCapacity"
+  | "ControllerGetCapabilities"
+  | "CreateSnapshot"
+  | "DeleteSnapshot"
+  | "ListSnapshots"
+  | "ControllerExpandVolume"
+  | "ControllerGetVolume"
   | "ControllerModifyVolume"
-  | "NodeStageVolume" | "NodeUnstageVolume" | "NodePublishVolume" | "NodeUnpublishVolume"
-  | "NodeGetVolumeStats" | "NodeExpandVolume" | "NodeGetCapabilities" | "NodeGetInfo";
+  | "NodeStageVolume"
+  | "NodeUnstageVolume"
+  | "NodePublishVolume"
+  | "NodeUnpublishVolume"
+  | "NodeGetVolumeStats"
+  | "NodeExpandVolume"
+  | "NodeGetCapabilities"
+  | "NodeGetInfo";
 
 export type ServiceClient = Record<RpcName, Call>;
 
@@ -30,13 +48,17 @@ export function csiClient(endpoint: string, opts: { defaultDeadlineMs?: number }
     const c = new Ctor(address, grpc.credentials.createInsecure());
     clients.push(c);
     return new Proxy({} as ServiceClient, {
-      get: (_t, method: string) => (req: unknown = {}, o: { deadlineMs?: number } = {}) =>
-        new Promise((resolve, reject) => {
-          const fn = (c as any)[method];
-          if (typeof fn !== "function") return reject(new Error(`no such RPC ${method}`));
-          const deadline = new Date(Date.now() + (o.deadlineMs ?? opts.defaultDeadlineMs ?? 60_000));
-          fn.call(c, req, { deadline }, (err: grpc.ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res)));
-        }),
+      get:
+        (_t, method: string) =>
+        (req: unknown = {}, o: { deadlineMs?: number } = {}) =>
+          new Promise((resolve, reject) => {
+            const fn = (c as any)[method];
+            if (typeof fn !== "function") return reject(new Error(`no such RPC ${method}`));
+            const deadline = new Date(Date.now() + (o.deadlineMs ?? opts.defaultDeadlineMs ?? 60_000));
+            fn.call(c, req, { deadline }, (err: grpc.ServiceError | null, res: unknown) =>
+              err ? reject(err) : resolve(res),
+            );
+          }),
     });
   };
   return {

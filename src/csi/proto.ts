@@ -7,9 +7,18 @@ import protoText from "./csi.proto" with { type: "text" };
  * Decoding options shared by server and test client: snake_case fields (kept at parse), int64 as
  * numbers, enum names, defaults filled in, the set member of a oneof named.
  */
-export const DECODE_OPTIONS: protobuf.IConversionOptions = { longs: Number, enums: String, defaults: true, oneofs: true };
+export const DECODE_OPTIONS: protobuf.IConversionOptions = {
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
 
-type Services = { Identity: grpc.ServiceClientConstructor; Controller: grpc.ServiceClientConstructor; Node: grpc.ServiceClientConstructor };
+type Services = {
+  Identity: grpc.ServiceClientConstructor;
+  Controller: grpc.ServiceClientConstructor;
+  Node: grpc.ServiceClientConstructor;
+};
 let cached: Services | undefined;
 
 const toBuffer = (u8: Uint8Array) => Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
@@ -42,7 +51,8 @@ function serviceDefinition(service: protobuf.Service): grpc.ServiceDefinition {
 export function csiPackage(): Services {
   if (!cached) {
     const root = protobuf.parse(protoText as unknown as string, { keepCase: true }).root;
-    const make = (name: string) => grpc.makeGenericClientConstructor(serviceDefinition(root.lookupService(`csi.v1.${name}`)), name);
+    const make = (name: string) =>
+      grpc.makeGenericClientConstructor(serviceDefinition(root.lookupService(`csi.v1.${name}`)), name);
     cached = { Identity: make("Identity"), Controller: make("Controller"), Node: make("Node") };
   }
   return cached;

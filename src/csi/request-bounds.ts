@@ -31,7 +31,10 @@ function checkString(field: string, key: string, value: string): void {
     if (n > LIMITS.path) throw invalidArgument(field, `is ${n} bytes long; a path may have at most ${LIMITS.path}`);
     for (const part of value.split("/")) {
       if (utf8Length(part) > LIMITS.pathComponent) {
-        throw invalidArgument(field, `has a path component of ${utf8Length(part)} bytes; at most ${LIMITS.pathComponent} are allowed`);
+        throw invalidArgument(
+          field,
+          `has a path component of ${utf8Length(part)} bytes; at most ${LIMITS.pathComponent} are allowed`,
+        );
       }
     }
     return;
@@ -50,7 +53,8 @@ function checkMap(field: string, value: Record<string, unknown>): void {
     if (k.includes("\0") || v.includes("\0")) throw invalidArgument(field, "must not contain NUL");
     total += k.length + v.length;
     // Stop counting as soon as the answer is known: a map of 100,000 entries is refused at 4 KiB.
-    if (total > LIMITS.map || ++n > LIMITS.map) throw invalidArgument(field, `is larger than ${LIMITS.map} bytes (keys and values together)`);
+    if (total > LIMITS.map || ++n > LIMITS.map)
+      throw invalidArgument(field, `is larger than ${LIMITS.map} bytes (keys and values together)`);
   }
   let bytes = 0;
   for (const k in value) bytes += utf8Length(k) + utf8Length(value[k] as string);
@@ -59,7 +63,13 @@ function checkMap(field: string, value: Record<string, unknown>): void {
 
 /** Map fields of the CSI messages (string → string). */
 const MAP_FIELDS = new Set([
-  "parameters", "volume_context", "publish_context", "secrets", "mutable_parameters", "segments", "attributes",
+  "parameters",
+  "volume_context",
+  "publish_context",
+  "secrets",
+  "mutable_parameters",
+  "segments",
+  "attributes",
 ]);
 
 /**
@@ -70,7 +80,8 @@ export function checkRequestBounds(req: unknown, field = "", depth = 0): void {
   if (req === null || req === undefined || typeof req !== "object") return;
   if (depth > LIMITS.depth) throw invalidArgument(field || "request", "is nested too deeply");
   if (Array.isArray(req)) {
-    if (req.length > LIMITS.list) throw invalidArgument(field, `has ${req.length} entries; at most ${LIMITS.list} are allowed`);
+    if (req.length > LIMITS.list)
+      throw invalidArgument(field, `has ${req.length} entries; at most ${LIMITS.list} are allowed`);
     req.forEach((item, i) => {
       if (typeof item === "string") checkString(`${field}[${i}]`, "", item);
       else checkRequestBounds(item, `${field}[${i}]`, depth + 1);
@@ -82,7 +93,8 @@ export function checkRequestBounds(req: unknown, field = "", depth = 0): void {
     const value = (req as Record<string, unknown>)[key];
     const name = field ? `${field}.${key}` : key;
     if (typeof value === "string") checkString(name, key, value);
-    else if (MAP_FIELDS.has(key) && value && typeof value === "object" && !Array.isArray(value)) checkMap(name, value as Record<string, unknown>);
+    else if (MAP_FIELDS.has(key) && value && typeof value === "object" && !Array.isArray(value))
+      checkMap(name, value as Record<string, unknown>);
     else if (value && typeof value === "object") checkRequestBounds(value, name, depth + 1);
   }
 }

@@ -47,7 +47,14 @@ export interface CsiServer {
   close(): Promise<void>;
 }
 
-const DEFAULT_UNTRACKED = new Set(["GetPluginInfo", "GetPluginCapabilities", "Probe", "NodeGetCapabilities", "ControllerGetCapabilities", "NodeGetInfo"]);
+const DEFAULT_UNTRACKED = new Set([
+  "GetPluginInfo",
+  "GetPluginCapabilities",
+  "Probe",
+  "NodeGetCapabilities",
+  "ControllerGetCapabilities",
+  "NodeGetInfo",
+]);
 
 /** Which resource an RPC is about, for logs and the in-flight list. */
 function keyOf(req: any): string {
@@ -56,14 +63,27 @@ function keyOf(req: any): string {
 
 function toServiceError(e: unknown, log: Logger, method: string): grpc.ServiceError {
   if (isDomainError(e)) {
-    return Object.assign(new Error(e.message), { code: STATUS_OF_KIND[e.kind], details: e.message, metadata: new grpc.Metadata() });
+    return Object.assign(new Error(e.message), {
+      code: STATUS_OF_KIND[e.kind],
+      details: e.message,
+      metadata: new grpc.Metadata(),
+    });
   }
   // Unknown failures: full detail in our log, a plain message to the client (no stack traces across the wire).
   log.error({ err: e, method }, "unexpected error in RPC");
-  return Object.assign(new Error("internal error"), { code: grpc.status.INTERNAL, details: `internal error in ${method}; see the driver log`, metadata: new grpc.Metadata() });
+  return Object.assign(new Error("internal error"), {
+    code: grpc.status.INTERNAL,
+    details: `internal error in ${method}; see the driver log`,
+    metadata: new grpc.Metadata(),
+  });
 }
 
-function wrap(method: string, handler: RpcHandler, opts: CsiServerOptions, load: { inFlight: number; max: number }): grpc.handleUnaryCall<any, any> {
+function wrap(
+  method: string,
+  handler: RpcHandler,
+  opts: CsiServerOptions,
+  load: { inFlight: number; max: number },
+): grpc.handleUnaryCall<any, any> {
   const untracked = opts.untracked ?? DEFAULT_UNTRACKED;
   return (call, callback) => {
     const started = performance.now();
@@ -79,19 +99,30 @@ function wrap(method: string, handler: RpcHandler, opts: CsiServerOptions, load:
     }
     if (load.inFlight >= load.max) {
       opts.metrics.rpcDuration.observe({ method, code: "RESOURCE_EXHAUSTED" }, 0);
-      callback(toServiceError(new DomainError("resource-exhausted", `${load.max} calls are already running; retry later`), opts.log, method));
+      callback(
+        toServiceError(
+          new DomainError("resource-exhausted", `${load.max} calls are already running; retry later`),
+          opts.log,
+          method,
+        ),
+      );
       return;
     }
     load.inFlight++;
     const key = keyOf(call.request);
-    const log = opts.log.child({ op: method, ...(call.request?.volume_id ? { volume_id: call.request.volume_id } : {}) });
+    const log = opts.log.child({
+      op: method,
+      ...(call.request?.volume_id ? { volume_id: call.request.volume_id } : {}),
+    });
     const abort = new AbortController();
     call.on("cancelled", () => abort.abort(new DomainError("aborted", "client cancelled the call")));
     const ctx: RpcContext = { log, method, signal: abort.signal };
     opts.metrics.rpcInFlight.inc({ method });
     const run = () => handler(call.request, ctx);
     const work = untracked.has(method)
-      ? (opts.shutdown.draining ? Promise.reject(new DomainError("unavailable", "shutting down")) : run())
+      ? opts.shutdown.draining
+        ? Promise.reject(new DomainError("unavailable", "shutting down"))
+        : run()
       : opts.shutdown.track(method, key, run);
     work.then(
       (res) => {
@@ -101,7 +132,8 @@ function wrap(method: string, handler: RpcHandler, opts: CsiServerOptions, load:
       (e) => {
         const err = toServiceError(e, log, method);
         finish(err.code);
-        if (err.code !== grpc.status.INTERNAL) log.info({ code: statusName(err.code), msg_detail: err.details }, "rpc failed");
+        if (err.code !== grpc.status.INTERNAL)
+          log.info({ code: statusName(err.code), msg_detail: err.details }, "rpc failed");
         callback(err);
       },
     );
@@ -118,7 +150,10 @@ function wrap(method: string, handler: RpcHandler, opts: CsiServerOptions, load:
 export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer> {
   const pkg = csiPackage();
   // Streams beyond the limit wait in the client's HTTP/2 queue instead of arriving all at once.
-  const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024, "grpc.max_concurrent_streams": 256 });
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": 4 * 1024 * 1024,
+    "grpc.max_concurrent_streams": 256,
+  });
   const max = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
   for (const [service, handlers] of Object.entries(opts.handlers)) {
     if (!handlers) continue;
@@ -129,23 +164,41 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
       const h = handlers[method];
       impl[method] = h
         ? wrap(method, h, opts, load)
-        : wrap(method, async () => { throw new DomainError("unimplemented", `${method} is not implemented by this driver`); }, opts, load);
+        : wrap(
+            method,
+            async () => {
+              throw new DomainError("unimplemented", `${method} is not implemented by this driver`);
+            },
+            opts,
+            load,
+          );
     }
     server.addService(def, impl);
   }
   const { address, socketPath } = grpcAddress(opts.endpoint);
   if (socketPath) {
-    await bindPrivateSocket(socketPath, opts.socketMode ?? 0o600, { allowSharedDir: opts.allowSharedSocketDir ?? false }, (tempPath) =>
-      new Promise<number>((resolve, reject) =>
-        server.bindAsync(`unix://${tempPath}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
-      ),
+    await bindPrivateSocket(
+      socketPath,
+      opts.socketMode ?? 0o600,
+      { allowSharedDir: opts.allowSharedSocketDir ?? false },
+      (tempPath) =>
+        new Promise<number>((resolve, reject) =>
+          server.bindAsync(`unix://${tempPath}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+            err ? reject(err) : resolve(port),
+          ),
+        ),
     );
   } else {
     await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(err) : resolve(port),
+      ),
     );
   }
-  opts.log.info({ endpoint: opts.endpoint, services: Object.keys(opts.handlers).filter((k) => opts.handlers[k as "Identity"]) }, "CSI server listening");
+  opts.log.info(
+    { endpoint: opts.endpoint, services: Object.keys(opts.handlers).filter((k) => opts.handlers[k as "Identity"]) },
+    "CSI server listening",
+  );
 
   let closed = false;
   return {
@@ -154,11 +207,21 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
       if (closed) return;
       closed = true;
       await new Promise<void>((resolve) => {
-        const t = setTimeout(() => { server.forceShutdown(); resolve(); }, 2_000);
-        server.tryShutdown(() => { clearTimeout(t); resolve(); });
+        const t = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2_000);
+        server.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
       });
       if (socketPath) {
-        try { unlinkSync(socketPath); } catch { /* already gone */ }
+        try {
+          unlinkSync(socketPath);
+        } catch {
+          /* already gone */
+        }
       }
     },
   };

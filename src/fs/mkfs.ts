@@ -17,7 +17,11 @@ export interface FsCommandOptions {
  * since it was found blank, mkfs's own check refuses, a second guard against formatting data.
  * `force` is only for redoing a format this node itself started and never finished.
  */
-export async function makeFilesystem(device: string, fsType: FsType, o: FsCommandOptions & { force?: boolean }): Promise<void> {
+export async function makeFilesystem(
+  device: string,
+  fsType: FsType,
+  o: FsCommandOptions & { force?: boolean },
+): Promise<void> {
   const flag = o.force ? [fsType === "xfs" ? "-f" : "-F"] : [];
   const [cmd, args] = fsType === "xfs" ? ["mkfs.xfs", ["-q", ...flag, device]] : ["mkfs.ext4", ["-q", ...flag, device]];
   const r = await o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: "info" });
@@ -30,13 +34,21 @@ export async function makeFilesystem(device: string, fsType: FsType, o: FsComman
  * resize2fs otherwise insists on its own `e2fsck -f` whenever the last mount is newer than the last
  * check, which is true of almost every used volume.
  */
-export async function growFilesystem(device: string, mountPoint: string, fsType: FsType, o: FsCommandOptions & { offlineChecked?: boolean }): Promise<void> {
-  const [cmd, args] = fsType === "xfs" ? ["xfs_growfs", [mountPoint]] : ["resize2fs", o.offlineChecked ? ["-f", device] : [device]];
+export async function growFilesystem(
+  device: string,
+  mountPoint: string,
+  fsType: FsType,
+  o: FsCommandOptions & { offlineChecked?: boolean },
+): Promise<void> {
+  const [cmd, args] =
+    fsType === "xfs" ? ["xfs_growfs", [mountPoint]] : ["resize2fs", o.offlineChecked ? ["-f", device] : [device]];
   const r = await o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: "info" });
   if (ok(r)) return;
   if (fsType === "ext4" && /Permission denied to resize/i.test(r.stderr)) {
     // Growing a mounted ext4 needs CAP_SYS_RESOURCE; without it the grow happens at the next stage (offline).
-    throw failedPrecondition(`resize2fs could not grow the mounted ext4 on ${device}: the driver lacks CAP_SYS_RESOURCE (add it to the node plugin's capabilities); the filesystem will be grown at its next NodeStageVolume`);
+    throw failedPrecondition(
+      `resize2fs could not grow the mounted ext4 on ${device}: the driver lacks CAP_SYS_RESOURCE (add it to the node plugin's capabilities); the filesystem will be grown at its next NodeStageVolume`,
+    );
   }
   throw unavailable(`${cmd} for ${device} failed: ${describeFailure(r)}`);
 }
@@ -46,21 +58,35 @@ export async function growFilesystem(device: string, mountPoint: string, fsType:
  * slack). Sizes the caller already knows (from blkid + e2fsck, from sysfs) spare the dumpe2fs and
  * blockdev children.
  */
-export async function ext4SmallerThanDevice(device: string, o: FsCommandOptions, known: { fsBytes?: number; devBytes?: number } = {}): Promise<boolean> {
+export async function ext4SmallerThanDevice(
+  device: string,
+  o: FsCommandOptions,
+  known: { fsBytes?: number; devBytes?: number } = {},
+): Promise<boolean> {
   const [fsBytes, devBytes] = await Promise.all([
-    known.fsBytes ?? (async () => {
-      const fs = await o.runner("dumpe2fs", ["-h", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log });
-      if (!ok(fs)) throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(fs)}`);
-      const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(completeStdout(fs, "dumpe2fs -h"))?.[1] ?? NaN);
-      return field("Block count") * field("Block size");
-    })(),
-    known.devBytes ?? (async () => {
-      const dev = await o.runner("blockdev", ["--getsize64", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log });
-      if (!ok(dev)) throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(dev)}`);
-      return Number(completeStdout(dev, "blockdev --getsize64").trim());
-    })(),
+    known.fsBytes ??
+      (async () => {
+        const fs = await o.runner("dumpe2fs", ["-h", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log });
+        if (!ok(fs))
+          throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(fs)}`);
+        const field = (name: string) =>
+          Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(completeStdout(fs, "dumpe2fs -h"))?.[1] ?? NaN);
+        return field("Block count") * field("Block size");
+      })(),
+    known.devBytes ??
+      (async () => {
+        const dev = await o.runner("blockdev", ["--getsize64", device], {
+          timeoutMs: o.timeoutMs,
+          signal: o.signal,
+          log: o.log,
+        });
+        if (!ok(dev))
+          throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(dev)}`);
+        return Number(completeStdout(dev, "blockdev --getsize64").trim());
+      })(),
   ]);
-  if (!Number.isFinite(fsBytes) || !Number.isFinite(devBytes)) throw unavailable(`cannot read the size of ext4 on ${device}`);
+  if (!Number.isFinite(fsBytes) || !Number.isFinite(devBytes))
+    throw unavailable(`cannot read the size of ext4 on ${device}`);
   // resize2fs rounds to whole blocks groups' alignment; a few MiB of slack is not worth a resize.
   return devBytes - fsBytes > 8 * 1024 * 1024;
 }

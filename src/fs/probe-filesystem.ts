@@ -8,7 +8,11 @@ import type { Logger } from "../runtime/log.ts";
  * caller never formats on "unknown" (incident 5: blkid exit 1 right after connect).
  */
 export type DeviceContent =
-  | { state: "filesystem"; type: string; /** blkid's BLOCK_SIZE: ext4's block size, xfs's sector size. */ blockSize?: number }
+  | {
+      state: "filesystem";
+      type: string;
+      /** blkid's BLOCK_SIZE: ext4's block size, xfs's sector size. */ blockSize?: number;
+    }
   | { state: "none" }
   /** blkid found no signature, but the device holds data (a damaged filesystem looks like this). */
   | { state: "data"; reason: string }
@@ -36,15 +40,27 @@ function parseExport(stdout: string): Record<string, string> {
 }
 
 async function blkidOnce(device: string, o: ProbeFilesystemOptions): Promise<DeviceContent> {
-  const r = await o.runner("blkid", ["-p", "-o", "export", device], { timeoutMs: o.timeoutMs ?? 10_000, signal: o.signal, log: o.log });
+  const r = await o.runner("blkid", ["-p", "-o", "export", device], {
+    timeoutMs: o.timeoutMs ?? 10_000,
+    signal: o.signal,
+    log: o.log,
+  });
   if (r.timedOut) return { state: "unknown", reason: `blkid did not answer within ${o.timeoutMs ?? 10_000} ms` };
   if (r.exitCode === 2) return { state: "none" };
-  if (r.exitCode !== 0) return { state: "unknown", reason: `blkid exit ${r.exitCode}${r.signal ? ` (${r.signal})` : ""}: ${(r.stderr || r.stdout).trim().slice(0, 200)}` };
+  if (r.exitCode !== 0)
+    return {
+      state: "unknown",
+      reason: `blkid exit ${r.exitCode}${r.signal ? ` (${r.signal})` : ""}: ${(r.stderr || r.stdout).trim().slice(0, 200)}`,
+    };
   if (r.truncated) return { state: "unknown", reason: "blkid printed more than the runner keeps" };
   const tags = parseExport(r.stdout);
   if (tags.TYPE) {
     const blockSize = Number(tags.BLOCK_SIZE);
-    return { state: "filesystem", type: tags.TYPE, ...(Number.isInteger(blockSize) && blockSize > 0 ? { blockSize } : {}) };
+    return {
+      state: "filesystem",
+      type: tags.TYPE,
+      ...(Number.isInteger(blockSize) && blockSize > 0 ? { blockSize } : {}),
+    };
   }
   if (tags.PTTYPE) return { state: "data", reason: `partition table (${tags.PTTYPE})` };
   return { state: "data", reason: `unrecognised signature: ${r.stdout.trim().replace(/\n/g, " ").slice(0, 200)}` };
@@ -53,12 +69,23 @@ async function blkidOnce(device: string, o: ProbeFilesystemOptions): Promise<Dev
 /** Compares the head of the device with zeros in a child (`cmp`), so a hung read stays there. */
 async function isBlank(device: string, o: ProbeFilesystemOptions): Promise<DeviceContent> {
   const bytes = o.blankCheckBytes ?? 8 * 1024 * 1024;
-  const r = await o.runner("cmp", ["-n", String(bytes), device, "/dev/zero"], { timeoutMs: o.timeoutMs ?? 10_000, signal: o.signal, log: o.log });
+  const r = await o.runner("cmp", ["-n", String(bytes), device, "/dev/zero"], {
+    timeoutMs: o.timeoutMs ?? 10_000,
+    signal: o.signal,
+    log: o.log,
+  });
   if (r.exitCode === 0) return { state: "none" };
   // A device shorter than the window: cmp reaches its end with every byte equal.
   if (r.exitCode === 1 && /EOF on/.test(r.stderr) && !/differ/.test(r.stdout)) return { state: "none" };
-  if (r.exitCode === 1 && /differ/.test(r.stdout)) return { state: "data", reason: `no filesystem signature, but the first ${bytes} bytes are not blank (${r.stdout.trim()})` };
-  return { state: "unknown", reason: `blank check failed: cmp exit ${r.exitCode}${r.timedOut ? " (deadline)" : ""}: ${r.stderr.trim().slice(0, 200)}` };
+  if (r.exitCode === 1 && /differ/.test(r.stdout))
+    return {
+      state: "data",
+      reason: `no filesystem signature, but the first ${bytes} bytes are not blank (${r.stdout.trim()})`,
+    };
+  return {
+    state: "unknown",
+    reason: `blank check failed: cmp exit ${r.exitCode}${r.timedOut ? " (deadline)" : ""}: ${r.stderr.trim().slice(0, 200)}`,
+  };
 }
 
 export async function probeFilesystem(device: string, o: ProbeFilesystemOptions): Promise<DeviceContent> {

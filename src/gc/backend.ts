@@ -9,7 +9,11 @@ import type { ModeContext } from "../runtime/mode-context.ts";
  * a backend is opt-in.
  */
 export const BACKEND_OPTIONS = [
-  { ...BACKEND_OPTION, default: undefined, describe: "Also collect unreferenced disks of this backend (off when unset)" },
+  {
+    ...BACKEND_OPTION,
+    default: undefined,
+    describe: "Also collect unreferenced disks of this backend (off when unset)",
+  },
   ...BACKEND_ACCESS_OPTIONS,
 ] as const satisfies readonly OptionSpec[];
 
@@ -19,8 +23,16 @@ export type GcBackendConfig = ConfigOf<typeof BACKEND_OPTIONS> & { stateDir: str
  * Builds the backend named by `--backend`, or undefined, with the controller's own factory. Lists
  * and deletes only: copies never start here, so their deadline is just the request deadline.
  */
-export async function backendFromConfig(ctx: Pick<ModeContext<GcBackendConfig>, "config" | "runner" | "log" | "breakers">, nqnPrefix: string): Promise<Backend | undefined> {
+export async function backendFromConfig(
+  ctx: Pick<ModeContext<GcBackendConfig>, "config" | "runner" | "log" | "breakers">,
+  nqnPrefix: string,
+): Promise<Backend | undefined> {
   const { backend } = ctx.config;
   if (backend === undefined) return undefined;
-  return (await buildBackend({ ...ctx, config: { ...ctx.config, backend, copyTimeout: ctx.config.requestTimeout } }, nqnPrefix)).backend;
+  return (
+    await buildBackend(
+      { ...ctx, config: { ...ctx.config, backend, copyTimeout: ctx.config.requestTimeout } },
+      nqnPrefix,
+    )
+  ).backend;
 }

@@ -51,7 +51,12 @@ export async function executePlan(candidates: readonly Candidate[], deps: Execut
     const c = candidates[i]!;
     const base = { kind: c.kind, id: c.id, action: describeAction(c.action) };
     if (deps.stop?.aborted) {
-      results.push({ ...base, status: "not-run", detail: "stopped by shutdown signal before this step", durationMs: 0 });
+      results.push({
+        ...base,
+        status: "not-run",
+        detail: "stopped by shutdown signal before this step",
+        durationMs: 0,
+      });
       continue;
     }
     deps.onProgress?.(i, candidates.length, c);
@@ -62,7 +67,17 @@ export async function executePlan(candidates: readonly Candidate[], deps: Execut
       if (c.action.type === "nvme-disconnect") unfinished.add(c.action.nqn);
       if (c.action.type === "loop-detach") unfinished.add(c.action.backingFile);
     }
-    deps.log[result.status === "done" ? "info" : "warn"]({ op: "gc", kind: c.kind, id: c.id, status: result.status, detail: result.detail, duration_ms: result.durationMs }, "gc step");
+    deps.log[result.status === "done" ? "info" : "warn"](
+      {
+        op: "gc",
+        kind: c.kind,
+        id: c.id,
+        status: result.status,
+        detail: result.detail,
+        duration_ms: result.durationMs,
+      },
+      "gc step",
+    );
     results.push(result);
   }
   deps.onProgress?.(candidates.length, candidates.length, null);
@@ -75,7 +90,11 @@ function fromExec(r: ExecResult): { status: ItemStatus; detail: string } {
   return { status: "done", detail: "" };
 }
 
-async function runItem(c: Candidate, deps: ExecuteDeps, unfinished: ReadonlySet<string>): Promise<{ status: ItemStatus; detail: string }> {
+async function runItem(
+  c: Candidate,
+  deps: ExecuteDeps,
+  unfinished: ReadonlySet<string>,
+): Promise<{ status: ItemStatus; detail: string }> {
   const a = c.action;
   if (a.type === "delete-disk" && a.nqn && unfinished.has(a.nqn)) {
     return { status: "skipped", detail: `the disconnect of ${a.nqn} did not complete in this run` };
@@ -111,12 +130,18 @@ async function runItem(c: Candidate, deps: ExecuteDeps, unfinished: ReadonlySet<
     case "drop-allowed-host": {
       const backend = deps.backend;
       if (!backend) return { status: "skipped", detail: "no backend" };
-      return step(`dropping ${a.hostNqn} from ${a.diskId}`, deps.stepTimeoutMs, (sig) => dropAllowedHost(backend, a, sig));
+      return step(`dropping ${a.hostNqn} from ${a.diskId}`, deps.stepTimeoutMs, (sig) =>
+        dropAllowedHost(backend, a, sig),
+      );
     }
   }
 }
 
-async function step(what: string, ms: number, fn: (signal: AbortSignal) => Promise<unknown>): Promise<{ status: ItemStatus; detail: string }> {
+async function step(
+  what: string,
+  ms: number,
+  fn: (signal: AbortSignal) => Promise<unknown>,
+): Promise<{ status: ItemStatus; detail: string }> {
   try {
     await withDeadline(what, ms, fn);
     return { status: "done", detail: "" };
@@ -130,14 +155,23 @@ async function step(what: string, ms: number, fn: (signal: AbortSignal) => Promi
  * still be a candidate when the world is planned again (without probes: a mount that was not found
  * dead counts as alive, so nothing under a mount that refused to unmount is ever detached).
  */
-export function freshPlanRecheck(factDeps: FactDeps, referenced: ReferencedFacts, attachments?: AttachmentFacts): Recheck {
+export function freshPlanRecheck(
+  factDeps: FactDeps,
+  referenced: ReferencedFacts,
+  attachments?: AttachmentFacts,
+): Recheck {
   return async (c) => {
     if (c.action.type === "unmount") {
       const { mountPoint, dev } = c.action;
-      const mounts = await readMountinfo({ runner: factDeps.runner, procRoot: factDeps.procRoot, timeoutMs: factDeps.timeoutMs });
+      const mounts = await readMountinfo({
+        runner: factDeps.runner,
+        procRoot: factDeps.procRoot,
+        timeoutMs: factDeps.timeoutMs,
+      });
       const now = mounts.filter((m) => m.mountPoint === mountPoint);
       if (now.length === 0) return { skip: "no longer mounted" };
-      if (!now.some((m) => m.dev === dev)) return { skip: `now a different mount (${now.map((m) => m.dev).join(", ")})` };
+      if (!now.some((m) => m.dev === dev))
+        return { skip: `now a different mount (${now.map((m) => m.dev).join(", ")})` };
       return { ok: true };
     }
     const facts = await gatherFacts(factDeps, { probe: false, listBackend: false, referenced });
@@ -146,11 +180,18 @@ export function freshPlanRecheck(factDeps: FactDeps, referenced: ReferencedFacts
       if (!backend) return { skip: "no backend" };
       const disk = await backend.getDisk(c.action.diskId);
       if (!disk) return { skip: "already gone" };
-      facts.backend = await backendFacts(backend, referenced, { slotPrefix: factDeps.slotPrefix, graceMs: factDeps.graceMs, now: facts.now, timeoutMs: factDeps.timeoutMs }, [disk]);
+      facts.backend = await backendFacts(
+        backend,
+        referenced,
+        { slotPrefix: factDeps.slotPrefix, graceMs: factDeps.graceMs, now: facts.now, timeoutMs: factDeps.timeoutMs },
+        [disk],
+      );
       if (attachments) facts.attachments = attachments;
     }
     const fresh = plan(facts);
-    const same = fresh.candidates.find((x) => x.kind === c.kind && x.id === c.id && JSON.stringify(x.action) === JSON.stringify(c.action));
+    const same = fresh.candidates.find(
+      (x) => x.kind === c.kind && x.id === c.id && JSON.stringify(x.action) === JSON.stringify(c.action),
+    );
     if (same) return { ok: true, facts };
     const other = fresh.candidates.find((x) => x.id === c.id);
     if (other) return { skip: `now a ${other.kind} (${other.reason})` };

@@ -47,10 +47,18 @@ export interface FactDeps {
 }
 
 async function list(dir: string): Promise<string[]> {
-  try { return await readdir(dir); } catch { return []; }
+  try {
+    return await readdir(dir);
+  } catch {
+    return [];
+  }
 }
 async function readText(path: string): Promise<string | undefined> {
-  try { return (await readFile(path, "utf8")).trim(); } catch { return undefined; }
+  try {
+    return (await readFile(path, "utf8")).trim();
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -58,78 +66,118 @@ async function readText(path: string): Promise<string | undefined> {
  * Null when sysfs shows none at all: an empty answer must not make every mount look deviceless.
  */
 export function readBlockDevs(sysfsRoot: string, timeoutMs: number, signal?: AbortSignal): Promise<Set<string> | null> {
-  return withDeadline(`scan of ${sysfsRoot}/block`, timeoutMs, async () => {
-    const devs = new Set((await list(join(sysfsRoot, "dev", "block"))).filter((n) => /^\d+:\d+$/.test(n)));
-    for (const name of await list(join(sysfsRoot, "block"))) {
-      const dev = await readText(join(sysfsRoot, "block", name, "dev"));
-      if (dev) devs.add(dev);
-      for (const part of (await list(join(sysfsRoot, "block", name))).filter((p) => p.startsWith(name) && p !== name)) {
-        const pdev = await readText(join(sysfsRoot, "block", name, part, "dev"));
-        if (pdev) devs.add(pdev);
+  return withDeadline(
+    `scan of ${sysfsRoot}/block`,
+    timeoutMs,
+    async () => {
+      const devs = new Set((await list(join(sysfsRoot, "dev", "block"))).filter((n) => /^\d+:\d+$/.test(n)));
+      for (const name of await list(join(sysfsRoot, "block"))) {
+        const dev = await readText(join(sysfsRoot, "block", name, "dev"));
+        if (dev) devs.add(dev);
+        for (const part of (await list(join(sysfsRoot, "block", name))).filter(
+          (p) => p.startsWith(name) && p !== name,
+        )) {
+          const pdev = await readText(join(sysfsRoot, "block", name, part, "dev"));
+          if (pdev) devs.add(pdev);
+        }
       }
-    }
-    return devs.size > 0 ? devs : null;
-  }, signal);
+      return devs.size > 0 ? devs : null;
+    },
+    signal,
+  );
 }
 
 /** Partitions of each namespace and whatever is stacked on it (holders, recursively), as device numbers. */
-function readStackedDevs(sysfsRoot: string, subsystems: NvmeSubsystem[], timeoutMs: number, signal?: AbortSignal): Promise<Map<string, string[]>> {
-  return withDeadline("scan of namespace partitions and holders", timeoutMs, async () => {
-    const out = new Map<string, string[]>();
-    const walk = async (name: string, seen: Set<string>, acc: Set<string>) => {
-      if (seen.has(name)) return;
-      seen.add(name);
-      const dir = join(sysfsRoot, "block", name);
-      const entries = await list(dir);
-      for (const part of entries.filter((p) => p.startsWith(name) && p !== name)) {
-        const d = await readText(join(dir, part, "dev"));
+function readStackedDevs(
+  sysfsRoot: string,
+  subsystems: NvmeSubsystem[],
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<Map<string, string[]>> {
+  return withDeadline(
+    "scan of namespace partitions and holders",
+    timeoutMs,
+    async () => {
+      const out = new Map<string, string[]>();
+      const walk = async (name: string, seen: Set<string>, acc: Set<string>) => {
+        if (seen.has(name)) return;
+        seen.add(name);
+        const dir = join(sysfsRoot, "block", name);
+        const entries = await list(dir);
+        for (const part of entries.filter((p) => p.startsWith(name) && p !== name)) {
+          const d = await readText(join(dir, part, "dev"));
+          if (d) acc.add(d);
+          for (const h of await list(join(dir, part, "holders"))) await walkHolder(h, seen, acc);
+        }
+        for (const h of await list(join(dir, "holders"))) await walkHolder(h, seen, acc);
+      };
+      const walkHolder = async (h: string, seen: Set<string>, acc: Set<string>) => {
+        const d = await readText(join(sysfsRoot, "block", h, "dev"));
         if (d) acc.add(d);
-        for (const h of await list(join(dir, part, "holders"))) await walkHolder(h, seen, acc);
+        await walk(h, seen, acc);
+      };
+      for (const s of subsystems) {
+        for (const ns of s.namespaces) {
+          const acc = new Set<string>();
+          await walk(ns.name, new Set(), acc);
+          if (acc.size) out.set(ns.name, [...acc]);
+        }
       }
-      for (const h of await list(join(dir, "holders"))) await walkHolder(h, seen, acc);
-    };
-    const walkHolder = async (h: string, seen: Set<string>, acc: Set<string>) => {
-      const d = await readText(join(sysfsRoot, "block", h, "dev"));
-      if (d) acc.add(d);
-      await walk(h, seen, acc);
-    };
-    for (const s of subsystems) {
-      for (const ns of s.namespaces) {
-        const acc = new Set<string>();
-        await walk(ns.name, new Set(), acc);
-        if (acc.size) out.set(ns.name, [...acc]);
-      }
-    }
-    return out;
-  }, signal);
+      return out;
+    },
+    signal,
+  );
 }
 
-function readLoopHolders(sysfsRoot: string, devices: string[], timeoutMs: number, signal?: AbortSignal): Promise<Map<string, string[]>> {
-  return withDeadline("scan of loop device holders", timeoutMs, async () => {
-    const out = new Map<string, string[]>();
-    for (const d of devices) {
-      const name = d.replace(/^\/dev\//, "");
-      const holders = await list(join(sysfsRoot, "block", name, "holders"));
-      if (holders.length) out.set(name, holders);
-    }
-    return out;
-  }, signal);
+function readLoopHolders(
+  sysfsRoot: string,
+  devices: string[],
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<Map<string, string[]>> {
+  return withDeadline(
+    "scan of loop device holders",
+    timeoutMs,
+    async () => {
+      const out = new Map<string, string[]>();
+      for (const d of devices) {
+        const name = d.replace(/^\/dev\//, "");
+        const holders = await list(join(sysfsRoot, "block", name, "holders"));
+        if (holders.length) out.set(name, holders);
+      }
+      return out;
+    },
+    signal,
+  );
 }
 
 /** Kubelet mount points whose vol_data.json (beside the mount point) names this driver. */
-function readVolData(mounts: MountEntry[], kubeletDir: string, driverName: string, timeoutMs: number, signal?: AbortSignal): Promise<Set<string>> {
-  return withDeadline("reading kubelet vol_data.json files", timeoutMs, async () => {
-    const out = new Set<string>();
-    for (const m of mounts) {
-      const p = volDataPathFor(m.mountPoint, kubeletDir);
-      if (!p) continue;
-      try {
-        const data = JSON.parse((await readFile(p, "utf8"))) as { driverName?: unknown };
-        if (data.driverName === driverName) out.add(m.mountPoint);
-      } catch { /* no file or not JSON: not provably ours */ }
-    }
-    return out;
-  }, signal);
+function readVolData(
+  mounts: MountEntry[],
+  kubeletDir: string,
+  driverName: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<Set<string>> {
+  return withDeadline(
+    "reading kubelet vol_data.json files",
+    timeoutMs,
+    async () => {
+      const out = new Set<string>();
+      for (const m of mounts) {
+        const p = volDataPathFor(m.mountPoint, kubeletDir);
+        if (!p) continue;
+        try {
+          const data = JSON.parse(await readFile(p, "utf8")) as { driverName?: unknown };
+          if (data.driverName === driverName) out.add(m.mountPoint);
+        } catch {
+          /* no file or not JSON: not provably ours */
+        }
+      }
+      return out;
+    },
+    signal,
+  );
 }
 
 async function probeAll(paths: string[], timeoutMs: number, log: Logger): Promise<Map<string, ProbeResult>> {
@@ -146,15 +194,31 @@ async function probeAll(paths: string[], timeoutMs: number, log: Logger): Promis
 }
 
 /** A view of the backend that answers listDisks from a list already read (one listing per run). */
-export const withDiskList = (backend: Backend, disks: Disk[]): Backend => ({ ...backend, listDisks: () => Promise.resolve(disks) });
+export const withDiskList = (backend: Backend, disks: Disk[]): Backend => ({
+  ...backend,
+  listDisks: () => Promise.resolve(disks),
+});
 
-export async function backendFacts(backend: Backend, referenced: ReferencedFacts,
-  q: { slotPrefix: string; graceMs: number; now: number; timeoutMs: number; signal?: AbortSignal }, disks?: Disk[]): Promise<BackendFacts> {
+export async function backendFacts(
+  backend: Backend,
+  referenced: ReferencedFacts,
+  q: { slotPrefix: string; graceMs: number; now: number; timeoutMs: number; signal?: AbortSignal },
+  disks?: Disk[],
+): Promise<BackendFacts> {
   try {
-    const list = disks ?? await withDeadline(`listing disks of ${backend.address}`, q.timeoutMs, (sig) => backend.listDisks(sig), q.signal);
+    const list =
+      disks ??
+      (await withDeadline(
+        `listing disks of ${backend.address}`,
+        q.timeoutMs,
+        (sig) => backend.listDisks(sig),
+        q.signal,
+      ));
     const orphans = await findOrphans(withDiskList(backend, list), {
       referencedVolumeIds: referenced.state === "known" ? referenced.volumeIds : undefined,
-      slotPrefix: q.slotPrefix, graceMs: q.graceMs, now: q.now,
+      slotPrefix: q.slotPrefix,
+      graceMs: q.graceMs,
+      now: q.now,
     });
     return { state: "ok", address: backend.address, disks: list, orphans };
   } catch (e) {
@@ -182,16 +246,31 @@ export async function gatherFacts(deps: FactDeps, opts: GatherOptions = {}): Pro
     readBlockDevs(deps.sysfsRoot, t, sig),
   ]);
   const [systemNqns, stackedDevs, loopHolders, volDataMounts] = await Promise.all([
-    systemVolumeNqns(deps.sysfsRoot, mounts, { workloadTrees: [deps.kubeletDir], timeoutMs: t, ...(sig ? { signal: sig } : {}) }, subsystems),
+    systemVolumeNqns(
+      deps.sysfsRoot,
+      mounts,
+      { workloadTrees: [deps.kubeletDir], timeoutMs: t, ...(sig ? { signal: sig } : {}) },
+      subsystems,
+    ),
     readStackedDevs(deps.sysfsRoot, subsystems, t, sig),
-    readLoopHolders(deps.sysfsRoot, loopDevices.map((l) => l.device), t, sig),
+    readLoopHolders(
+      deps.sysfsRoot,
+      loopDevices.map((l) => l.device),
+      t,
+      sig,
+    ),
     readVolData(mounts, deps.kubeletDir, deps.driverName, t, sig),
   ]);
   const own = ownKubeletMounts(mounts, {
-    kubeletDir: deps.kubeletDir, driverName: deps.driverName,
-    stagingPaths: new Set(recordScan.records.map((r) => r.staging_path)), volDataMounts,
+    kubeletDir: deps.kubeletDir,
+    driverName: deps.driverName,
+    stagingPaths: new Set(recordScan.records.map((r) => r.staging_path)),
+    volDataMounts,
   });
-  const probes = opts.probe === false ? new Map<string, ProbeResult>() : await probeAll([...new Set(own.map((o) => o.mount.mountPoint))], deps.probeTimeoutMs, deps.log);
+  const probes =
+    opts.probe === false
+      ? new Map<string, ProbeResult>()
+      : await probeAll([...new Set(own.map((o) => o.mount.mountPoint))], deps.probeTimeoutMs, deps.log);
 
   const now = (deps.now ?? Date.now)();
   let backend: BackendFacts = { state: "absent" };
@@ -203,8 +282,17 @@ export async function gatherFacts(deps: FactDeps, opts: GatherOptions = {}): Pro
         ? await deps.referenced().catch((e): ReferencedFacts => ({ state: "unknown", reason: errorMessage(e) }))
         : { state: "unknown", reason: "give --referenced-volumes, or run in-cluster with access to PersistentVolumes" };
     }
-    backend = await backendFacts(deps.backend, referenced, { slotPrefix: deps.slotPrefix, graceMs: deps.graceMs, now, timeoutMs: t, ...(sig ? { signal: sig } : {}) });
-    if (deps.attachments) attachments = await deps.attachments().catch((e): AttachmentFacts => ({ state: "unknown", reason: errorMessage(e) }));
+    backend = await backendFacts(deps.backend, referenced, {
+      slotPrefix: deps.slotPrefix,
+      graceMs: deps.graceMs,
+      now,
+      timeoutMs: t,
+      ...(sig ? { signal: sig } : {}),
+    });
+    if (deps.attachments)
+      attachments = await deps
+        .attachments()
+        .catch((e): AttachmentFacts => ({ state: "unknown", reason: errorMessage(e) }));
   }
   return {
     now,
@@ -213,9 +301,19 @@ export async function gatherFacts(deps: FactDeps, opts: GatherOptions = {}): Pro
     kubeletDir: deps.kubeletDir,
     stateDir: deps.stateDir,
     ownedFileDirs: deps.ownedFileDirs,
-    subsystems, systemNqns, mounts, blockDevs, loopDevices, stackedDevs, loopHolders,
+    subsystems,
+    systemNqns,
+    mounts,
+    blockDevs,
+    loopDevices,
+    stackedDevs,
+    loopHolders,
     records: recordScan.records,
     unreadableRecords: recordScan.unreadable,
-    probes, volDataMounts, backend, referenced, ...(attachments ? { attachments } : {}),
+    probes,
+    volDataMounts,
+    backend,
+    referenced,
+    ...(attachments ? { attachments } : {}),
   };
 }

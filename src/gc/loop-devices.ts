@@ -16,15 +16,25 @@ export function parseLosetupJson(text: string): LoopDevice[] {
     if (typeof device !== "string" || typeof dev !== "string" || typeof back !== "string" || back === "") continue;
     const deleted = back.endsWith(DELETED);
     // losetup pads maj:min for column alignment even in JSON ("  7:0  ").
-    out.push({ device, dev: dev.trim(), backingFile: deleted ? back.slice(0, -DELETED.length) : back, backingFileDeleted: deleted });
+    out.push({
+      device,
+      dev: dev.trim(),
+      backingFile: deleted ? back.slice(0, -DELETED.length) : back,
+      backingFileDeleted: deleted,
+    });
   }
   return out;
 }
 
 /** Every bound loop device, from losetup in a child with a deadline. */
-export async function listLoopDevices(runner: Runner, opts: { timeoutMs: number; signal?: AbortSignal; losetupBin?: string }): Promise<LoopDevice[]> {
+export async function listLoopDevices(
+  runner: Runner,
+  opts: { timeoutMs: number; signal?: AbortSignal; losetupBin?: string },
+): Promise<LoopDevice[]> {
   const r = await runner(opts.losetupBin ?? "losetup", ["--json", "--list", "--output", "NAME,MAJ:MIN,BACK-FILE"], {
-    timeoutMs: opts.timeoutMs, ...(opts.signal ? { signal: opts.signal } : {}), maxOutputBytes: 16 * 1024 * 1024,
+    timeoutMs: opts.timeoutMs,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    maxOutputBytes: 16 * 1024 * 1024,
   });
   if (r.timedOut) throw new DeadlineError("losetup --list", opts.timeoutMs);
   if (r.exitCode !== 0) throw new DomainError("unavailable", `listing loop devices failed: ${describeFailure(r)}`);

@@ -12,7 +12,8 @@ export const isStrictlyUnder = (path: string, tree: string) => {
 };
 
 /** Staging dir of this driver in the current kubelet layout: plugins/kubernetes.io/csi/<driver>/<hash>/globalmount. */
-export const driverStagingTree = (kubeletDir: string, driverName: string) => join(kubeletDir, "plugins", "kubernetes.io", "csi", driverName);
+export const driverStagingTree = (kubeletDir: string, driverName: string) =>
+  join(kubeletDir, "plugins", "kubernetes.io", "csi", driverName);
 
 const PUBLISH = /^\/pods\/[^/]+\/volumes\/kubernetes\.io~csi\/[^/]+\/mount$/;
 const OLD_STAGING = /^\/plugins\/kubernetes\.io\/csi\/pv\/[^/]+\/globalmount$/;
@@ -38,12 +39,16 @@ export interface OwnershipInput {
 export function ownMountReason(m: MountEntry, o: OwnershipInput): string | null {
   if (!isStrictlyUnder(m.mountPoint, o.kubeletDir)) return null;
   if (o.stagingPaths.has(m.mountPoint)) return "staging path of a staging record";
-  if (isStrictlyUnder(m.mountPoint, driverStagingTree(o.kubeletDir, o.driverName))) return `staging path of driver ${o.driverName}`;
+  if (isStrictlyUnder(m.mountPoint, driverStagingTree(o.kubeletDir, o.driverName)))
+    return `staging path of driver ${o.driverName}`;
   if (o.volDataMounts.has(m.mountPoint)) return `vol_data.json names driver ${o.driverName}`;
   return null;
 }
 
-export function ownKubeletMounts(mounts: readonly MountEntry[], o: OwnershipInput): { mount: MountEntry; why: string }[] {
+export function ownKubeletMounts(
+  mounts: readonly MountEntry[],
+  o: OwnershipInput,
+): { mount: MountEntry; why: string }[] {
   const out: { mount: MountEntry; why: string }[] = [];
   for (const m of mounts) {
     const why = ownMountReason(m, o);

@@ -13,7 +13,13 @@ import type { Candidate, GcFacts, GcPlan, Skipped } from "./types.ts";
 
 /** Order in which --force acts: nothing is detached under a mount, no record goes before its device. */
 export const PHASES: readonly Candidate["kind"][] = [
-  "dead-mount", "nvme-subsystem", "orphaned-subsystem", "loop-device", "stale-record", "allowed-host", "backend-disk",
+  "dead-mount",
+  "nvme-subsystem",
+  "orphaned-subsystem",
+  "loop-device",
+  "stale-record",
+  "allowed-host",
+  "backend-disk",
 ];
 
 interface World {
@@ -55,8 +61,10 @@ function recordLiveness(r: StagingRecord, w: World): string | null {
   const m = w.staying.find((x) => x.mountPoint === r.staging_path);
   if (m) return `staged: mounted at ${r.staging_path}`;
   // Block volumes have no staging mount; a stage that never finished has none yet: attached = in use.
-  if (r.transport === "nvme-tcp" && r.nqn && (w.connected.get(r.nqn)?.namespaces.length ?? 0) > 0) return `${r.access_type === "block" ? "block volume" : "not mounted but"} attached (${r.nqn})`;
-  if (r.transport === "loop" && r.backing_file && w.loopsByFile.has(r.backing_file)) return `${r.access_type === "block" ? "block volume" : "not mounted but"} attached (${r.backing_file})`;
+  if (r.transport === "nvme-tcp" && r.nqn && (w.connected.get(r.nqn)?.namespaces.length ?? 0) > 0)
+    return `${r.access_type === "block" ? "block volume" : "not mounted but"} attached (${r.nqn})`;
+  if (r.transport === "loop" && r.backing_file && w.loopsByFile.has(r.backing_file))
+    return `${r.access_type === "block" ? "block volume" : "not mounted but"} attached (${r.backing_file})`;
   return null;
 }
 
@@ -68,15 +76,22 @@ export function plan(f: GcFacts): GcPlan {
 
   // 1. Dead mounts of this driver in the kubelet tree.
   const own = ownKubeletMounts(f.mounts, {
-    kubeletDir: f.kubeletDir, driverName: f.driverName,
-    stagingPaths: new Set(f.records.map((r) => r.staging_path)), volDataMounts: f.volDataMounts,
+    kubeletDir: f.kubeletDir,
+    driverName: f.driverName,
+    stagingPaths: new Set(f.records.map((r) => r.staging_path)),
+    volDataMounts: f.volDataMounts,
   });
   const goingAway = new Set<number>();
   for (const { mount: m, why } of own) {
     const dead = deadReason(m, f);
     if (!dead) continue;
     goingAway.add(m.id);
-    candidates.push({ kind: "dead-mount", id: m.mountPoint, reason: `${dead}; ours: ${why}`, action: { type: "unmount", mountPoint: m.mountPoint, dev: m.dev } });
+    candidates.push({
+      kind: "dead-mount",
+      id: m.mountPoint,
+      reason: `${dead}; ours: ${why}`,
+      action: { type: "unmount", mountPoint: m.mountPoint, dev: m.dev },
+    });
   }
   const w = buildWorld(f, goingAway);
   const live = new Map<string, string>();
@@ -84,7 +99,8 @@ export function plan(f: GcFacts): GcPlan {
     const why = recordLiveness(r, w);
     if (why) live.set(r.volume_id, why);
   }
-  const liveRecordFor = (pred: (r: StagingRecord) => boolean) => f.records.find((r) => live.has(r.volume_id) && pred(r));
+  const liveRecordFor = (pred: (r: StagingRecord) => boolean) =>
+    f.records.find((r) => live.has(r.volume_id) && pred(r));
 
   // 2. NVMe subsystems, each NQN once (a subsystem can appear twice while the kernel renumbers).
   const disconnecting = new Set<string>();
@@ -101,7 +117,10 @@ export function plan(f: GcFacts): GcPlan {
       continue;
     }
     const mounted = s.namespaces
-      .map((ns) => ({ ns, m: [ns.dev, ...(f.stackedDevs.get(ns.name) ?? [])].map((d) => w.mountedDevs.get(d)).find(Boolean) }))
+      .map((ns) => ({
+        ns,
+        m: [ns.dev, ...(f.stackedDevs.get(ns.name) ?? [])].map((d) => w.mountedDevs.get(d)).find(Boolean),
+      }))
       .find((x) => x.m);
     if (mounted) {
       skipped.push({ kind, id: nqn, reason: `namespace ${mounted.ns.name} is mounted at ${mounted.m!.mountPoint}` });
@@ -109,8 +128,12 @@ export function plan(f: GcFacts): GcPlan {
     }
     disconnecting.add(nqn);
     candidates.push({
-      kind, id: nqn,
-      reason: kind === "orphaned-subsystem" ? "connected without a namespace device" : `managed, ${s.namespaces.map((n) => n.name).join(", ")} not mounted, no staging record`,
+      kind,
+      id: nqn,
+      reason:
+        kind === "orphaned-subsystem"
+          ? "connected without a namespace device"
+          : `managed, ${s.namespaces.map((n) => n.name).join(", ")} not mounted, no staging record`,
       action: { type: "nvme-disconnect", nqn },
     });
   }
@@ -127,7 +150,11 @@ export function plan(f: GcFacts): GcPlan {
     }
     const rec = liveRecordFor((r) => r.backing_file === l.backingFile);
     if (rec) {
-      skipped.push({ kind: "loop-device", id: l.device, reason: `staging record ${rec.volume_id} is live (${live.get(rec.volume_id)})` });
+      skipped.push({
+        kind: "loop-device",
+        id: l.device,
+        reason: `staging record ${rec.volume_id} is live (${live.get(rec.volume_id)})`,
+      });
       continue;
     }
     const m = w.mountedDevs.get(l.dev);
@@ -142,7 +169,8 @@ export function plan(f: GcFacts): GcPlan {
     }
     detaching.add(l.backingFile);
     candidates.push({
-      kind: "loop-device", id: l.device,
+      kind: "loop-device",
+      id: l.device,
       reason: `backing file ${l.backingFile}${l.backingFileDeleted ? " (deleted)" : ""} is ours and nothing mounts it`,
       action: { type: "loop-detach", device: l.device, backingFile: l.backingFile },
     });
@@ -156,12 +184,14 @@ export function plan(f: GcFacts): GcPlan {
       continue;
     }
     candidates.push({
-      kind: "stale-record", id: r.volume_id,
+      kind: "stale-record",
+      id: r.volume_id,
       reason: `${r.access_type === "mount" ? `nothing mounted at ${r.staging_path}` : "device not attached"} (staged ${r.staged_at})`,
       action: { type: "delete-record", path: r.path, volumeId: r.volume_id, stagedAt: r.staged_at },
     });
   }
-  for (const u of f.unreadableRecords) skipped.push({ kind: "stale-record", id: u.path, reason: `not a staging record gc can read: ${u.reason}` });
+  for (const u of f.unreadableRecords)
+    skipped.push({ kind: "stale-record", id: u.path, reason: `not a staging record gc can read: ${u.reason}` });
 
   // 5. Backend disks nobody references.
   planBackend(f, w, { disconnecting, detaching, live, candidates, skipped });
@@ -172,10 +202,17 @@ export function plan(f: GcFacts): GcPlan {
   return { candidates, skipped };
 }
 
-function planBackend(f: GcFacts, w: World, acc: {
-  disconnecting: ReadonlySet<string>; detaching: ReadonlySet<string>; live: ReadonlyMap<string, string>;
-  candidates: Candidate[]; skipped: Skipped[];
-}) {
+function planBackend(
+  f: GcFacts,
+  w: World,
+  acc: {
+    disconnecting: ReadonlySet<string>;
+    detaching: ReadonlySet<string>;
+    live: ReadonlyMap<string, string>;
+    candidates: Candidate[];
+    skipped: Skipped[];
+  },
+) {
   const b = f.backend;
   if (b.state === "absent") return;
   if (b.state === "error") {
@@ -183,24 +220,44 @@ function planBackend(f: GcFacts, w: World, acc: {
     return;
   }
   if (f.referenced.state === "unknown") {
-    acc.skipped.push({ kind: "backend", id: b.address, reason: `no backend disk is collected: cannot tell which volumes are referenced (${f.referenced.reason})` });
+    acc.skipped.push({
+      kind: "backend",
+      id: b.address,
+      reason: `no backend disk is collected: cannot tell which volumes are referenced (${f.referenced.reason})`,
+    });
     return;
   }
   for (const k of b.orphans.kept) acc.skipped.push({ kind: "backend-disk", id: k.volumeId, reason: k.reason });
   for (const o of b.orphans.candidates) {
     const d = b.disks.find((x) => x.id === o.volumeId);
     const skip = (reason: string) => acc.skipped.push({ kind: "backend-disk", id: o.volumeId, reason });
-    if (!d) { skip("not in the disk list"); continue; }
+    if (!d) {
+      skip("not in the disk list");
+      continue;
+    }
     if (d.nqn) {
       const verdict = classifyNqn(d.nqn, f.policy, f.systemNqns);
-      if (!verdict.managed) { skip(`its NQN ${d.nqn}: ${verdict.reason}: ${verdict.detail}`); continue; }
+      if (!verdict.managed) {
+        skip(`its NQN ${d.nqn}: ${verdict.reason}: ${verdict.detail}`);
+        continue;
+      }
     }
-    if (acc.live.has(d.id)) { skip(`staged on this node (${acc.live.get(d.id)})`); continue; }
-    if (d.nqn && w.connected.has(d.nqn) && !acc.disconnecting.has(d.nqn)) { skip(`connected on this node (${d.nqn})`); continue; }
-    if (w.loopsByFile.has(d.filePath) && !acc.detaching.has(d.filePath)) { skip(`attached on this node as ${w.loopsByFile.get(d.filePath)!.join(", ")}`); continue; }
+    if (acc.live.has(d.id)) {
+      skip(`staged on this node (${acc.live.get(d.id)})`);
+      continue;
+    }
+    if (d.nqn && w.connected.has(d.nqn) && !acc.disconnecting.has(d.nqn)) {
+      skip(`connected on this node (${d.nqn})`);
+      continue;
+    }
+    if (w.loopsByFile.has(d.filePath) && !acc.detaching.has(d.filePath)) {
+      skip(`attached on this node as ${w.loopsByFile.get(d.filePath)!.join(", ")}`);
+      continue;
+    }
     const age = o.ageMs;
     acc.candidates.push({
-      kind: "backend-disk", id: d.id,
+      kind: "backend-disk",
+      id: d.id,
       reason: `no PersistentVolume references it, ${Math.round(age / 60_000)} min old, not published`,
       action: { type: "delete-disk", diskId: d.id, ...(d.nqn ? { nqn: d.nqn } : {}) },
     });

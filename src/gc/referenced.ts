@@ -14,11 +14,20 @@ export function parseIdList(text: string, where: string): string[] {
   const t = text.trim();
   if (t.startsWith("[")) {
     let data: unknown;
-    try { data = JSON.parse(t); } catch (e) { throw invalidArgument("referenced-volumes", `${where} is not valid JSON: ${errorMessage(e)}`); }
-    if (!Array.isArray(data) || data.some((x) => typeof x !== "string")) throw invalidArgument("referenced-volumes", `${where} must be a JSON array of volume ids`);
+    try {
+      data = JSON.parse(t);
+    } catch (e) {
+      throw invalidArgument("referenced-volumes", `${where} is not valid JSON: ${errorMessage(e)}`);
+    }
+    if (!Array.isArray(data) || data.some((x) => typeof x !== "string"))
+      throw invalidArgument("referenced-volumes", `${where} must be a JSON array of volume ids`);
     return data as string[];
   }
-  return t.split("\n").map((line) => line.replace(/#.*/, "")).flatMap((line) => line.split(/[\s,]+/)).filter((s) => s !== "");
+  return t
+    .split("\n")
+    .map((line) => line.replace(/#.*/, ""))
+    .flatMap((line) => line.split(/[\s,]+/))
+    .filter((s) => s !== "");
 }
 
 /**
@@ -29,7 +38,10 @@ export async function referencedFromOption(values: readonly string[], timeoutMs:
   const ids = new Set<string>();
   for (const v of values) {
     const path = v.startsWith("@") ? v.slice(1) : v.startsWith("/") ? v : null;
-    if (path === null) { ids.add(v); continue; }
+    if (path === null) {
+      ids.add(v);
+      continue;
+    }
     const text = await withDeadline(`reading ${path}`, timeoutMs, () => readFile(path, "utf8")).catch((e) => {
       throw invalidArgument("referenced-volumes", `cannot read ${path}: ${errorMessage(e)}`);
     });

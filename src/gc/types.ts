@@ -25,8 +25,7 @@ export type BackendFacts =
 
 /** Which PersistentVolumes exist; unknown means no backend disk may be collected. */
 export type ReferencedFacts =
-  | { state: "known"; source: string; volumeIds: ReadonlySet<string> }
-  | { state: "unknown"; reason: string };
+  { state: "known"; source: string; volumeIds: ReadonlySet<string> } | { state: "unknown"; reason: string };
 
 /**
  * Which Nodes exist and which (volume, node) pairs a VolumeAttachment references (via its PV's
@@ -112,13 +111,19 @@ export interface GcPlan {
 /** Short imperative text of what --force would do, for the table. */
 export function describeAction(a: Action): string {
   switch (a.type) {
-    case "unmount": return `umount --lazy ${a.mountPoint}`;
-    case "nvme-disconnect": return `nvme disconnect -n ${a.nqn}`;
-    case "loop-detach": return `losetup --detach ${a.device}`;
-    case "delete-record": return `delete ${a.path}`;
-    case "delete-disk": return `delete backend disk ${a.diskId}`;
-    case "drop-allowed-host": return a.keepHost
-      ? `forget publication ${a.nodeIds.join(", ")} of ${a.diskId} (host stays allowed: the export's only one)`
-      : `remove allowed host ${a.hostNqn} from ${a.diskId}`;
+    case "unmount":
+      return `umount --lazy ${a.mountPoint}`;
+    case "nvme-disconnect":
+      return `nvme disconnect -n ${a.nqn}`;
+    case "loop-detach":
+      return `losetup --detach ${a.device}`;
+    case "delete-record":
+      return `delete ${a.path}`;
+    case "delete-disk":
+      return `delete backend disk ${a.diskId}`;
+    case "drop-allowed-host":
+      return a.keepHost
+        ? `forget publication ${a.nodeIds.join(", ")} of ${a.diskId} (host stays allowed: the export's only one)`
+        : `remove allowed host ${a.hostNqn} from ${a.diskId}`;
   }
 }

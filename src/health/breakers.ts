@@ -14,12 +14,27 @@ export const breakersCheck: Check = {
       if (status !== 200 || !Array.isArray(body)) throw new Error(`HTTP ${status}`);
       list = body;
     } catch (e) {
-      return [finding("breakers", "info", "csi_node_breakers", `csi-node admin endpoint ${socket} not reachable (${errorMessage(e)})`)];
+      return [
+        finding(
+          "breakers",
+          "info",
+          "csi_node_breakers",
+          `csi-node admin endpoint ${socket} not reachable (${errorMessage(e)})`,
+        ),
+      ];
     }
     const open = list.filter((b) => b.state === "open");
     const half = list.filter((b) => b.state === "half-open");
-    return [finding("breakers", open.length ? "warning" : "ok", "csi_node_breakers",
-      open.length ? `${open.length} circuit breakers open: ${open.map((b) => b.key).join(", ")} (reset: rds-csi breaker reset <key>)`
-        : `${list.length} breakers, none open${half.length ? `, ${half.length} half-open` : ""}`, { breakers: list })];
+    return [
+      finding(
+        "breakers",
+        open.length ? "warning" : "ok",
+        "csi_node_breakers",
+        open.length
+          ? `${open.length} circuit breakers open: ${open.map((b) => b.key).join(", ")} (reset: rds-csi breaker reset <key>)`
+          : `${list.length} breakers, none open${half.length ? `, ${half.length} half-open` : ""}`,
+        { breakers: list },
+      ),
+    ];
   },
 };

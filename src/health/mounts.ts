@@ -9,11 +9,20 @@ export const mountsCheck: Check = {
   timeoutMs: (deps, common) => Math.max(common, deps.probeTimeoutMs + 10_000),
   async run(deps, facts) {
     if (!facts.mounts) {
-      return [finding("mounts", "critical", "mountinfo_unreadable", `mount table could not be read: ${facts.mountsError ?? "unknown"}`)];
+      return [
+        finding(
+          "mounts",
+          "critical",
+          "mountinfo_unreadable",
+          `mount table could not be read: ${facts.mountsError ?? "unknown"}`,
+        ),
+      ];
     }
     // A path mounted several times (stacked) is one thing to probe: only the top mount answers.
     const paths = [...new Set(facts.mounts.map((m) => m.mountPoint))];
-    const results = await Promise.all(paths.map(async (path) => ({ path, r: await deps.probes.probe(path, { timeoutMs: deps.probeTimeoutMs }) })));
+    const results = await Promise.all(
+      paths.map(async (path) => ({ path, r: await deps.probes.probe(path, { timeoutMs: deps.probeTimeoutMs }) })),
+    );
     const dead: DeadMount[] = [];
     const failed: { path: string; reason: string }[] = [];
     for (const { path, r } of results) {
@@ -23,10 +32,20 @@ export const mountsCheck: Check = {
     }
     facts.mountSummary = { total: paths.length, dead };
     const out: Finding[] = [
-      finding("mounts", dead.length ? "critical" : "ok", "dead_mounts",
-        `Checked ${paths.length} mounts; ${dead.length} are dead`, dead.length ? { dead } : undefined),
-      finding("mounts", failed.length ? "warning" : "ok", "mount_probe_errors",
-        failed.length ? `${failed.length} mounts could not be checked` : "every mount answered its probe", failed.length ? { failed } : undefined),
+      finding(
+        "mounts",
+        dead.length ? "critical" : "ok",
+        "dead_mounts",
+        `Checked ${paths.length} mounts; ${dead.length} are dead`,
+        dead.length ? { dead } : undefined,
+      ),
+      finding(
+        "mounts",
+        failed.length ? "warning" : "ok",
+        "mount_probe_errors",
+        failed.length ? `${failed.length} mounts could not be checked` : "every mount answered its probe",
+        failed.length ? { failed } : undefined,
+      ),
     ];
     return out;
   },
@@ -49,23 +68,44 @@ export const stormCheck: Check = {
       byTarget.set(m.mountPoint, (byTarget.get(m.mountPoint) ?? 0) + 1);
     }
     const sources = [...bySubtree.values()].filter((e) => e.count > threshold).sort((a, b) => b.count - a.count);
-    const targets = [...byTarget].filter(([, n]) => n > threshold).map(([target, count]) => ({ target, count }))
+    const targets = [...byTarget]
+      .filter(([, n]) => n > threshold)
+      .map(([target, count]) => ({ target, count }))
       .sort((a, b) => b.count - a.count);
     const total = facts.mounts.length;
     const totalLimit = threshold * 20;
     return [
-      finding("mount-storm", total > totalLimit ? "warning" : "ok", "mount_count",
-        `${total} mount entries${total > totalLimit ? ` (more than ${totalLimit})` : ""}`, { total }),
-      finding("mount-storm", sources.length ? "warning" : "ok", "mount_storm_sources",
+      finding(
+        "mount-storm",
+        total > totalLimit ? "warning" : "ok",
+        "mount_count",
+        `${total} mount entries${total > totalLimit ? ` (more than ${totalLimit})` : ""}`,
+        { total },
+      ),
+      finding(
+        "mount-storm",
+        sources.length ? "warning" : "ok",
+        "mount_storm_sources",
         sources.length
-          ? `${sources.length} sources mounted more than ${threshold} times: ${sources.slice(0, 5).map((s) => `${s.source}:${s.root} ×${s.count}`).join(", ")}`
+          ? `${sources.length} sources mounted more than ${threshold} times: ${sources
+              .slice(0, 5)
+              .map((s) => `${s.source}:${s.root} ×${s.count}`)
+              .join(", ")}`
           : `no source mounted more than ${threshold} times`,
-        sources.length ? { sources } : undefined),
-      finding("mount-storm", targets.length ? "warning" : "ok", "mount_storm_targets",
+        sources.length ? { sources } : undefined,
+      ),
+      finding(
+        "mount-storm",
+        targets.length ? "warning" : "ok",
+        "mount_storm_targets",
         targets.length
-          ? `${targets.length} targets with more than ${threshold} stacked mounts: ${targets.slice(0, 5).map((t) => `${t.target} ×${t.count}`).join(", ")}`
+          ? `${targets.length} targets with more than ${threshold} stacked mounts: ${targets
+              .slice(0, 5)
+              .map((t) => `${t.target} ×${t.count}`)
+              .join(", ")}`
           : `no target has more than ${threshold} stacked mounts`,
-        targets.length ? { targets } : undefined),
+        targets.length ? { targets } : undefined,
+      ),
     ];
   },
 };

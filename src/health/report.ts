@@ -21,7 +21,12 @@ export function buildReport(findings: Finding[], mounts: MountSummary | undefine
   };
 }
 
-const COLOURS: Record<Severity, string> = { ok: "\x1b[32m", info: "\x1b[36m", warning: "\x1b[33m", critical: "\x1b[1;31m" };
+const COLOURS: Record<Severity, string> = {
+  ok: "\x1b[32m",
+  info: "\x1b[36m",
+  warning: "\x1b[33m",
+  critical: "\x1b[1;31m",
+};
 
 /** Human table; colour only when asked (the caller decides from isTTY and NO_COLOR). */
 export function renderTable(r: Report, colour: boolean): string {
@@ -29,7 +34,8 @@ export function renderTable(r: Report, colour: boolean): string {
   const width = Math.max(5, ...r.findings.map((f) => f.check.length));
   const lines = [`${"SEVERITY".padEnd(9)} ${"CHECK".padEnd(width)} MESSAGE`];
   const ordered = [...r.findings].sort((a, b) => SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]);
-  for (const f of ordered) lines.push(`${paint(f.severity, f.severity.toUpperCase().padEnd(9))} ${f.check.padEnd(width)} ${f.message}`);
+  for (const f of ordered)
+    lines.push(`${paint(f.severity, f.severity.toUpperCase().padEnd(9))} ${f.check.padEnd(width)} ${f.message}`);
   lines.push("", `Checked ${r.mounts.total} mounts; ${r.mounts.dead.length} are dead`);
   for (const d of r.mounts.dead) lines.push(`Mount failed health-check: ${d.path} (${d.reason})`);
   lines.push(`Status: ${paint(r.status, r.status.toUpperCase())} in ${r.durationMs} ms`);

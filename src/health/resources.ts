@@ -27,9 +27,20 @@ export const memoryCheck: Check = {
     const swapShare = swapTotal > 0 ? swapUsed / swapTotal : 0;
     // Out-of-memory is where reclaim stalls turn into dm/nvme hangs (seed ADR-001): below 5 % it is critical.
     return [
-      finding("memory", availShare < 0.05 ? "critical" : "ok", "memory_pressure", `MemAvailable ${pct(availShare)} of ${Math.round(total / 2 ** 20)} MiB`, { availableBytes: avail, totalBytes: total }),
-      finding("memory", swapShare > 0.8 ? "warning" : "ok", "swap_pressure",
-        swapTotal > 0 ? `swap used ${pct(swapShare)}` : "no swap configured", { swapUsedBytes: swapUsed, swapTotalBytes: swapTotal }),
+      finding(
+        "memory",
+        availShare < 0.05 ? "critical" : "ok",
+        "memory_pressure",
+        `MemAvailable ${pct(availShare)} of ${Math.round(total / 2 ** 20)} MiB`,
+        { availableBytes: avail, totalBytes: total },
+      ),
+      finding(
+        "memory",
+        swapShare > 0.8 ? "warning" : "ok",
+        "swap_pressure",
+        swapTotal > 0 ? `swap used ${pct(swapShare)}` : "no swap configured",
+        { swapUsedBytes: swapUsed, swapTotalBytes: swapTotal },
+      ),
     ];
   },
 };
@@ -51,7 +62,10 @@ export const iowaitCheck: Check = {
     const b = parseCpuLine(await readFile(path, "utf8"));
     const dt = b.total - a.total;
     const share = dt > 0 ? (b.iowait - a.iowait) / dt : 0;
-    return [finding("iowait", share > 0.5 ? "warning" : "ok", "iowait",
-      `I/O wait ${pct(share)} over ${deps.sampleMs} ms`, { iowaitShare: Number(share.toFixed(4)) })];
+    return [
+      finding("iowait", share > 0.5 ? "warning" : "ok", "iowait", `I/O wait ${pct(share)} over ${deps.sampleMs} ms`, {
+        iowaitShare: Number(share.toFixed(4)),
+      }),
+    ];
   },
 };

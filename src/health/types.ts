@@ -44,8 +44,15 @@ export interface RoundFacts {
   mountSummary?: MountSummary;
 }
 
-export interface DeadMount { path: string; reason: string; sinceMs: number }
-export interface MountSummary { total: number; dead: DeadMount[] }
+export interface DeadMount {
+  path: string;
+  reason: string;
+  sinceMs: number;
+}
+export interface MountSummary {
+  total: number;
+  dead: DeadMount[];
+}
 
 export interface Check {
   name: string;

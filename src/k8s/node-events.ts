@@ -10,11 +10,7 @@ import type { PvIndex } from "./pv-index.ts";
  * real producers' errors through this so a rewording there fails a test here.
  */
 export type NodeEventReason =
-  | "MountStormRefused"
-  | "FormatRefused"
-  | "SystemVolumeRefused"
-  | "StageDeadlineExceeded"
-  | "UnstageDeadlineExceeded";
+  "MountStormRefused" | "FormatRefused" | "SystemVolumeRefused" | "StageDeadlineExceeded" | "UnstageDeadlineExceeded";
 
 export function nodeEventReason(rpc: string, e: unknown): NodeEventReason | null {
   if (!isDomainError(e)) return null;

@@ -5,7 +5,11 @@ import type { COMMON_OPTIONS } from "../config/options.ts";
 import type { Mode } from "./types.ts";
 
 const OPTIONS = [
-  { name: "admin-socket", type: "string", describe: "Admin socket of the running process (default: <state-dir>/admin.sock, the csi-node's)" },
+  {
+    name: "admin-socket",
+    type: "string",
+    describe: "Admin socket of the running process (default: <state-dir>/admin.sock, the csi-node's)",
+  },
   { name: "json", type: "boolean", describe: "Print JSON", default: false },
 ] as const satisfies readonly OptionSpec[];
 
@@ -29,7 +33,9 @@ export const mode: Mode<BreakerConfig> = {
         else {
           process.stdout.write(`${"KEY".padEnd(48)} ${"STATE".padEnd(9)} FAILURES  OPEN UNTIL\n`);
           for (const b of body) {
-            process.stdout.write(`${b.key.padEnd(48)} ${b.state.padEnd(9)} ${String(b.failures).padEnd(9)} ${b.openUntil ? new Date(b.openUntil).toISOString() : "-"}\n`);
+            process.stdout.write(
+              `${b.key.padEnd(48)} ${b.state.padEnd(9)} ${String(b.failures).padEnd(9)} ${b.openUntil ? new Date(b.openUntil).toISOString() : "-"}\n`,
+            );
           }
         }
         return 0;
@@ -39,7 +45,9 @@ export const mode: Mode<BreakerConfig> = {
           process.stderr.write("breaker reset: missing <key> (e.g. volume:pvc-…)\n");
           return 2;
         }
-        const { status } = await adminRequest(socket, `/breakers/reset?key=${encodeURIComponent(key)}`, { method: "POST" });
+        const { status } = await adminRequest(socket, `/breakers/reset?key=${encodeURIComponent(key)}`, {
+          method: "POST",
+        });
         if (status === 404) {
           process.stderr.write(`breaker ${key}: not known to the running process (nothing to reset)\n`);
           return 1;

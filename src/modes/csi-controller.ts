@@ -14,22 +14,74 @@ import { KUBE_OPTIONS, kubeClientFor } from "../k8s/mode-options.ts";
 
 export const DEFAULT_VOLUME_PATH = "/storage-pool/metal-csi";
 
-const VolumePath = v.pipe(v.string(), v.check((s) => volumePathProblem(s) === null, (i) => `volume path ${JSON.stringify(i.input)} ${volumePathProblem(String(i.input))}`));
-const Int = (min: number, max: number) => v.pipe(v.number("must be a number"), v.integer("must be a whole number"), v.minValue(min, `must be at least ${min}`), v.maxValue(max, `must be at most ${max}`));
+const VolumePath = v.pipe(
+  v.string(),
+  v.check(
+    (s) => volumePathProblem(s) === null,
+    (i) => `volume path ${JSON.stringify(i.input)} ${volumePathProblem(String(i.input))}`,
+  ),
+);
+const Int = (min: number, max: number) =>
+  v.pipe(
+    v.number("must be a number"),
+    v.integer("must be a whole number"),
+    v.minValue(min, `must be at least ${min}`),
+    v.maxValue(max, `must be at most ${max}`),
+  );
 
 const OPTIONS = [
   BACKEND_OPTION,
   ...BACKEND_ACCESS_OPTIONS,
   COPY_TIMEOUT_OPTION,
-  { name: "probe-budget", type: "string", describe: "Longest time Probe waits for a fresh backend check before it reports the last known state (the check goes on in the background); leaves Probe under 1 s", default: "800ms", schema: DurationMs },
-  { name: "volume-path", type: "string", describe: "Default directory of backing files on the RDS (StorageClass volumePath)", default: DEFAULT_VOLUME_PATH, schema: VolumePath },
-  { name: "nvme-address", type: "string", describe: "Default NVMe/TCP address (StorageClass nvmeAddress; default: the REST host)" },
+  {
+    name: "probe-budget",
+    type: "string",
+    describe:
+      "Longest time Probe waits for a fresh backend check before it reports the last known state (the check goes on in the background); leaves Probe under 1 s",
+    default: "800ms",
+    schema: DurationMs,
+  },
+  {
+    name: "volume-path",
+    type: "string",
+    describe: "Default directory of backing files on the RDS (StorageClass volumePath)",
+    default: DEFAULT_VOLUME_PATH,
+    schema: VolumePath,
+  },
+  {
+    name: "nvme-address",
+    type: "string",
+    describe: "Default NVMe/TCP address (StorageClass nvmeAddress; default: the REST host)",
+  },
   { name: "nvme-port", type: "number", describe: "Default NVMe/TCP port", default: 4420, schema: Int(1, 65535) },
-  { name: "ctrl-loss-tmo", type: "number", describe: "Default ctrl_loss_tmo in seconds (-1 = retry forever)", default: -1, schema: Int(-1, 31_536_000) },
-  { name: "reconnect-delay", type: "number", describe: "Default reconnect_delay in seconds", default: 5, schema: Int(1, 3600) },
-  { name: "keep-alive-tmo", type: "number", describe: "Default keep_alive_tmo in seconds (0 = kernel default)", default: 0, schema: Int(0, 3600) },
+  {
+    name: "ctrl-loss-tmo",
+    type: "number",
+    describe: "Default ctrl_loss_tmo in seconds (-1 = retry forever)",
+    default: -1,
+    schema: Int(-1, 31_536_000),
+  },
+  {
+    name: "reconnect-delay",
+    type: "number",
+    describe: "Default reconnect_delay in seconds",
+    default: 5,
+    schema: Int(1, 3600),
+  },
+  {
+    name: "keep-alive-tmo",
+    type: "number",
+    describe: "Default keep_alive_tmo in seconds (0 = kernel default)",
+    default: 0,
+    schema: Int(0, 3600),
+  },
   { name: "fs-type", type: "string", describe: "Default filesystem", default: "ext4", choices: ["ext4", "xfs"] },
-  { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/controller-admin.sock", schema: AbsolutePath },
+  {
+    name: "admin-socket",
+    type: "string",
+    describe: "Admin socket (breaker list/reset); default <state-dir>/controller-admin.sock",
+    schema: AbsolutePath,
+  },
   ...KUBE_OPTIONS,
 ] as const satisfies readonly OptionSpec[];
 
@@ -38,7 +90,8 @@ type ControllerConfig = ConfigOf<[...typeof COMMON_OPTIONS, ...typeof OPTIONS]>;
 export const mode: Mode<ControllerConfig> = {
   command: "csi-controller",
   servesMetrics: true,
-  describe: "CSI Identity + Controller: volumes, snapshots and export restriction on the RDS (RouterOS REST) or in a local directory",
+  describe:
+    "CSI Identity + Controller: volumes, snapshots and export restriction on the RDS (RouterOS REST) or in a local directory",
   options: OPTIONS,
   async run(ctx) {
     const cfg = ctx.config;
@@ -61,7 +114,11 @@ export const mode: Mode<ControllerConfig> = {
       return 2;
     }
     const { backend, managementHost } = built;
-    await backend.recover?.().catch((e) => ctx.log.warn({ err: errorMessage(e) }, "could not clear temp files of interrupted writes; they are ignored"));
+    await backend
+      .recover?.()
+      .catch((e) =>
+        ctx.log.warn({ err: errorMessage(e) }, "could not clear temp files of interrupted writes; they are ignored"),
+      );
     const defaults: VolumeParams = {
       volumePath: cfg.volumePath,
       ...(cfg.nvmeAddress ? { nvmeAddress: cfg.nvmeAddress } : {}),
@@ -72,16 +129,39 @@ export const mode: Mode<ControllerConfig> = {
       fsType: cfg.fsType,
     };
     // gRPC and the controller service load here, not with the options gc borrows from this file.
-    const [{ controllerHandlers }, { createControllerProbe }, { backendReport }, { identityHandlers }, { startCsiServer }, { runDaemon }, { createNodeExistence }] = await Promise.all([
-      import("../controller/service.ts"), import("../controller/probe.ts"), import("../backends/report.ts"),
-      import("../csi/identity.ts"), import("../csi/server.ts"), import("./daemon.ts"), import("../k8s/node-existence.ts"),
+    const [
+      { controllerHandlers },
+      { createControllerProbe },
+      { backendReport },
+      { identityHandlers },
+      { startCsiServer },
+      { runDaemon },
+      { createNodeExistence },
+    ] = await Promise.all([
+      import("../controller/service.ts"),
+      import("../controller/probe.ts"),
+      import("../backends/report.ts"),
+      import("../csi/identity.ts"),
+      import("../csi/server.ts"),
+      import("./daemon.ts"),
+      import("../k8s/node-existence.ts"),
     ]);
     const deps = {
-      backend, breakers: ctx.breakers, log: ctx.log, defaults, managementHost,
+      backend,
+      breakers: ctx.breakers,
+      log: ctx.log,
+      defaults,
+      managementHost,
       requireHostNqn: backend.kind === "routeros",
       ...(kube ? { nodes: createNodeExistence(kube, { ttlMs: 30_000, log: ctx.log }) } : {}),
     };
-    const probe = createControllerProbe({ backend, breakers: ctx.breakers, log: ctx.log, budgetMs: cfg.probeBudget, checkTimeoutMs: 3 * cfg.requestTimeout });
+    const probe = createControllerProbe({
+      backend,
+      breakers: ctx.breakers,
+      log: ctx.log,
+      budgetMs: cfg.probeBudget,
+      checkTimeoutMs: 3 * cfg.requestTimeout,
+    });
     probe.start();
     const server = await startCsiServer({
       endpoint: cfg.endpoint,

@@ -38,7 +38,29 @@ import { kubeClientFor } from "../k8s/mode-options.ts";
  * Everything the node path runs (directly or, for `sh`, to batch mount probes); a node without one
  * of them cannot serve every volume. The NixOS module's unit PATH is tested against this list.
  */
-export const REQUIRED_TOOLS = ["sh", "cat", "blkid", "mkfs.ext4", "mkfs.xfs", "fsck.ext4", "xfs_repair", "resize2fs", "dumpe2fs", "xfs_growfs", "mount", "umount", "mknod", "losetup", "blockdev", "cmp", "stat", "realpath", "mkdir", "rmdir", "rm"];
+export const REQUIRED_TOOLS = [
+  "sh",
+  "cat",
+  "blkid",
+  "mkfs.ext4",
+  "mkfs.xfs",
+  "fsck.ext4",
+  "xfs_repair",
+  "resize2fs",
+  "dumpe2fs",
+  "xfs_growfs",
+  "mount",
+  "umount",
+  "mknod",
+  "losetup",
+  "blockdev",
+  "cmp",
+  "stat",
+  "realpath",
+  "mkdir",
+  "rmdir",
+  "rm",
+];
 
 /** The host NQN, read by a child with a deadline; absent is allowed (node_id is then the bare name). */
 async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<string | undefined> {
@@ -52,20 +74,85 @@ async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<s
 }
 
 const OPTIONS = [
-  { name: "max-volumes", type: "number", describe: "max_volumes_per_node reported to the CO (0 = no limit)", default: 0, schema: NonNegativeInt },
-  { name: "storm-threshold", type: "number", describe: "Refuse a mount when its source or target already has this many entries", default: DEFAULT_STORM_THRESHOLD, schema: PositiveInt },
-  { name: "storm-total", type: "number", describe: "Refuse all mount work while the mount table has this many entries", default: DEFAULT_STORM_TOTAL, schema: PositiveInt },
-  { name: "probe-timeout", type: "string", describe: "Deadline of a volume stats probe", default: "5s", schema: DurationMs },
-  { name: "health-check-timeout", type: "string", describe: "Deadline of the read-only filesystem check before a first mount", default: "2m", schema: DurationMs },
-  { name: "mountinfo-timeout", type: "string", describe: "Deadline for reading the mount table", default: "10s", schema: DurationMs },
+  {
+    name: "max-volumes",
+    type: "number",
+    describe: "max_volumes_per_node reported to the CO (0 = no limit)",
+    default: 0,
+    schema: NonNegativeInt,
+  },
+  {
+    name: "storm-threshold",
+    type: "number",
+    describe: "Refuse a mount when its source or target already has this many entries",
+    default: DEFAULT_STORM_THRESHOLD,
+    schema: PositiveInt,
+  },
+  {
+    name: "storm-total",
+    type: "number",
+    describe: "Refuse all mount work while the mount table has this many entries",
+    default: DEFAULT_STORM_TOTAL,
+    schema: PositiveInt,
+  },
+  {
+    name: "probe-timeout",
+    type: "string",
+    describe: "Deadline of a volume stats probe",
+    default: "5s",
+    schema: DurationMs,
+  },
+  {
+    name: "health-check-timeout",
+    type: "string",
+    describe: "Deadline of the read-only filesystem check before a first mount",
+    default: "2m",
+    schema: DurationMs,
+  },
+  {
+    name: "mountinfo-timeout",
+    type: "string",
+    describe: "Deadline for reading the mount table",
+    default: "10s",
+    schema: DurationMs,
+  },
   { name: "mkfs-timeout", type: "string", describe: "Deadline of mkfs", default: "5m", schema: DurationMs },
-  { name: "mount-timeout", type: "string", describe: "Deadline of one mount or umount", default: "1m", schema: DurationMs },
-  { name: "connect-timeout", type: "string", describe: "Deadline of one nvme connect or disconnect", default: "30s", schema: DurationMs },
-  { name: "device-timeout", type: "string", describe: "How long the block device may take to appear after nvme connect", default: "15s", schema: DurationMs },
+  {
+    name: "mount-timeout",
+    type: "string",
+    describe: "Deadline of one mount or umount",
+    default: "1m",
+    schema: DurationMs,
+  },
+  {
+    name: "connect-timeout",
+    type: "string",
+    describe: "Deadline of one nvme connect or disconnect",
+    default: "30s",
+    schema: DurationMs,
+  },
+  {
+    name: "device-timeout",
+    type: "string",
+    describe: "How long the block device may take to appear after nvme connect",
+    default: "15s",
+    schema: DurationMs,
+  },
   HOST_NQN_FILE_OPTION,
   NVME_COMMAND_OPTION,
-  { name: "admin-socket", type: "string", describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock", schema: AbsolutePath },
-  { name: "file-dir", type: "string", describe: "Directory of the controller's file backend: loop volumes' backing files must be in it", default: DEFAULTS.fileDir, schema: AbsolutePath },
+  {
+    name: "admin-socket",
+    type: "string",
+    describe: "Admin socket (breaker list/reset); default <state-dir>/admin.sock",
+    schema: AbsolutePath,
+  },
+  {
+    name: "file-dir",
+    type: "string",
+    describe: "Directory of the controller's file backend: loop volumes' backing files must be in it",
+    default: DEFAULTS.fileDir,
+    schema: AbsolutePath,
+  },
   ...NODE_KUBE_OPTIONS,
 ] as const satisfies readonly OptionSpec[];
 
@@ -113,7 +200,11 @@ export const mode: Mode<NodeConfig> = {
     if (missing.length) ctx.log.error({ missing }, "required tools are missing; Probe reports not ready");
     const sysfsRoot = c.sysfsRoot;
     const multipath = await nativeMultipath(sysfsRoot).catch(() => undefined);
-    if (multipath !== true) ctx.log.warn({ multipath: multipath ?? "unknown" }, "nvme_core native multipath is off: controller renumbering on reconnect is more likely (set nvme_core.multipath=Y)");
+    if (multipath !== true)
+      ctx.log.warn(
+        { multipath: multipath ?? "unknown" },
+        "nvme_core native multipath is off: controller renumbering on reconnect is more likely (set nvme_core.multipath=Y)",
+      );
     const hostNqn = await readHostNqn(ctx.runner, c.hostNqnFile, ctx.log);
 
     const procRoot = c.procRoot;
@@ -132,10 +223,20 @@ export const mode: Mode<NodeConfig> = {
     const stale = await records.removeTempFiles().catch(() => []);
     if (stale.length) ctx.log.info({ removed: stale }, "removed temp files of staging records a crash interrupted");
     const service = createNodeService({
-      runner, log: ctx.log, nodeName, ...(hostNqn ? { hostNqn } : {}), maxVolumes: c.maxVolumes,
+      runner,
+      log: ctx.log,
+      nodeName,
+      ...(hostNqn ? { hostNqn } : {}),
+      maxVolumes: c.maxVolumes,
       connectors: {
         "nvme-tcp": createNvmeTcpConnector({
-          runner, log: ctx.log, sysfsRoot, devRoot: c.devRoot, policy, systemNqns, nvmeBin,
+          runner,
+          log: ctx.log,
+          sysfsRoot,
+          devRoot: c.devRoot,
+          policy,
+          systemNqns,
+          nvmeBin,
           ...(hostNqn ? { hostNqn } : {}),
           timeouts: { connectMs: c.connectTimeout, disconnectMs: c.connectTimeout, deviceSettleMs: c.deviceTimeout },
         }),
@@ -145,11 +246,18 @@ export const mode: Mode<NodeConfig> = {
       paths: kubeletPaths({ kubeletDir, runner: ctx.runner, log: ctx.log, timeoutMs: 15_000 }),
       fileDir: c.fileDir,
       legacyNqnFor: (id) => (isVolumeId(id) ? nqnForVolume(prefix, id) : undefined),
-      breakers: ctx.breakers, locks: createKeyLock(), probes, procRoot,
-      stormThreshold: c.stormThreshold, stormTotal: c.stormTotal,
+      breakers: ctx.breakers,
+      locks: createKeyLock(),
+      probes,
+      procRoot,
+      stormThreshold: c.stormThreshold,
+      stormTotal: c.stormTotal,
       timeouts: {
-        mountinfoMs, healthCheckMs: c.healthCheckTimeout, mkfsMs: c.mkfsTimeout,
-        mountMs: c.mountTimeout, probeMs: c.probeTimeout,
+        mountinfoMs,
+        healthCheckMs: c.healthCheckTimeout,
+        mkfsMs: c.mkfsTimeout,
+        mountMs: c.mountTimeout,
+        probeMs: c.probeTimeout,
       },
     });
     const ready = missing.length === 0;
@@ -159,16 +267,32 @@ export const mode: Mode<NodeConfig> = {
       allowSharedSocketDir: c.allowSharedSocketDir === true,
       handlers: {
         Identity: identityHandlers({
-          driverName: c.driverName, version: ctx.version, pluginCapabilities: [],
-          probe: async () => (ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` }),
+          driverName: c.driverName,
+          version: ctx.version,
+          pluginCapabilities: [],
+          probe: async () =>
+            ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` },
         }),
-        Node: Object.fromEntries(Object.entries(startNodeKube(ctx, kube, service, nodeName)).map(([method, handler]) => [method, (req: unknown, rpc: unknown) =>
-          profiled(() => (handler as (r: unknown, c: unknown) => Promise<unknown>)(req, rpc), (p) => ctx.log.debug({ op: method, ...profileFields(p) }, "rpc profile"))])),
+        Node: Object.fromEntries(
+          Object.entries(startNodeKube(ctx, kube, service, nodeName)).map(([method, handler]) => [
+            method,
+            (req: unknown, rpc: unknown) =>
+              profiled(
+                () => (handler as (r: unknown, c: unknown) => Promise<unknown>)(req, rpc),
+                (p) => ctx.log.debug({ op: method, ...profileFields(p) }, "rpc profile"),
+              ),
+          ]),
+        ),
       },
-      shutdown: ctx.shutdown, log: ctx.log, metrics: ctx.metrics,
+      shutdown: ctx.shutdown,
+      log: ctx.log,
+      metrics: ctx.metrics,
     });
     ctx.shutdown.onClose(() => server.close());
-    ctx.log.info({ address: server.address, node_id: nodeName, nqn_prefix: prefix, protected: policy.protectedPatterns }, "csi-node ready");
+    ctx.log.info(
+      { address: server.address, node_id: nodeName, nqn_prefix: prefix, protected: policy.protectedPatterns },
+      "csi-node ready",
+    );
     return runDaemon(ctx, { adminSocket: c.adminSocket ?? join(stateDir, "admin.sock") });
   },
 };

@@ -5,9 +5,19 @@ import type { ModeContext } from "./types.ts";
  * Shared wiring of the long-running modes: admin socket, optional /metrics, signal handling.
  * Resolves with the exit code once a SIGTERM/SIGINT drain has finished.
  */
-export async function runDaemon(ctx: ModeContext<{ metricsAddress?: string | undefined }>, opts: { adminSocket?: string; backend?: () => unknown }): Promise<number> {
+export async function runDaemon(
+  ctx: ModeContext<{ metricsAddress?: string | undefined }>,
+  opts: { adminSocket?: string; backend?: () => unknown },
+): Promise<number> {
   if (opts.adminSocket) {
-    const admin = serveAdmin({ socketPath: opts.adminSocket, breakers: ctx.breakers, shutdown: ctx.shutdown, log: ctx.log, mode: ctx.mode, ...(opts.backend ? { backend: opts.backend } : {}) });
+    const admin = serveAdmin({
+      socketPath: opts.adminSocket,
+      breakers: ctx.breakers,
+      shutdown: ctx.shutdown,
+      log: ctx.log,
+      mode: ctx.mode,
+      ...(opts.backend ? { backend: opts.backend } : {}),
+    });
     ctx.shutdown.onClose(() => admin.stop());
   }
   const address = ctx.config.metricsAddress;

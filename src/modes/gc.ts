@@ -37,10 +37,32 @@ const OPTIONS = [
   { name: "force", type: "boolean", describe: "Act on the plan (default: only show it)", default: false },
   { name: "json", type: "boolean", describe: "Print JSON instead of a table", default: false },
   { name: "verbose", type: "boolean", describe: "Also list what was left alone and why", default: false },
-  { name: "step-timeout", type: "string", describe: "Deadline of each step and each read (a step that misses it is not retried in this run)", default: "10s", schema: DurationMs },
-  { name: "grace", type: "string", describe: "Backend disks younger than this are never collected", default: "5m", schema: DurationMs },
-  { name: "ignore-lock", type: "boolean", describe: "With --force: act although a live csi-node holds its lock (logged as a warning)", default: false },
-  { name: "referenced-volumes", type: "array", describe: "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster" },
+  {
+    name: "step-timeout",
+    type: "string",
+    describe: "Deadline of each step and each read (a step that misses it is not retried in this run)",
+    default: "10s",
+    schema: DurationMs,
+  },
+  {
+    name: "grace",
+    type: "string",
+    describe: "Backend disks younger than this are never collected",
+    default: "5m",
+    schema: DurationMs,
+  },
+  {
+    name: "ignore-lock",
+    type: "boolean",
+    describe: "With --force: act although a live csi-node holds its lock (logged as a warning)",
+    default: false,
+  },
+  {
+    name: "referenced-volumes",
+    type: "array",
+    describe:
+      "Volume ids PersistentVolumes reference, or @/path (or /path) of a file of them; default: ask the Kubernetes API in-cluster",
+  },
   NVME_COMMAND_OPTION,
   ...BACKEND_OPTIONS,
   ...KUBE_OPTIONS,
@@ -55,11 +77,18 @@ function clusterSources(ctx: GcContext, timeoutMs: number): Pick<FactDeps, "refe
   const kube = () => (client ??= kubeClientFor(ctx.config, ctx.log));
   const given = ctx.config.referencedVolumes;
   return {
-    referenced: given !== undefined ? () => referencedFromOption(given, timeoutMs) : async () => {
-      const c = await kube();
-      if (!c) return { state: "unknown", reason: "not running in-cluster and no --kubeconfig; give --referenced-volumes" };
-      return referencedFromKubernetes(c);
-    },
+    referenced:
+      given !== undefined
+        ? () => referencedFromOption(given, timeoutMs)
+        : async () => {
+            const c = await kube();
+            if (!c)
+              return {
+                state: "unknown",
+                reason: "not running in-cluster and no --kubeconfig; give --referenced-volumes",
+              };
+            return referencedFromKubernetes(c);
+          },
     attachments: async () => {
       const c = await kube();
       if (!c) return { state: "unknown", reason: "no Kubernetes API (not in a pod, no --kubeconfig)" };
@@ -79,9 +108,13 @@ function takeLocks(ctx: GcContext, notes: Notes): HeldLock | number {
   if (nodeLock?.alive) {
     const who = `csi-node (pid ${nodeLock.pid}, since ${nodeLock.startedAt}) holds ${join(stateDir, "csi-node.lock")}`;
     if (!ctx.config.force) {
-      notes.warnings.push(`${who}: this plan is a snapshot; a volume being staged right now can show up as a candidate`);
+      notes.warnings.push(
+        `${who}: this plan is a snapshot; a volume being staged right now can show up as a candidate`,
+      );
     } else if (!ctx.config.ignoreLock) {
-      process.stderr.write(`rds-csi gc: refusing to act: ${who}. Stop it first, or pass --ignore-lock if you are sure it is idle (the plan without --force runs beside it).\n`);
+      process.stderr.write(
+        `rds-csi gc: refusing to act: ${who}. Stop it first, or pass --ignore-lock if you are sure it is idle (the plan without --force runs beside it).\n`,
+      );
       return EXIT_ERROR;
     } else {
       ctx.log.warn({ pid: nodeLock.pid }, "gc: --ignore-lock: acting although a live csi-node holds its lock");
@@ -92,7 +125,8 @@ function takeLocks(ctx: GcContext, notes: Notes): HeldLock | number {
   }
   try {
     const held = acquireLock(join(stateDir, "gc.lock"), { command: "rds-csi gc" });
-    if (held.replacedStale) notes.warnings.push(`stale gc lock replaced (pid ${held.replacedStale.pid} is not running)`);
+    if (held.replacedStale)
+      notes.warnings.push(`stale gc lock replaced (pid ${held.replacedStale.pid} is not running)`);
     return held;
   } catch (e) {
     process.stderr.write(`rds-csi gc: refusing to run: another gc is running: ${errorMessage(e)}\n`);
@@ -122,20 +156,29 @@ async function run(ctx: GcContext): Promise<number> {
   if (typeof lock === "number") return lock;
   try {
     const factDeps: FactDeps = {
-      runner: ctx.runner, log: ctx.log, policy, driverName: cfg.driverName,
-      sysfsRoot: cfg.sysfsRoot, procRoot: cfg.procRoot,
-      kubeletDir: cfg.kubeletDir, stateDir: cfg.stateDir,
+      runner: ctx.runner,
+      log: ctx.log,
+      policy,
+      driverName: cfg.driverName,
+      sysfsRoot: cfg.sysfsRoot,
+      procRoot: cfg.procRoot,
+      kubeletDir: cfg.kubeletDir,
+      stateDir: cfg.stateDir,
       ownedFileDirs: [cfg.fileDir],
-      timeoutMs: stepTimeoutMs, probeTimeoutMs: stepTimeoutMs,
+      timeoutMs: stepTimeoutMs,
+      probeTimeoutMs: stepTimeoutMs,
       ...(backend ? { backend } : {}),
       ...clusterSources(ctx, stepTimeoutMs),
-      slotPrefix: VOLUME_PREFIX, graceMs: cfg.grace,
+      slotPrefix: VOLUME_PREFIX,
+      graceMs: cfg.grace,
     };
     let facts;
     try {
       facts = await gatherFacts(factDeps);
     } catch (e) {
-      process.stderr.write(`rds-csi gc: cannot see the node well enough to plan, nothing was touched: ${errorMessage(e)}\n`);
+      process.stderr.write(
+        `rds-csi gc: cannot see the node well enough to plan, nothing was touched: ${errorMessage(e)}\n`,
+      );
       return EXIT_ERROR;
     }
     const thePlan = plan(facts);
@@ -147,16 +190,25 @@ async function run(ctx: GcContext): Promise<number> {
 
     // SIGTERM aborts ctx.shutdown.signal; the current step finishes, the rest are reported as not run.
     let running = true;
-    ctx.shutdown.install((code) => { if (running) process.exit(code); });
-    const results: ItemResult[] = await ctx.shutdown.track("gc", "force", () => executePlan(thePlan.candidates, {
-      runner: ctx.runner, log: ctx.log, stepTimeoutMs, nvmeBin: cfg.nvmeCommand,
-      recheck: freshPlanRecheck(factDeps, facts.referenced, facts.attachments),
-      ...(backend ? { backend } : {}),
-      stop: ctx.shutdown.signal,
-      onProgress: progressLine(process.stderr),
-    }));
+    ctx.shutdown.install((code) => {
+      if (running) process.exit(code);
+    });
+    const results: ItemResult[] = await ctx.shutdown.track("gc", "force", () =>
+      executePlan(thePlan.candidates, {
+        runner: ctx.runner,
+        log: ctx.log,
+        stepTimeoutMs,
+        nvmeBin: cfg.nvmeCommand,
+        recheck: freshPlanRecheck(factDeps, facts.referenced, facts.attachments),
+        ...(backend ? { backend } : {}),
+        stop: ctx.shutdown.signal,
+        onProgress: progressLine(process.stderr),
+      }),
+    );
     running = false;
-    process.stdout.write(cfg.json ? renderJson(thePlan, results, notes) : renderResultsText(results, thePlan, { verbose, notes }));
+    process.stdout.write(
+      cfg.json ? renderJson(thePlan, results, notes) : renderResultsText(results, thePlan, { verbose, notes }),
+    );
     return results.every((r) => r.status === "done") ? EXIT_NOTHING : EXIT_CANDIDATES;
   } finally {
     lock.release();

@@ -35,7 +35,9 @@ export function unescapeMountField(s: string): string {
   let last = 0;
   for (let i = 0; i + 3 < s.length; i++) {
     if (s.charCodeAt(i) !== BACKSLASH) continue;
-    const a = s.charCodeAt(i + 1) - 48, b = s.charCodeAt(i + 2) - 48, c = s.charCodeAt(i + 3) - 48;
+    const a = s.charCodeAt(i + 1) - 48,
+      b = s.charCodeAt(i + 2) - 48,
+      c = s.charCodeAt(i + 3) - 48;
     if (a >= 0 && a <= 3 && b >= 0 && b <= 7 && c >= 0 && c <= 7) {
       out += s.slice(last, i) + String.fromCharCode(a * 64 + b * 8 + c);
       i += 3;
@@ -68,21 +70,29 @@ export function parseMountinfo(text: string): MountEntry[] {
     let eol = text.indexOf("\n", pos);
     if (eol === -1) eol = len;
     lineNo++;
-    if (eol === pos) { pos = eol + 1; continue; }
+    if (eol === pos) {
+      pos = eol + 1;
+      continue;
+    }
 
     let s = pos;
     let e = nextSpace(text, s, eol);
     const id = Number(text.slice(s, e));
-    s = e + 1; e = nextSpace(text, s, eol);
+    s = e + 1;
+    e = nextSpace(text, s, eol);
     const parentId = Number(text.slice(s, e));
-    s = e + 1; e = nextSpace(text, s, eol);
+    s = e + 1;
+    e = nextSpace(text, s, eol);
     const dev = text.slice(s, e);
     const colon = dev.indexOf(":");
-    s = e + 1; e = nextSpace(text, s, eol);
+    s = e + 1;
+    e = nextSpace(text, s, eol);
     const root = text.slice(s, e);
-    s = e + 1; e = nextSpace(text, s, eol);
+    s = e + 1;
+    e = nextSpace(text, s, eol);
     const mountPoint = text.slice(s, e);
-    s = e + 1; e = nextSpace(text, s, eol);
+    s = e + 1;
+    e = nextSpace(text, s, eol);
     const options = text.slice(s, e);
     if (e >= eol || colon <= 0 || Number.isNaN(id) || Number.isNaN(parentId)) {
       throw malformed(lineNo, "fewer than 6 fields before the separator");
@@ -96,21 +106,29 @@ export function parseMountinfo(text: string): MountEntry[] {
       if (e === s + 1 && text.charCodeAt(s) === 45 /* '-' */) break;
       optionalFields.push(text.slice(s, e));
     }
-    s = e + 1; e = nextSpace(text, s, eol);
+    s = e + 1;
+    e = nextSpace(text, s, eol);
     const fsType = text.slice(s, e);
-    s = e + 1; e = nextSpace(text, s, eol);
+    s = e + 1;
+    e = nextSpace(text, s, eol);
     const source = text.slice(s, e);
     // Super options are the rest of the line; anything after a further space would be a newer kernel's addition.
-    s = e + 1; e = nextSpace(text, s, eol);
+    s = e + 1;
+    e = nextSpace(text, s, eol);
     const superOptions = s <= eol ? text.slice(s, e) : "";
     if (s > eol + 1 || fsType === "") throw malformed(lineNo, "missing fields after the separator");
 
     out.push({
-      id, parentId,
-      major: Number(dev.slice(0, colon)), minor: Number(dev.slice(colon + 1)), dev,
+      id,
+      parentId,
+      major: Number(dev.slice(0, colon)),
+      minor: Number(dev.slice(colon + 1)),
+      dev,
       root: unescapeMountField(root),
       mountPoint: unescapeMountField(mountPoint),
-      options, optionalFields, fsType,
+      options,
+      optionalFields,
+      fsType,
       source: unescapeMountField(source),
       superOptions,
     });
@@ -142,12 +160,17 @@ export async function readMountinfo(opts: ReadMountinfoOptions): Promise<MountEn
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const path = `${procRoot}/${pid}/mountinfo`;
   const r = await opts.runner("cat", ["--", path], {
-    timeoutMs, maxOutputBytes: MAX_MOUNTINFO_BYTES, ...(opts.signal ? { signal: opts.signal } : {}),
+    timeoutMs,
+    maxOutputBytes: MAX_MOUNTINFO_BYTES,
+    ...(opts.signal ? { signal: opts.signal } : {}),
   });
   if (r.timedOut) throw new DeadlineError(`reading ${path}`, timeoutMs);
   if (r.exitCode !== 0) {
     // Never ABORTED: CSI keeps that code for "another operation on this volume is pending".
-    throw new DomainError("unavailable", `reading ${path} ${r.aborted ? "was cancelled" : "failed"}: ${describeFailure(r)}`);
+    throw new DomainError(
+      "unavailable",
+      `reading ${path} ${r.aborted ? "was cancelled" : "failed"}: ${describeFailure(r)}`,
+    );
   }
   if (r.truncated) throw new DomainError("resource-exhausted", `${path} is larger than ${MAX_MOUNTINFO_BYTES} bytes`);
   return parseMountinfo(r.stdout);

@@ -24,7 +24,10 @@ const run = (o: OpsOptions, cmd: string, args: string[], info = true): Promise<E
  * (a mount option the kernel refuses is the request's fault, a hung mount is the node's).
  */
 export class CommandFailedError extends DomainError {
-  constructor(readonly result: ExecResult, what: string) {
+  constructor(
+    readonly result: ExecResult,
+    what: string,
+  ) {
     super("unavailable", `${what} failed: ${describeFailure(result)}`);
   }
 }
@@ -41,8 +44,12 @@ function must(r: ExecResult, what: string): void {
  * passed its read-only check just before, so with options given the option is the likely cause.
  */
 export function refusedMountOptions(e: unknown, options: readonly string[]): boolean {
-  return options.length > 0 && e instanceof CommandFailedError && e.result.command === "mount" &&
-    /Unknown parameter|unknown mount option|unrecognized mount option|bad option/i.test(e.result.stderr);
+  return (
+    options.length > 0 &&
+    e instanceof CommandFailedError &&
+    e.result.command === "mount" &&
+    /Unknown parameter|unknown mount option|unrecognized mount option|bad option/i.test(e.result.stderr)
+  );
 }
 
 export type PathKind =
@@ -78,7 +85,8 @@ export async function makeDirectory(path: string, o: OpsOptions): Promise<void> 
  */
 export async function ensureDirectory(path: string, field: string, o: OpsOptions): Promise<"created" | "existed"> {
   const r = await run(o, "mkdir", ["-pv", "--", path], false);
-  if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) throw failedPrecondition(`${field} ${path} exists and is not a directory`);
+  if (!ok(r) && /File exists|Not a directory/.test(r.stderr))
+    throw failedPrecondition(`${field} ${path} exists and is not a directory`);
   must(r, `mkdir ${path}`);
   return r.stdout.trim() ? "created" : "existed";
 }
@@ -92,7 +100,8 @@ export async function removePath(path: string, o: OpsOptions): Promise<void> {
   let r = await run(o, "rmdir", ["--", path]);
   if (ok(r) || /No such file or directory/.test(r.stderr)) return;
   if (/Not a directory/.test(r.stderr)) r = await run(o, "rm", ["-f", "--", path]);
-  if (!ok(r) && /Directory not empty/.test(r.stderr)) throw failedPrecondition(`${path} is not empty; refusing to remove it`);
+  if (!ok(r) && /Directory not empty/.test(r.stderr))
+    throw failedPrecondition(`${path} is not empty; refusing to remove it`);
   must(r, `remove ${path}`);
 }
 
@@ -100,7 +109,10 @@ export async function removePath(path: string, o: OpsOptions): Promise<void> {
  * rmdir and nothing else: an empty directory goes, a missing path is fine, a non-empty directory is
  * FAILED_PRECONDITION, and anything that is not a directory is reported, never removed.
  */
-export async function removeEmptyDirectory(path: string, o: OpsOptions): Promise<"removed" | "missing" | "not-a-directory"> {
+export async function removeEmptyDirectory(
+  path: string,
+  o: OpsOptions,
+): Promise<"removed" | "missing" | "not-a-directory"> {
   const r = await run(o, "rmdir", ["--", path]);
   if (ok(r)) return "removed";
   if (/No such file or directory/.test(r.stderr)) return "missing";
@@ -110,13 +122,25 @@ export async function removeEmptyDirectory(path: string, o: OpsOptions): Promise
   return "removed";
 }
 
-export async function mountDevice(device: string, target: string, fsType: string, options: readonly string[], o: OpsOptions): Promise<void> {
+export async function mountDevice(
+  device: string,
+  target: string,
+  fsType: string,
+  options: readonly string[],
+  o: OpsOptions,
+): Promise<void> {
   const args = ["-t", fsType, ...(options.length ? ["-o", options.join(",")] : []), "--", device, target];
   must(await run(o, "mount", args), `mount ${device} on ${target}`);
 }
 
 /** Bind mount of a directory (a staging path), then a remount for read-only or flags. */
-export async function bindMount(source: string, target: string, readonly: boolean, flags: readonly string[], o: OpsOptions): Promise<void> {
+export async function bindMount(
+  source: string,
+  target: string,
+  readonly: boolean,
+  flags: readonly string[],
+  o: OpsOptions,
+): Promise<void> {
   must(await run(o, "mount", ["--bind", "--", source, target]), `bind mount ${source} on ${target}`);
   crashPoint("mount.bind.before-remount");
   const extra = [...(readonly ? ["ro"] : []), ...flags];
@@ -124,7 +148,10 @@ export async function bindMount(source: string, target: string, readonly: boolea
 }
 
 export async function remountBind(target: string, flags: readonly string[], o: OpsOptions): Promise<void> {
-  must(await run(o, "mount", ["-o", ["remount", "bind", ...flags].join(","), "--", target]), `remount ${target} ${flags.join(",")}`);
+  must(
+    await run(o, "mount", ["-o", ["remount", "bind", ...flags].join(","), "--", target]),
+    `remount ${target} ${flags.join(",")}`,
+  );
 }
 
 export async function unmount(target: string, o: OpsOptions): Promise<void> {
@@ -138,5 +165,8 @@ export async function unmount(target: string, o: OpsOptions): Promise<void> {
 export async function makeBlockNode(target: string, dev: string, readonly: boolean, o: OpsOptions): Promise<void> {
   const [major, minor] = dev.split(":");
   await makeDirectory(dirname(target), o);
-  must(await run(o, "mknod", ["-m", readonly ? "0440" : "0660", "--", target, "b", major ?? "", minor ?? ""]), `mknod ${target} b ${major} ${minor}`);
+  must(
+    await run(o, "mknod", ["-m", readonly ? "0440" : "0660", "--", target, "b", major ?? "", minor ?? ""]),
+    `mknod ${target} b ${major} ${minor}`,
+  );
 }

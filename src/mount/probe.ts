@@ -67,8 +67,12 @@ function parseOkLine(line: string): FsStats | undefined {
   if (n.length !== 6 || n.some((x) => !Number.isFinite(x))) return undefined;
   const [blocks, avail, free, bsize, files, ffree] = n as [number, number, number, number, number, number];
   return {
-    bytesTotal: blocks * bsize, bytesAvailable: avail * bsize, bytesUsed: (blocks - free) * bsize,
-    inodesTotal: files, inodesFree: ffree, inodesUsed: files - ffree,
+    bytesTotal: blocks * bsize,
+    bytesAvailable: avail * bsize,
+    bytesUsed: (blocks - free) * bsize,
+    inodesTotal: files,
+    inodesFree: ffree,
+    inodesUsed: files - ffree,
   };
 }
 
@@ -123,14 +127,25 @@ export function createProbeRegistry(opts: ProbeRegistryOptions = {}): ProbeRegis
 
   const killGroup = (child: ChildProcess) => {
     if (child.pid === undefined) return;
-    try { process.kill(-child.pid, "SIGKILL"); } catch { try { child.kill("SIGKILL"); } catch { /* gone */ } }
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
   };
 
   function schedulePump() {
     if (pumpScheduled) return;
     pumpScheduled = true;
     // Calls made in the same tick (doctor probing every mount) land in the queue before batching.
-    queueMicrotask(() => { pumpScheduled = false; pump(); });
+    queueMicrotask(() => {
+      pumpScheduled = false;
+      pump();
+    });
   }
 
   function pump() {
@@ -153,9 +168,14 @@ export function createProbeRegistry(opts: ProbeRegistryOptions = {}): ProbeRegis
     const [cmd, args] = probeCommand(items.map((i) => i.path));
     let child: ChildProcess;
     try {
-      child = spawn(cmd, args, { detached: true, stdio: ["ignore", "pipe", "ignore"], env: { ...process.env, LC_ALL: "C" } });
+      child = spawn(cmd, args, {
+        detached: true,
+        stdio: ["ignore", "pipe", "ignore"],
+        env: { ...process.env, LC_ALL: "C" },
+      });
     } catch (e) {
-      for (const it of items) settle(it, { state: "error", reason: `could not start probe: ${(e as Error).message}`, missing: false });
+      for (const it of items)
+        settle(it, { state: "error", reason: `could not start probe: ${(e as Error).message}`, missing: false });
       return;
     }
     started++;
@@ -174,7 +194,10 @@ export function createProbeRegistry(opts: ProbeRegistryOptions = {}): ProbeRegis
     let abandonTimer: ReturnType<typeof setTimeout> | undefined;
 
     const leaveSlot = () => {
-      if (!split) { running--; split = true; } else if (!sentinel) suspects--;
+      if (!split) {
+        running--;
+        split = true;
+      } else if (!sentinel) suspects--;
     };
 
     /** Hands the paths after the current one to other children. */
@@ -183,7 +206,11 @@ export function createProbeRegistry(opts: ProbeRegistryOptions = {}): ProbeRegis
         queue.unshift(...items.slice(idx + 1, end));
         end = idx + 1;
       }
-      if (!split) { running--; split = true; suspects++; }
+      if (!split) {
+        running--;
+        split = true;
+        suspects++;
+      }
       schedulePump();
     };
 
@@ -243,7 +270,10 @@ export function createProbeRegistry(opts: ProbeRegistryOptions = {}): ProbeRegis
       clearTimeout(deadlineTimer);
       clearTimeout(abandonTimer);
       live.delete(child);
-      if (buf) { onLine(buf); buf = ""; }
+      if (buf) {
+        onLine(buf);
+        buf = "";
+      }
       if (sentinel) {
         const it = items[idx];
         if (it && stuck.get(it.path)?.pid === child.pid) stuck.delete(it.path);

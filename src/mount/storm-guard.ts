@@ -9,10 +9,15 @@ export const DEFAULT_STORM_THRESHOLD = 100;
 /** A table this large means mounting has already run away somewhere: stop adding to it. */
 export const DEFAULT_STORM_TOTAL = 20_000;
 
-const ADVICE = "run `rds-csi doctor` to see the duplicates and `rds-csi gc` (then `rds-csi gc --force`) to clean them up";
+const ADVICE =
+  "run `rds-csi doctor` to see the duplicates and `rds-csi gc` (then `rds-csi gc --force`) to clean them up";
 
-export function countMounts(mounts: readonly MountEntry[], what: { dev?: string; mountPoint?: string }): { byDev: number; byTarget: number } {
-  let byDev = 0, byTarget = 0;
+export function countMounts(
+  mounts: readonly MountEntry[],
+  what: { dev?: string; mountPoint?: string },
+): { byDev: number; byTarget: number } {
+  let byDev = 0,
+    byTarget = 0;
   for (const m of mounts) {
     if (what.dev !== undefined && m.dev === what.dev) byDev++;
     if (what.mountPoint !== undefined && m.mountPoint === what.mountPoint) byTarget++;
@@ -21,19 +26,29 @@ export function countMounts(mounts: readonly MountEntry[], what: { dev?: string;
 }
 
 /** Throws RESOURCE_EXHAUSTED when the next mount of `dev` at `target` would add to a storm. */
-export function assertNoStorm(mounts: readonly MountEntry[], what: { dev: string; target: string; source: string }, threshold: number): void {
+export function assertNoStorm(
+  mounts: readonly MountEntry[],
+  what: { dev: string; target: string; source: string },
+  threshold: number,
+): void {
   const { byDev, byTarget } = countMounts(mounts, { dev: what.dev, mountPoint: what.target });
   if (byDev >= threshold) {
-    throw resourceExhausted(`refusing to mount: device ${what.source} (${what.dev}) already has ${byDev} mount entries (limit ${threshold}); ${ADVICE}`);
+    throw resourceExhausted(
+      `refusing to mount: device ${what.source} (${what.dev}) already has ${byDev} mount entries (limit ${threshold}); ${ADVICE}`,
+    );
   }
   if (byTarget >= threshold) {
-    throw resourceExhausted(`refusing to mount: ${what.target} already has ${byTarget} mount entries stacked (limit ${threshold}); ${ADVICE}`);
+    throw resourceExhausted(
+      `refusing to mount: ${what.target} already has ${byTarget} mount entries stacked (limit ${threshold}); ${ADVICE}`,
+    );
   }
 }
 
 /** Pre-flight: the node is already in a storm, so any mount we add makes it worse. */
 export function assertTableSane(mounts: readonly MountEntry[], totalLimit: number): void {
   if (mounts.length >= totalLimit) {
-    throw unavailable(`the mount table has ${mounts.length} entries (limit ${totalLimit}); a mount storm is under way; ${ADVICE}`);
+    throw unavailable(
+      `the mount table has ${mounts.length} entries (limit ${totalLimit}); a mount storm is under way; ${ADVICE}`,
+    );
   }
 }

@@ -35,11 +35,15 @@ export function kubeletPaths(deps: KubeletPathsDeps): KubeletPaths {
   function lexical(field: string, raw: string): string {
     if (!raw.startsWith("/")) throw invalidArgument(field, `must be an absolute path, got ${JSON.stringify(raw)}`);
     // Control characters: a newline would split the realpath answer below, and no kubelet path has one.
-    if (/[\x00-\x1f\x7f]/.test(raw)) throw invalidArgument(field, `must not contain control characters, got ${JSON.stringify(raw)}`);
+    if (/[\x00-\x1f\x7f]/.test(raw))
+      throw invalidArgument(field, `must not contain control characters, got ${JSON.stringify(raw)}`);
     const parts = raw.split("/").slice(1);
     if (parts.at(-1) === "") parts.pop();
     if (parts.some((p) => p === "" || p === "." || p === "..")) {
-      throw invalidArgument(field, `must be a normalised absolute path (no '.', '..' or empty components), got ${JSON.stringify(raw)}`);
+      throw invalidArgument(
+        field,
+        `must be a normalised absolute path (no '.', '..' or empty components), got ${JSON.stringify(raw)}`,
+      );
     }
     // Linux's limits (PATH_MAX, NAME_MAX): past them every mkdir or mount fails halfway through.
     if (Buffer.byteLength(raw) > 4096) throw invalidArgument(field, `is longer than 4096 bytes`);
@@ -58,9 +62,16 @@ export function kubeletPaths(deps: KubeletPathsDeps): KubeletPaths {
     if (entries.length === 0) return;
     // One child for the kubelet dir and every parent: `-m` accepts components that do not exist yet.
     const parents = entries.map(([, p]) => posix.dirname(p));
-    const r = await deps.runner("realpath", ["-m", "--", root, ...parents], { timeoutMs: deps.timeoutMs, signal, log: deps.log });
+    const r = await deps.runner("realpath", ["-m", "--", root, ...parents], {
+      timeoutMs: deps.timeoutMs,
+      signal,
+      log: deps.log,
+    });
     if (!ok(r)) {
-      if (r.timedOut) throw unavailable(`resolving the parent directories of ${parents.join(", ")} did not finish within ${deps.timeoutMs} ms; the kubelet dir may sit on a hung mount`);
+      if (r.timedOut)
+        throw unavailable(
+          `resolving the parent directories of ${parents.join(", ")} did not finish within ${deps.timeoutMs} ms; the kubelet dir may sit on a hung mount`,
+        );
       throw unavailable(`resolving the parent directories of ${parents.join(", ")} failed: ${describeFailure(r)}`);
     }
     const lines = completeStdout(r, "resolving kubelet paths").split("\n");
@@ -71,7 +82,10 @@ export function kubeletPaths(deps: KubeletPathsDeps): KubeletPaths {
       // The kubelet dir itself may be a symlink (some distributions move it): compare below it.
       const expected = written === root ? realRoot : `${realRoot}${written.slice(root.length)}`;
       if (resolved !== expected) {
-        throw invalidArgument(field, `${JSON.stringify(path)} leaves the kubelet directory through a symlink (its parent resolves to ${JSON.stringify(resolved)})`);
+        throw invalidArgument(
+          field,
+          `${JSON.stringify(path)} leaves the kubelet directory through a symlink (its parent resolves to ${JSON.stringify(resolved)})`,
+        );
       }
     });
   }

@@ -16,7 +16,11 @@ export interface LoopDeps {
 }
 
 async function readText(path: string): Promise<string | undefined> {
-  try { return (await readFile(path, "utf8")).trim(); } catch { return undefined; }
+  try {
+    return (await readFile(path, "utf8")).trim();
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -36,22 +40,35 @@ export function createLoopConnector(deps: LoopDeps): Connector {
    * repeated NodeStage/NodePublish stays cheap. sysfs is kernel memory, but still read under a deadline.
    */
   function devicesOf(file: string, signal?: AbortSignal): Promise<AttachedDevice[]> {
-    return withDeadline(`scan of ${blockDir} for loop devices`, timeoutMs, async () => {
-      const found: AttachedDevice[] = [];
-      // The kernel records the resolved path; compare like with like.
-      const wanted = await realpath(file).catch(() => file);
-      let names: string[] = [];
-      try { names = (await readdir(blockDir)).filter((n) => /^loop\d+$/.test(n)); } catch { return found; }
-      for (const name of names) {
-        const back = await readText(join(blockDir, name, "loop", "backing_file"));
-        if (back !== wanted && back !== file) continue;
-        const dev = await readText(join(blockDir, name, "dev"));
-        const sectors = Number(await readText(join(blockDir, name, "size")));
-        if (!dev) continue;
-        found.push({ devicePath: join(deps.devRoot ?? "/dev", name), dev, ...(sectors > 0 ? { sizeBytes: sectors * 512 } : {}) });
-      }
-      return found;
-    }, signal);
+    return withDeadline(
+      `scan of ${blockDir} for loop devices`,
+      timeoutMs,
+      async () => {
+        const found: AttachedDevice[] = [];
+        // The kernel records the resolved path; compare like with like.
+        const wanted = await realpath(file).catch(() => file);
+        let names: string[] = [];
+        try {
+          names = (await readdir(blockDir)).filter((n) => /^loop\d+$/.test(n));
+        } catch {
+          return found;
+        }
+        for (const name of names) {
+          const back = await readText(join(blockDir, name, "loop", "backing_file"));
+          if (back !== wanted && back !== file) continue;
+          const dev = await readText(join(blockDir, name, "dev"));
+          const sectors = Number(await readText(join(blockDir, name, "size")));
+          if (!dev) continue;
+          found.push({
+            devicePath: join(deps.devRoot ?? "/dev", name),
+            dev,
+            ...(sectors > 0 ? { sizeBytes: sectors * 512 } : {}),
+          });
+        }
+        return found;
+      },
+      signal,
+    );
   }
 
   return {
@@ -62,16 +79,32 @@ export function createLoopConnector(deps: LoopDeps): Connector {
     async attach(v, signal) {
       const file = fileOf(v);
       // A symlink would let the name inside the file backend's directory point at any file on the host.
-      const st = await withDeadline(`lstat ${file}`, timeoutMs, () => lstat(file).catch((e) => {
-        if ((e as NodeJS.ErrnoException).code === "ENOENT") throw notFound(`backing file ${file} of volume ${v.volumeId} does not exist`);
-        throw e;
-      }), signal);
-      if (!st.isFile()) throw failedPrecondition(`backing file ${file} of volume ${v.volumeId} is not a regular file; not attaching it`);
+      const st = await withDeadline(
+        `lstat ${file}`,
+        timeoutMs,
+        () =>
+          lstat(file).catch((e) => {
+            if ((e as NodeJS.ErrnoException).code === "ENOENT")
+              throw notFound(`backing file ${file} of volume ${v.volumeId} does not exist`);
+            throw e;
+          }),
+        signal,
+      );
+      if (!st.isFile())
+        throw failedPrecondition(
+          `backing file ${file} of volume ${v.volumeId} is not a regular file; not attaching it`,
+        );
       const [existing] = await devicesOf(file, signal);
       if (existing) return existing;
-      const r = await deps.runner("losetup", ["--find", "--show", file], { timeoutMs, signal, log: deps.log, logLevel: "info" });
+      const r = await deps.runner("losetup", ["--find", "--show", file], {
+        timeoutMs,
+        signal,
+        log: deps.log,
+        logLevel: "info",
+      });
       if (!ok(r)) {
-        if (/No such file/i.test(r.stderr)) throw notFound(`backing file ${file} of volume ${v.volumeId} does not exist`);
+        if (/No such file/i.test(r.stderr))
+          throw notFound(`backing file ${file} of volume ${v.volumeId} does not exist`);
         throw unavailable(`attaching ${file} as a loop device failed: ${describeFailure(r)}`);
       }
       const [d] = await devicesOf(file, signal);
@@ -80,13 +113,23 @@ export function createLoopConnector(deps: LoopDeps): Connector {
     },
     async refreshSize(v, signal) {
       for (const d of await devicesOf(fileOf(v), signal)) {
-        const r = await deps.runner("losetup", ["--set-capacity", d.devicePath], { timeoutMs, signal, log: deps.log, logLevel: "info" });
+        const r = await deps.runner("losetup", ["--set-capacity", d.devicePath], {
+          timeoutMs,
+          signal,
+          log: deps.log,
+          logLevel: "info",
+        });
         if (!ok(r)) throw unavailable(`refreshing the size of ${d.devicePath} failed: ${describeFailure(r)}`);
       }
     },
     async detach(v, signal) {
       for (const d of await devicesOf(fileOf(v), signal)) {
-        const r = await deps.runner("losetup", ["--detach", d.devicePath], { timeoutMs, signal, log: deps.log, logLevel: "info" });
+        const r = await deps.runner("losetup", ["--detach", d.devicePath], {
+          timeoutMs,
+          signal,
+          log: deps.log,
+          logLevel: "info",
+        });
         if (!ok(r)) throw unavailable(`detaching ${d.devicePath} (${fileOf(v)}) failed: ${describeFailure(r)}`);
       }
     },

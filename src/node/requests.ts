@@ -14,8 +14,13 @@ export interface Capability {
 }
 
 const NODE_MODES = new Set([
-  "SINGLE_NODE_WRITER", "SINGLE_NODE_READER_ONLY", "SINGLE_NODE_SINGLE_WRITER", "SINGLE_NODE_MULTI_WRITER",
-  "MULTI_NODE_READER_ONLY", "MULTI_NODE_SINGLE_WRITER", "MULTI_NODE_MULTI_WRITER",
+  "SINGLE_NODE_WRITER",
+  "SINGLE_NODE_READER_ONLY",
+  "SINGLE_NODE_SINGLE_WRITER",
+  "SINGLE_NODE_MULTI_WRITER",
+  "MULTI_NODE_READER_ONLY",
+  "MULTI_NODE_SINGLE_WRITER",
+  "MULTI_NODE_MULTI_WRITER",
 ]);
 /** One filesystem mounted by several nodes at once corrupts it; only a raw device can be shared. */
 const MULTI_NODE_WRITE = new Set(["MULTI_NODE_SINGLE_WRITER", "MULTI_NODE_MULTI_WRITER"]);
@@ -33,25 +38,35 @@ export function parseCapability(req: any, field = "volume_capability"): Capabili
   const cap = req?.[field];
   if (!cap || typeof cap !== "object") throw invalidArgument(field, "is required");
   const accessType = cap.access_type ?? (cap.mount ? "mount" : cap.block ? "block" : undefined);
-  if (accessType !== "mount" && accessType !== "block") throw invalidArgument(`${field}.access_type`, "must be mount or block");
+  if (accessType !== "mount" && accessType !== "block")
+    throw invalidArgument(`${field}.access_type`, "must be mount or block");
   const accessMode = cap.access_mode?.mode;
-  if (typeof accessMode !== "string" || !NODE_MODES.has(accessMode)) throw invalidArgument(`${field}.access_mode.mode`, `is missing or unknown: ${JSON.stringify(accessMode)}`);
+  if (typeof accessMode !== "string" || !NODE_MODES.has(accessMode))
+    throw invalidArgument(`${field}.access_mode.mode`, `is missing or unknown: ${JSON.stringify(accessMode)}`);
   if (accessType === "mount" && MULTI_NODE_WRITE.has(accessMode)) {
-    throw invalidArgument(`${field}.access_mode.mode`, `${accessMode} is only supported for block volumes (a filesystem cannot be written by several nodes)`);
+    throw invalidArgument(
+      `${field}.access_mode.mode`,
+      `${accessMode} is only supported for block volumes (a filesystem cannot be written by several nodes)`,
+    );
   }
   let fsType: FsType = "ext4";
   let mountFlags: string[] = [];
   if (accessType === "mount") {
     const raw = cap.mount?.fs_type ?? "";
     if (raw !== "") {
-      if (!(SUPPORTED_FS as readonly string[]).includes(raw)) throw invalidArgument(`${field}.mount.fs_type`, `must be one of ${SUPPORTED_FS.join(", ")}, got ${JSON.stringify(raw)}`);
+      if (!(SUPPORTED_FS as readonly string[]).includes(raw))
+        throw invalidArgument(
+          `${field}.mount.fs_type`,
+          `must be one of ${SUPPORTED_FS.join(", ")}, got ${JSON.stringify(raw)}`,
+        );
       fsType = raw as FsType;
     }
     const flags = cap.mount?.mount_flags ?? [];
     if (!Array.isArray(flags)) throw invalidArgument(`${field}.mount.mount_flags`, "must be a list");
     mountFlags = flags.flatMap((f: unknown) => String(f).split(",")).filter(Boolean);
     const bad = mountFlags.find((f) => !SAFE_FLAG.test(f));
-    if (bad !== undefined) throw invalidArgument(`${field}.mount.mount_flags`, `contains an unsafe flag ${JSON.stringify(bad)}`);
+    if (bad !== undefined)
+      throw invalidArgument(`${field}.mount.mount_flags`, `contains an unsafe flag ${JSON.stringify(bad)}`);
   }
   return { accessType, accessMode, fsType, mountFlags };
 }

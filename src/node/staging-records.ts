@@ -12,7 +12,11 @@ import { crashPoint } from "../runtime/crash-points.ts";
  * every reader (node and gc) validates on read: a record is acted on only if it is well-formed.
  */
 const Int = v.pipe(v.number(), v.integer());
-const Publication = v.object({ target_path: v.pipe(v.string(), v.startsWith("/")), readonly: v.boolean(), access_mode: v.string() });
+const Publication = v.object({
+  target_path: v.pipe(v.string(), v.startsWith("/")),
+  readonly: v.boolean(),
+  access_mode: v.string(),
+});
 export const StagingRecordSchema = v.pipe(
   // Loose: a newer node may add fields an older reader ignores.
   v.looseObject({
@@ -50,9 +54,12 @@ export function parseStagingRecord(value: unknown, fileId: string): StagingRecor
   if (!r.success) {
     const issue = r.issues[0];
     const at = issue?.path?.length ? ` (${issue.path.map((p) => String(p.key)).join(".")})` : "";
-    return typeof value !== "object" || value === null || Array.isArray(value) ? "not a JSON object" : `${issue?.message ?? "malformed"}${at}`;
+    return typeof value !== "object" || value === null || Array.isArray(value)
+      ? "not a JSON object"
+      : `${issue?.message ?? "malformed"}${at}`;
   }
-  if (r.output.volume_id !== fileId) return `volume_id ${JSON.stringify(r.output.volume_id)} does not match the file name`;
+  if (r.output.volume_id !== fileId)
+    return `volume_id ${JSON.stringify(r.output.volume_id)} does not match the file name`;
   return r.output;
 }
 
@@ -60,7 +67,8 @@ const IO_TIMEOUT_MS = 5_000;
 
 /** Volume ids become file names: refuse anything that could step outside the directory. */
 function fileName(volumeId: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._:-]{0,253}$/.test(volumeId)) throw invalidArgument("volume_id", `cannot be used as a record name: ${JSON.stringify(volumeId)}`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._:-]{0,253}$/.test(volumeId))
+    throw invalidArgument("volume_id", `cannot be used as a record name: ${JSON.stringify(volumeId)}`);
   return `${volumeId}.json`;
 }
 
@@ -77,49 +85,65 @@ export interface StagingRecords {
 export function stagingRecords(stateDir: string): StagingRecords {
   const dir = join(stateDir, "volumes");
   const io = <T>(what: string, fn: () => Promise<T>) => withDeadline(what, IO_TIMEOUT_MS, fn);
-  const read = (volumeId: string) => io(`read staging record ${volumeId}`, async () => {
-    try {
-      const text = await readFile(join(dir, fileName(volumeId)), "utf8");
-      const record = parseStagingRecord(JSON.parse(text), volumeId);
-      // A record we cannot trust is not guessed at: the RPC fails and the file stays for an operator.
-      if (typeof record === "string") throw internal(`staging record of ${volumeId} in ${dir} is malformed: ${record}`);
-      return record;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-      if (e instanceof SyntaxError) throw internal(`staging record of ${volumeId} in ${dir} is not JSON: ${e.message}`);
-      throw e;
-    }
-  });
+  const read = (volumeId: string) =>
+    io(`read staging record ${volumeId}`, async () => {
+      try {
+        const text = await readFile(join(dir, fileName(volumeId)), "utf8");
+        const record = parseStagingRecord(JSON.parse(text), volumeId);
+        // A record we cannot trust is not guessed at: the RPC fails and the file stays for an operator.
+        if (typeof record === "string")
+          throw internal(`staging record of ${volumeId} in ${dir} is malformed: ${record}`);
+        return record;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+        if (e instanceof SyntaxError)
+          throw internal(`staging record of ${volumeId} in ${dir} is not JSON: ${e.message}`);
+        throw e;
+      }
+    });
   return {
     dir,
     read,
-    write: (record) => io(`write staging record ${record.volume_id}`, async () => {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      // A symlink planted here would carry root's writes anywhere on the host.
-      if (!(await lstat(dir)).isDirectory()) throw new Error(`${dir} is not a plain directory; refusing to write staging records through it`);
-      const final = join(dir, fileName(record.volume_id));
-      const temp = `${final}.${process.pid}.${Date.now()}.tmp`;
-      await writeFile(temp, JSON.stringify(record, null, 2) + "\n", { mode: 0o600 });
-      crashPoint("record.temp-written");
-      await rename(temp, final);
-      crashPoint(`record.written.${record.state}${record.formatting ? ".formatting" : ""}`);
-    }),
-    removeTempFiles: () => io("remove temp staging records", async () => {
-      let names: string[] = [];
-      try { names = (await readdir(dir)).filter((n) => /\.json\.\d+\.\d+\.tmp$/.test(n)); } catch { return []; }
-      for (const n of names) await rm(join(dir, n), { force: true });
-      return names;
-    }),
-    remove: (volumeId) => io(`remove staging record ${volumeId}`, () => rm(join(dir, fileName(volumeId)), { force: true })),
-    list: () => io("list staging records", async () => {
-      let names: string[] = [];
-      try { names = (await readdir(dir)).filter((n) => n.endsWith(".json")); } catch { return []; }
-      const out: StagingRecord[] = [];
-      for (const n of names) {
-        const r = await read(n.slice(0, -5)).catch(() => null);
-        if (r) out.push(r);
-      }
-      return out;
-    }),
+    write: (record) =>
+      io(`write staging record ${record.volume_id}`, async () => {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        // A symlink planted here would carry root's writes anywhere on the host.
+        if (!(await lstat(dir)).isDirectory())
+          throw new Error(`${dir} is not a plain directory; refusing to write staging records through it`);
+        const final = join(dir, fileName(record.volume_id));
+        const temp = `${final}.${process.pid}.${Date.now()}.tmp`;
+        await writeFile(temp, JSON.stringify(record, null, 2) + "\n", { mode: 0o600 });
+        crashPoint("record.temp-written");
+        await rename(temp, final);
+        crashPoint(`record.written.${record.state}${record.formatting ? ".formatting" : ""}`);
+      }),
+    removeTempFiles: () =>
+      io("remove temp staging records", async () => {
+        let names: string[] = [];
+        try {
+          names = (await readdir(dir)).filter((n) => /\.json\.\d+\.\d+\.tmp$/.test(n));
+        } catch {
+          return [];
+        }
+        for (const n of names) await rm(join(dir, n), { force: true });
+        return names;
+      }),
+    remove: (volumeId) =>
+      io(`remove staging record ${volumeId}`, () => rm(join(dir, fileName(volumeId)), { force: true })),
+    list: () =>
+      io("list staging records", async () => {
+        let names: string[] = [];
+        try {
+          names = (await readdir(dir)).filter((n) => n.endsWith(".json"));
+        } catch {
+          return [];
+        }
+        const out: StagingRecord[] = [];
+        for (const n of names) {
+          const r = await read(n.slice(0, -5)).catch(() => null);
+          if (r) out.push(r);
+        }
+        return out;
+      }),
   };
 }

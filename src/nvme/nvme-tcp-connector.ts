@@ -34,7 +34,15 @@ export interface NvmeTcpTimeouts {
   rescanSettleMs: number;
 }
 
-const DEFAULTS: NvmeTcpTimeouts = { connectMs: 30_000, disconnectMs: 30_000, sysfsMs: 5_000, deviceSettleMs: 15_000, pollMs: 200, rescanMs: 10_000, rescanSettleMs: 5_000 };
+const DEFAULTS: NvmeTcpTimeouts = {
+  connectMs: 30_000,
+  disconnectMs: 30_000,
+  sysfsMs: 5_000,
+  deviceSettleMs: 15_000,
+  pollMs: 200,
+  rescanMs: 10_000,
+  rescanSettleMs: 5_000,
+};
 const ALREADY = /already connected|already in progress|EALREADY/i;
 
 /**
@@ -45,9 +53,11 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
   const t = { ...DEFAULTS, ...deps.timeouts };
   const bin = deps.nvmeBin ?? "nvme";
 
-  const lookup = (nqn: string, signal?: AbortSignal) => lookupNqn(deps.sysfsRoot, nqn, { timeoutMs: t.sysfsMs, signal });
+  const lookup = (nqn: string, signal?: AbortSignal) =>
+    lookupNqn(deps.sysfsRoot, nqn, { timeoutMs: t.sysfsMs, signal });
   const toDevice = (l: NqnLookup & { state: "found" }): AttachedDevice => ({
-    devicePath: join(deps.devRoot, l.namespace.name), dev: l.namespace.dev,
+    devicePath: join(deps.devRoot, l.namespace.name),
+    dev: l.namespace.dev,
     ...(l.namespace.sizeBytes ? { sizeBytes: l.namespace.sizeBytes } : {}),
   });
   const nqnOf = (v: VolumeTarget) => {
@@ -63,7 +73,8 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
   const notLive = (s: NvmeSubsystem): string | null => {
     if (s.controllers.some((c) => c.state === "live")) return null;
     // The kernel deleted the controller (ctrl_loss_tmo passed); a mounted namespace lingers until closed.
-    if (s.controllers.length === 0) return "has no NVMe controller left (the kernel stopped reconnecting: ctrl_loss_tmo passed); I/O on the volume fails";
+    if (s.controllers.length === 0)
+      return "has no NVMe controller left (the kernel stopped reconnecting: ctrl_loss_tmo passed); I/O on the volume fails";
     return `has no live NVMe controller (${s.controllers.map((c) => `${c.name} is ${c.state}`).join(", ")}); I/O on the volume waits until the kernel reconnects or gives up (ctrl_loss_tmo)`;
   };
 
@@ -76,19 +87,38 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
   }
 
   async function connect(v: VolumeTarget, nqn: string, signal?: AbortSignal) {
-    const args = ["connect", "-t", "tcp", "-a", v.address ?? "", "-s", String(v.port ?? 4420), "-n", nqn,
-      "-l", String(v.ctrlLossTmo ?? -1), "-c", String(v.reconnectDelay ?? 5)];
+    const args = [
+      "connect",
+      "-t",
+      "tcp",
+      "-a",
+      v.address ?? "",
+      "-s",
+      String(v.port ?? 4420),
+      "-n",
+      nqn,
+      "-l",
+      String(v.ctrlLossTmo ?? -1),
+      "-c",
+      String(v.reconnectDelay ?? 5),
+    ];
     if (v.keepAliveTmo) args.push("-k", String(v.keepAliveTmo));
     if (deps.hostNqn) args.push("-q", deps.hostNqn);
     const r = await deps.runner(bin, args, { timeoutMs: t.connectMs, signal, log: deps.log, logLevel: "info" });
     if (ok(r) || ALREADY.test(r.stderr + r.stdout)) return;
-    if (r.timedOut) throw unavailable(`nvme connect to ${nqn} at ${v.address}:${v.port} did not finish within ${t.connectMs} ms`);
+    if (r.timedOut)
+      throw unavailable(`nvme connect to ${nqn} at ${v.address}:${v.port} did not finish within ${t.connectMs} ms`);
     throw unavailable(`nvme connect to ${nqn} failed: ${describeFailure(r)}`);
   }
 
   async function disconnect(nqn: string, signal?: AbortSignal) {
     await gate(nqn, "disconnect", signal);
-    const r = await deps.runner(bin, ["disconnect", "-n", nqn], { timeoutMs: t.disconnectMs, signal, log: deps.log, logLevel: "info" });
+    const r = await deps.runner(bin, ["disconnect", "-n", nqn], {
+      timeoutMs: t.disconnectMs,
+      signal,
+      log: deps.log,
+      logLevel: "info",
+    });
     if (!ok(r)) throw unavailable(`nvme disconnect of ${nqn} failed: ${describeFailure(r)}`);
   }
 
@@ -118,13 +148,18 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
         if (problem) {
           // blkid or fsck on this device would sit in D state until the kernel gives up; leave it alone.
           log.warn({ problem, device: l.namespace.name }, "leftover connection is not live; not touching its device");
-          throw unavailable(`${nqn} ${problem}; not touching /dev/${l.namespace.name}; retry later or see rds-csi doctor and rds-csi gc`);
+          throw unavailable(
+            `${nqn} ${problem}; not touching /dev/${l.namespace.name}; retry later or see rds-csi doctor and rds-csi gc`,
+          );
         }
         return toDevice(l);
       }
       let reconnected = false;
       if (l.state === "orphaned") {
-        log.warn({ subsystem: l.subsystem.name }, "subsystem present without a block device; disconnecting to reconnect once");
+        log.warn(
+          { subsystem: l.subsystem.name },
+          "subsystem present without a block device; disconnecting to reconnect once",
+        );
         await disconnect(nqn, signal);
         reconnected = true;
       }
@@ -139,8 +174,13 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
         if (l.state === "found") return toDevice(l);
       }
       // Fail dumb: the connection stays; gc decides about it later.
-      log.error({ state: l.state, gc_would: `disconnect ${nqn} (nvme disconnect -n ${nqn})` }, "no block device after connect; leaving the connection in place");
-      throw unavailable(`connected to ${nqn} but no block device appeared within ${t.deviceSettleMs} ms (subsystem ${l.state}); left in place, see rds-csi gc`);
+      log.error(
+        { state: l.state, gc_would: `disconnect ${nqn} (nvme disconnect -n ${nqn})` },
+        "no block device after connect; leaving the connection in place",
+      );
+      throw unavailable(
+        `connected to ${nqn} but no block device appeared within ${t.deviceSettleMs} ms (subsystem ${l.state}); left in place, see rds-csi gc`,
+      );
     },
 
     async refreshSize(v, signal, minBytes) {
@@ -149,7 +189,12 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
       if (l.state !== "found") return;
       // Without an asynchronous event from the target the kernel keeps the old size until asked.
       for (const c of l.subsystem.controllers.filter((c) => c.state === "live")) {
-        const r = await deps.runner(bin, ["ns-rescan", join(deps.devRoot, c.name)], { timeoutMs: t.rescanMs, signal, log: deps.log, logLevel: "info" });
+        const r = await deps.runner(bin, ["ns-rescan", join(deps.devRoot, c.name)], {
+          timeoutMs: t.rescanMs,
+          signal,
+          log: deps.log,
+          logLevel: "info",
+        });
         if (!ok(r)) throw unavailable(`nvme ns-rescan of ${c.name} (${nqn}) failed: ${describeFailure(r)}`);
       }
       if (!minBytes) return;

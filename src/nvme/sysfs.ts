@@ -76,31 +76,52 @@ async function readNamespace(dir: string, name: string): Promise<NvmeNamespace |
   return Number.isFinite(sectors) && sectors > 0 ? { name, dev, sizeBytes: sectors * 512 } : { name, dev };
 }
 
-async function readController(classNvme: string, name: string): Promise<NvmeController & { namespaces: NvmeNamespace[] }> {
+async function readController(
+  classNvme: string,
+  name: string,
+): Promise<NvmeController & { namespaces: NvmeNamespace[] }> {
   const dir = join(classNvme, name);
   const [subsysnqn, state, transport, address, entries] = await Promise.all([
-    readText(join(dir, "subsysnqn")), readText(join(dir, "state")), readText(join(dir, "transport")),
-    readText(join(dir, "address")), list(dir),
+    readText(join(dir, "subsysnqn")),
+    readText(join(dir, "state")),
+    readText(join(dir, "transport")),
+    readText(join(dir, "address")),
+    list(dir),
   ]);
   const namespaces: NvmeNamespace[] = [];
   for (const e of entries.filter((e) => ANY_NAMESPACE.test(e)).sort(byNumber)) {
     const ns = await readNamespace(dir, e);
     if (ns) namespaces.push(ns);
   }
-  return { name, subsysnqn: subsysnqn ?? "", state: state ?? "unknown", transport: transport ?? "", address: address ?? "", namespaces };
+  return {
+    name,
+    subsysnqn: subsysnqn ?? "",
+    state: state ?? "unknown",
+    transport: transport ?? "",
+    address: address ?? "",
+    namespaces,
+  };
 }
 
 async function scan(sysfsRoot: string): Promise<NvmeSubsystem[]> {
   const classNvme = join(sysfsRoot, "class", "nvme");
   const classSubsys = join(sysfsRoot, "class", "nvme-subsystem");
-  const controllers = await Promise.all((await list(classNvme)).filter((n) => CONTROLLER.test(n)).sort(byNumber)
-    .map((n) => readController(classNvme, n)));
+  const controllers = await Promise.all(
+    (await list(classNvme))
+      .filter((n) => CONTROLLER.test(n))
+      .sort(byNumber)
+      .map((n) => readController(classNvme, n)),
+  );
   const claimed = new Set<string>();
   const result: NvmeSubsystem[] = [];
 
   for (const name of (await list(classSubsys)).filter((n) => SUBSYSTEM.test(n)).sort(byNumber)) {
     const dir = join(classSubsys, name);
-    const [nqn, iopolicy, entries] = await Promise.all([readText(join(dir, "subsysnqn")), readText(join(dir, "iopolicy")), list(dir)]);
+    const [nqn, iopolicy, entries] = await Promise.all([
+      readText(join(dir, "subsysnqn")),
+      readText(join(dir, "iopolicy")),
+      list(dir),
+    ]);
     if (!nqn) continue;
     const linked = new Set(entries.filter((e) => CONTROLLER.test(e)));
     // Controllers belong by link, or by NQN when the link is missing (older kernels).
@@ -114,7 +135,9 @@ async function scan(sysfsRoot: string): Promise<NvmeSubsystem[]> {
     result.push(assemble(name, nqn, iopolicy, mine, heads));
   }
   for (const c of controllers.filter((c) => !claimed.has(c.name) && c.subsysnqn)) {
-    const same = result.find((s) => s.name === `controller:${c.name}` || (s.name.startsWith("controller:") && s.nqn === c.subsysnqn));
+    const same = result.find(
+      (s) => s.name === `controller:${c.name}` || (s.name.startsWith("controller:") && s.nqn === c.subsysnqn),
+    );
     if (same) {
       same.controllers.push(strip(c));
       mergeNamespaces(same.namespaces, c.namespaces);
@@ -138,8 +161,13 @@ function mergeNamespaces(into: NvmeNamespace[], more: NvmeNamespace[]) {
 /** Whole-namespace devices (`nvmeXnY`) sort before per-path devices (`nvmeXcYnZ`). */
 const rank = (ns: NvmeNamespace) => (HEAD_NAMESPACE.test(ns.name) ? 0 : 1);
 
-function assemble(name: string, nqn: string, iopolicy: string | undefined,
-  controllers: (NvmeController & { namespaces: NvmeNamespace[] })[], heads: NvmeNamespace[]): NvmeSubsystem {
+function assemble(
+  name: string,
+  nqn: string,
+  iopolicy: string | undefined,
+  controllers: (NvmeController & { namespaces: NvmeNamespace[] })[],
+  heads: NvmeNamespace[],
+): NvmeSubsystem {
   const namespaces = [...heads];
   for (const c of controllers) mergeNamespaces(namespaces, c.namespaces);
   mergeNamespaces(namespaces, []);
@@ -148,7 +176,12 @@ function assemble(name: string, nqn: string, iopolicy: string | undefined,
 
 /** Every NVMe subsystem the kernel knows, with its controllers and namespaces. */
 export function listSubsystems(sysfsRoot: string, opts: SysfsOptions = {}): Promise<NvmeSubsystem[]> {
-  return withDeadline(`scan of ${sysfsRoot}/class/nvme*`, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, () => scan(sysfsRoot), opts.signal);
+  return withDeadline(
+    `scan of ${sysfsRoot}/class/nvme*`,
+    opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    () => scan(sysfsRoot),
+    opts.signal,
+  );
 }
 
 export type NqnLookup =
@@ -172,15 +205,23 @@ export async function lookupNqn(sysfsRoot: string, nqn: string, opts: SysfsOptio
  * The block device for an NQN, preferring `nvmeXnY` (the multipath head, or the plain namespace)
  * over a per-path `nvmeXcYnZ`, which has no device node of its own. Null when none exists.
  */
-export async function findNamespaceByNqn(sysfsRoot: string, nqn: string, opts: SysfsOptions = {}): Promise<NvmeNamespace | null> {
+export async function findNamespaceByNqn(
+  sysfsRoot: string,
+  nqn: string,
+  opts: SysfsOptions = {},
+): Promise<NvmeNamespace | null> {
   const found = await lookupNqn(sysfsRoot, nqn, opts);
   return found.state === "found" ? found.namespace : null;
 }
 
 /** `nvme_core` multipath switch: true/false, or undefined when the module parameter is absent. */
 export async function nativeMultipath(sysfsRoot: string, opts: SysfsOptions = {}): Promise<boolean | undefined> {
-  const v = await withDeadline("read of nvme_core multipath", opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    () => readText(join(sysfsRoot, "module", "nvme_core", "parameters", "multipath")), opts.signal);
+  const v = await withDeadline(
+    "read of nvme_core multipath",
+    opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    () => readText(join(sysfsRoot, "module", "nvme_core", "parameters", "multipath")),
+    opts.signal,
+  );
   if (v === undefined) return undefined;
   return v === "Y" || v === "1";
 }

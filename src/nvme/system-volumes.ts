@@ -24,13 +24,22 @@ const isUnder = (path: string, tree: string) => {
   return path.startsWith(t) && path.length > t.length;
 };
 
-export const isWorkloadMount = (mountPoint: string, trees: readonly string[]) => trees.some((t) => isUnder(mountPoint, t));
+export const isWorkloadMount = (mountPoint: string, trees: readonly string[]) =>
+  trees.some((t) => isUnder(mountPoint, t));
 
 async function readText(path: string): Promise<string | undefined> {
-  try { return (await readFile(path, "utf8")).trim(); } catch { return undefined; }
+  try {
+    return (await readFile(path, "utf8")).trim();
+  } catch {
+    return undefined;
+  }
 }
 async function list(dir: string): Promise<string[]> {
-  try { return await readdir(dir); } catch { return []; }
+  try {
+    return await readdir(dir);
+  } catch {
+    return [];
+  }
 }
 
 /**
@@ -48,26 +57,38 @@ async function stackedDevs(sysfsRoot: string, blockName: string, seen = new Set<
   for (const part of children) {
     const pdev = await readText(join(dir, part, "dev"));
     if (pdev) out.add(pdev);
-    for (const h of await list(join(dir, part, "holders"))) (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
+    for (const h of await list(join(dir, part, "holders")))
+      (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
   }
   for (const h of await list(join(dir, "holders"))) (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
   return out;
 }
 
 /** NQNs of subsystems with a namespace (or anything stacked on it) mounted outside the workload trees. */
-export async function systemVolumeNqns(sysfsRoot: string, mounts: readonly MountEntry[], opts: SystemVolumeOptions,
-  subsystems?: readonly NvmeSubsystem[]): Promise<Set<string>> {
-  const systemDevs = new Set(mounts.filter((m) => !isWorkloadMount(m.mountPoint, opts.workloadTrees)).map((m) => m.dev));
-  const subs = subsystems ?? await listSubsystems(sysfsRoot, { timeoutMs: opts.timeoutMs, signal: opts.signal });
-  return withDeadline("scan of block device holders", opts.timeoutMs ?? 5_000, async () => {
-    const result = new Set<string>();
-    for (const s of subs) {
-      for (const ns of s.namespaces) {
-        const devs = await stackedDevs(sysfsRoot, ns.name);
-        devs.add(ns.dev);
-        if ([...devs].some((d) => systemDevs.has(d))) result.add(s.nqn);
+export async function systemVolumeNqns(
+  sysfsRoot: string,
+  mounts: readonly MountEntry[],
+  opts: SystemVolumeOptions,
+  subsystems?: readonly NvmeSubsystem[],
+): Promise<Set<string>> {
+  const systemDevs = new Set(
+    mounts.filter((m) => !isWorkloadMount(m.mountPoint, opts.workloadTrees)).map((m) => m.dev),
+  );
+  const subs = subsystems ?? (await listSubsystems(sysfsRoot, { timeoutMs: opts.timeoutMs, signal: opts.signal }));
+  return withDeadline(
+    "scan of block device holders",
+    opts.timeoutMs ?? 5_000,
+    async () => {
+      const result = new Set<string>();
+      for (const s of subs) {
+        for (const ns of s.namespaces) {
+          const devs = await stackedDevs(sysfsRoot, ns.name);
+          devs.add(ns.dev);
+          if ([...devs].some((d) => systemDevs.has(d))) result.add(s.nqn);
+        }
       }
-    }
-    return result;
-  }, opts.signal);
+      return result;
+    },
+    opts.signal,
+  );
 }

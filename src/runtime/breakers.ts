@@ -1,6 +1,12 @@
 import {
-  BrokenCircuitError, CircuitState, ExponentialBackoff, circuitBreaker, handleWhen, noJitterGenerator,
-  type CircuitBreakerPolicy, type IBreaker,
+  BrokenCircuitError,
+  CircuitState,
+  ExponentialBackoff,
+  circuitBreaker,
+  handleWhen,
+  noJitterGenerator,
+  type CircuitBreakerPolicy,
+  type IBreaker,
 } from "cockatiel";
 import { isDomainError, unavailable } from "./errors.ts";
 import type { Logger } from "./log.ts";
@@ -69,7 +75,9 @@ const countsAsFailure = (e: unknown) => !(isDomainError(e) && NOT_A_HEALTH_SIGNA
 class PerKindConsecutiveBreaker implements IBreaker {
   readonly counts = new Map<string, number>();
   constructor(private readonly threshold: number) {}
-  get state(): unknown { return Object.fromEntries(this.counts); }
+  get state(): unknown {
+    return Object.fromEntries(this.counts);
+  }
   set state(v: unknown) {
     this.counts.clear();
     for (const [k, n] of Object.entries((v ?? {}) as Record<string, number>)) this.counts.set(k, n);
@@ -107,19 +115,33 @@ export function createBreakerRegistry(opts: BreakerRegistryOptions = {}): Breake
    * what cockatiel itself calls half-open. Reporting `open` with an `openUntil` in the past was a lie.
    */
   function infoOf(key: string, e: Entry): BreakerInfo {
-    const own = (e.policy.toJSON() as { ownState: { value: CircuitState; openedAt?: number; attemptNo?: number } }).ownState;
-    const info: BreakerInfo = { key, state: "closed", failures: e.counts.highest(), opens: 0, ...(e.lastError ? { lastError: e.lastError } : {}) };
+    const own = (e.policy.toJSON() as { ownState: { value: CircuitState; openedAt?: number; attemptNo?: number } })
+      .ownState;
+    const info: BreakerInfo = {
+      key,
+      state: "closed",
+      failures: e.counts.highest(),
+      opens: 0,
+      ...(e.lastError ? { lastError: e.lastError } : {}),
+    };
     if (e.policy.state === CircuitState.HalfOpen) return { ...info, state: "half-open", opens: own.attemptNo ?? 1 };
     if (e.policy.state !== CircuitState.Open) return info;
     const opens = own.attemptNo ?? 1;
     const openUntil = (own.openedAt ?? 0) + openPeriod(opens);
-    return openUntil > Date.now() ? { ...info, state: "open", opens, openUntil } : { ...info, state: "half-open", opens };
+    return openUntil > Date.now()
+      ? { ...info, state: "open", opens, openUntil }
+      : { ...info, state: "half-open", opens };
   }
 
   function create(key: string): Entry {
     const counts = new PerKindConsecutiveBreaker(threshold);
     const policy = circuitBreaker(handleWhen(countsAsFailure), {
-      halfOpenAfter: new ExponentialBackoff({ initialDelay: initialOpenMs, maxDelay: maxOpenMs, exponent: 2, generator: noJitterGenerator }),
+      halfOpenAfter: new ExponentialBackoff({
+        initialDelay: initialOpenMs,
+        maxDelay: maxOpenMs,
+        exponent: 2,
+        generator: noJitterGenerator,
+      }),
       breaker: counts,
     });
     const entry: Entry = { policy, counts };
@@ -128,8 +150,12 @@ export function createBreakerRegistry(opts: BreakerRegistryOptions = {}): Breake
       // A trial that succeeded closes the breaker for every kind of call.
       if (s === CircuitState.Closed) counts.counts.clear();
       const info = infoOf(key, entry);
-      const name: BreakerStateName = s === CircuitState.Closed ? "closed" : s === CircuitState.HalfOpen ? "half-open" : "open";
-      opts.log?.[name === "open" ? "warn" : "info"]({ breaker: key, state: name, failures: info.failures, open_until: info.openUntil }, "breaker state change");
+      const name: BreakerStateName =
+        s === CircuitState.Closed ? "closed" : s === CircuitState.HalfOpen ? "half-open" : "open";
+      opts.log?.[name === "open" ? "warn" : "info"](
+        { breaker: key, state: name, failures: info.failures, open_until: info.openUntil },
+        "breaker state change",
+      );
       opts.onStateChange?.(key, name);
     });
     entries.set(key, entry);

@@ -12,12 +12,20 @@ export const socketPathOf = (endpoint: string): string | undefined =>
  * record exists: one line naming the option and the value when another user could tamper with them.
  * Light on purpose: gc borrows the controller's options and must not load gRPC through this.
  */
-export function daemonDirsProblem(c: { endpoint?: unknown; stateDir?: unknown; allowSharedSocketDir?: unknown }): string | null {
+export function daemonDirsProblem(c: {
+  endpoint?: unknown;
+  stateDir?: unknown;
+  allowSharedSocketDir?: unknown;
+}): string | null {
   const socketPath = socketPathOf(String(c.endpoint ?? ""));
   if (socketPath && c.allowSharedSocketDir !== true) {
     const dir = dirname(socketPath);
     let exists = true;
-    try { statSync(dir); } catch { exists = false; }
+    try {
+      statSync(dir);
+    } catch {
+      exists = false;
+    }
     const problem = exists ? socketDirProblem(dir, false) : null;
     if (problem) return `option --endpoint: socket directory ${dir} ${problem} (--allow-shared-socket-dir accepts it)`;
   }

@@ -48,8 +48,14 @@ export const ok = (r: ExecResult) => r.exitCode === 0;
 
 /** A command's output was cut at the runner's byte bound: a decision on half a listing is a wrong decision. */
 export class TruncatedOutputError extends DomainError {
-  constructor(readonly result: ExecResult, what: string) {
-    super("unavailable", `${what}: the output of ${result.command} was longer than the runner keeps and was cut; not deciding on part of it`);
+  constructor(
+    readonly result: ExecResult,
+    what: string,
+  ) {
+    super(
+      "unavailable",
+      `${what}: the output of ${result.command} was longer than the runner keeps and was cut; not deciding on part of it`,
+    );
   }
 }
 
@@ -69,7 +75,9 @@ export function describeFailure(r: ExecResult): string {
   return `${cmd}: ${why}${tail ? `: ${tail}` : ""}`;
 }
 
-export function createRunner(defaults: { log?: Logger; onStuckChange?: (n: number) => void } = {}): Runner & RunnerStats {
+export function createRunner(
+  defaults: { log?: Logger; onStuckChange?: (n: number) => void } = {},
+): Runner & RunnerStats {
   const stuck = new Set<number>();
   const run = (command: string, args: readonly string[], opts: ExecOptions): Promise<ExecResult> => {
     const log = opts.log ?? defaults.log;
@@ -90,8 +98,14 @@ export function createRunner(defaults: { log?: Logger; onStuckChange?: (n: numbe
       let exited = false;
       const append = (into: Buffer[], key: "out" | "err", chunk: Buffer) => {
         const room = max - size[key];
-        if (room <= 0) { truncated = true; return; }
-        if (chunk.length > room) { truncated = true; chunk = chunk.subarray(0, room); }
+        if (room <= 0) {
+          truncated = true;
+          return;
+        }
+        if (chunk.length > room) {
+          truncated = true;
+          chunk = chunk.subarray(0, room);
+        }
         into.push(chunk);
         size[key] += chunk.length;
       };
@@ -113,22 +127,45 @@ export function createRunner(defaults: { log?: Logger; onStuckChange?: (n: numbe
         const stdout = Buffer.concat(out).toString("utf8");
         const stderr = Buffer.concat(err).toString("utf8");
         const r: ExecResult = {
-          command, args: [...args], durationMs: Math.round(performance.now() - started),
-          exitCode: code, signal: sig, timedOut, aborted, stdout, stderr, truncated,
+          command,
+          args: [...args],
+          durationMs: Math.round(performance.now() - started),
+          exitCode: code,
+          signal: sig,
+          timedOut,
+          aborted,
+          stdout,
+          stderr,
+          truncated,
           ...(spawnError ? { spawnError } : {}),
         };
         const level = timedOut ? "warn" : (opts.logLevel ?? "debug");
-        log?.[level]({
-          ...shown, duration_ms: r.durationMs, exit_code: code, signal: sig, timed_out: timedOut,
-          ...(spawnError ? { spawn_error: spawnError } : {}),
-          ...(code !== 0 ? { stderr: redactText(stderr.slice(-2000)) } : {}),
-        }, "exec end");
+        log?.[level](
+          {
+            ...shown,
+            duration_ms: r.durationMs,
+            exit_code: code,
+            signal: sig,
+            timed_out: timedOut,
+            ...(spawnError ? { spawn_error: spawnError } : {}),
+            ...(code !== 0 ? { stderr: redactText(stderr.slice(-2000)) } : {}),
+          },
+          "exec end",
+        );
         return r;
       }
 
       const killGroup = () => {
         if (child.pid === undefined) return;
-        try { process.kill(-child.pid, "SIGKILL"); } catch { try { child.kill("SIGKILL"); } catch { /* gone */ } }
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          try {
+            child.kill("SIGKILL");
+          } catch {
+            /* gone */
+          }
+        }
       };
 
       const release = (code: number | null, sig: string | null, spawnError?: string) => {
@@ -150,8 +187,14 @@ export function createRunner(defaults: { log?: Logger; onStuckChange?: (n: numbe
           }
         }, REAP_GRACE_MS).unref?.();
       };
-      const timer = setTimeout(() => { timedOut = true; expire(); }, opts.timeoutMs);
-      const onAbort = () => { aborted = true; expire(); };
+      const timer = setTimeout(() => {
+        timedOut = true;
+        expire();
+      }, opts.timeoutMs);
+      const onAbort = () => {
+        aborted = true;
+        expire();
+      };
       if (opts.signal?.aborted) onAbort();
       else opts.signal?.addEventListener("abort", onAbort, { once: true });
 
@@ -167,8 +210,14 @@ export function createRunner(defaults: { log?: Logger; onStuckChange?: (n: numbe
         if (child.pid !== undefined && stuck.delete(child.pid)) defaults.onStuckChange?.(stuck.size);
         // Output may still be in flight; 'close' follows once the pipes drain. A grandchild that
         // kept the pipes open must not hold us: give it a moment, then kill the group and go.
-        const drain = setTimeout(() => { killGroup(); release(code, sig); }, 200);
-        child.once("close", () => { clearTimeout(drain); release(code, sig); });
+        const drain = setTimeout(() => {
+          killGroup();
+          release(code, sig);
+        }, 200);
+        child.once("close", () => {
+          clearTimeout(drain);
+          release(code, sig);
+        });
       });
     });
   };

@@ -31,5 +31,15 @@ export function createRuntime<C extends CommonConfig>(
     onStateChange: (key, state) => recordBreakerState(metrics, key, state),
   });
   const shutdown = createShutdownCoordinator({ graceMs: config.shutdownGrace, log });
-  return { mode: opts.mode, config, log, runner, breakers, shutdown, metrics, version: opts.version, positionals: opts.positionals ?? [] };
+  return {
+    mode: opts.mode,
+    config,
+    log,
+    runner,
+    breakers,
+    shutdown,
+    metrics,
+    version: opts.version,
+    positionals: opts.positionals ?? [],
+  };
 }

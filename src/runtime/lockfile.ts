@@ -59,7 +59,12 @@ export interface HeldLock {
 
 export function acquireLock(path: string, opts: { command: string }): HeldLock {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const mine: LockInfo = { pid: process.pid, startedAt: new Date().toISOString(), command: opts.command, procStart: procStartOf(process.pid) };
+  const mine: LockInfo = {
+    pid: process.pid,
+    startedAt: new Date().toISOString(),
+    command: opts.command,
+    procStart: procStartOf(process.pid),
+  };
   let replacedStale: LockState | undefined;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -72,7 +77,11 @@ export function acquireLock(path: string, opts: { command: string }): HeldLock {
         release() {
           const cur = readLock(path);
           if (cur && cur.pid === mine.pid) {
-            try { unlinkSync(path); } catch { /* already gone */ }
+            try {
+              unlinkSync(path);
+            } catch {
+              /* already gone */
+            }
           }
         },
       };
@@ -80,11 +89,21 @@ export function acquireLock(path: string, opts: { command: string }): HeldLock {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       const holder = readLock(path);
       if (holder?.alive) {
-        throw new DomainError("failed-precondition", `lock ${path} is held by pid ${holder.pid} (${holder.command}, since ${holder.startedAt})`);
+        throw new DomainError(
+          "failed-precondition",
+          `lock ${path} is held by pid ${holder.pid} (${holder.command}, since ${holder.startedAt})`,
+        );
       }
       replacedStale = holder ?? undefined;
-      try { unlinkSync(path); } catch { /* raced with another remover */ }
+      try {
+        unlinkSync(path);
+      } catch {
+        /* raced with another remover */
+      }
     }
   }
-  throw new DomainError("failed-precondition", `could not take lock ${path}: another process is taking it at the same time`);
+  throw new DomainError(
+    "failed-precondition",
+    `could not take lock ${path}: another process is taking it at the same time`,
+  );
 }

@@ -12,7 +12,14 @@ export interface LoggerOptions {
   base?: Record<string, unknown>;
 }
 
-const LEVEL_NAMES: Record<number, string> = { 10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL" };
+const LEVEL_NAMES: Record<number, string> = {
+  10: "TRACE",
+  20: "DEBUG",
+  30: "INFO",
+  40: "WARN",
+  50: "ERROR",
+  60: "FATAL",
+};
 
 /** A human-readable line writer; pino's own pretty transport needs a worker thread, which the compiled binary lacks. */
 function prettyStream(out: { write(line: string): unknown }) {
@@ -24,7 +31,9 @@ function prettyStream(out: { write(line: string): unknown }) {
           .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
           .join(" ");
         const ts = new Date(time).toISOString().slice(11, 23);
-        out.write(`${ts} ${(LEVEL_NAMES[level] ?? String(level).toUpperCase()).padEnd(5)} ${msg ?? ""}${extras ? "  " + extras : ""}\n`);
+        out.write(
+          `${ts} ${(LEVEL_NAMES[level] ?? String(level).toUpperCase()).padEnd(5)} ${msg ?? ""}${extras ? "  " + extras : ""}\n`,
+        );
       } catch {
         out.write(line);
       }

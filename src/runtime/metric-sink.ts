@@ -22,7 +22,15 @@ export const BREAKER_STATE_VALUE = { closed: 0, "half-open": 1, open: 2 } as con
 
 export function silentMetrics(): Metrics {
   const none = { observe() {}, inc() {}, dec() {}, set() {} };
-  return { rpcDuration: none, rpcInFlight: none, breakerState: none, breakerOpens: none, breakerAnnotationResets: none, stuckChildren: none, render: async () => "" };
+  return {
+    rpcDuration: none,
+    rpcInFlight: none,
+    breakerState: none,
+    breakerOpens: none,
+    breakerAnnotationResets: none,
+    stuckChildren: none,
+    render: async () => "",
+  };
 }
 
 export function recordBreakerState(metrics: Metrics, key: string, state: keyof typeof BREAKER_STATE_VALUE) {

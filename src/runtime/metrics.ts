@@ -23,11 +23,35 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Promethe
       buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60],
       registers: [registry],
     }),
-    rpcInFlight: new Gauge({ name: "rds_csi_rpc_in_flight", help: "CSI RPCs currently running", labelNames: ["method"], registers: [registry] }),
-    breakerState: new Gauge({ name: "rds_csi_breaker_state", help: "Circuit breaker state: 0 closed, 1 half-open, 2 open", labelNames: ["key"], registers: [registry] }),
-    breakerOpens: new Counter({ name: "rds_csi_breaker_opens_total", help: "Times a circuit breaker opened", labelNames: ["key"], registers: [registry] }),
-    breakerAnnotationResets: new Counter({ name: "rds_csi_breaker_annotation_resets_total", help: "Circuit breakers reset by the PV annotation rds.csi.srvlab.io/reset-circuit-breaker=true", labelNames: ["key"], registers: [registry] }),
-    stuckChildren: new Gauge({ name: "rds_csi_stuck_children", help: "Child processes killed at their deadline that have not been reaped (likely D state)", registers: [registry] }),
+    rpcInFlight: new Gauge({
+      name: "rds_csi_rpc_in_flight",
+      help: "CSI RPCs currently running",
+      labelNames: ["method"],
+      registers: [registry],
+    }),
+    breakerState: new Gauge({
+      name: "rds_csi_breaker_state",
+      help: "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+      labelNames: ["key"],
+      registers: [registry],
+    }),
+    breakerOpens: new Counter({
+      name: "rds_csi_breaker_opens_total",
+      help: "Times a circuit breaker opened",
+      labelNames: ["key"],
+      registers: [registry],
+    }),
+    breakerAnnotationResets: new Counter({
+      name: "rds_csi_breaker_annotation_resets_total",
+      help: "Circuit breakers reset by the PV annotation rds.csi.srvlab.io/reset-circuit-breaker=true",
+      labelNames: ["key"],
+      registers: [registry],
+    }),
+    stuckChildren: new Gauge({
+      name: "rds_csi_stuck_children",
+      help: "Child processes killed at their deadline that have not been reaped (likely D state)",
+      registers: [registry],
+    }),
   };
 }
 

@@ -20,4 +20,3 @@ export interface ModeContext<C = Config> {
   /** Positional arguments after the mode's own (e.g. breaker reset <key>). */
   positionals: string[];
 }
-

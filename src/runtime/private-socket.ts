@@ -24,7 +24,8 @@ export function socketDirProblem(dir: string, allowShared: boolean): string | nu
   if (!st.isDirectory()) return "is not a directory";
   if (allowShared) return null;
   const mode = st.mode & 0o7777;
-  if (mode & 0o002) return `is writable by every user (mode ${mode.toString(8).padStart(4, "0")}); another user could replace the socket`;
+  if (mode & 0o002)
+    return `is writable by every user (mode ${mode.toString(8).padStart(4, "0")}); another user could replace the socket`;
   if (mode & 0o020 && st.gid !== 0 && st.gid !== process.getgid?.()) {
     return `is writable by group ${st.gid} (mode ${mode.toString(8).padStart(4, "0")}); another user could replace the socket`;
   }
@@ -34,7 +35,11 @@ export function socketDirProblem(dir: string, allowShared: boolean): string | nu
 /** Removes a stale socket of ours; any other file at the path is someone else's. */
 function removeStaleSocket(path: string): void {
   try {
-    if (!lstatSync(path).isSocket()) throw new DomainError("failed-precondition", `socket path ${path} exists and is not a socket; refusing to remove it`);
+    if (!lstatSync(path).isSocket())
+      throw new DomainError(
+        "failed-precondition",
+        `socket path ${path} exists and is not a socket; refusing to remove it`,
+      );
     unlinkSync(path);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
@@ -59,7 +64,12 @@ function publish(privateDir: string, finalPath: string, mode: number): void {
   renameSync(tempPath, finalPath);
 }
 
-export async function bindPrivateSocket<T>(finalPath: string, mode: number, opts: PrivateSocketOptions, bind: (tempPath: string) => Promise<T>): Promise<T> {
+export async function bindPrivateSocket<T>(
+  finalPath: string,
+  mode: number,
+  opts: PrivateSocketOptions,
+  bind: (tempPath: string) => Promise<T>,
+): Promise<T> {
   const privateDir = prepare(finalPath, opts);
   try {
     const result = await bind(join(privateDir, "s"));
@@ -70,7 +80,12 @@ export async function bindPrivateSocket<T>(finalPath: string, mode: number, opts
   }
 }
 
-export function bindPrivateSocketSync<T>(finalPath: string, mode: number, opts: PrivateSocketOptions, bind: (tempPath: string) => T): T {
+export function bindPrivateSocketSync<T>(
+  finalPath: string,
+  mode: number,
+  opts: PrivateSocketOptions,
+  bind: (tempPath: string) => T,
+): T {
   const privateDir = prepare(finalPath, opts);
   try {
     const result = bind(join(privateDir, "s"));

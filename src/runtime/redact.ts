@@ -4,13 +4,21 @@
  */
 export const REDACTED = "[REDACTED]";
 
-const SECRET_KEY = /pass(word|wd)?|secret|token|authorization|auth[-_]?key|chap|dhchap|credential|api[-_]?key|private[-_]?key/i;
+const SECRET_KEY =
+  /pass(word|wd)?|secret|token|authorization|auth[-_]?key|chap|dhchap|credential|api[-_]?key|private[-_]?key/i;
 
 export const isSecretKey = (key: string) => SECRET_KEY.test(key);
 
 /** Flags whose next argument is a secret (nvme-cli DH-CHAP keys, generic password flags). */
 const SECRET_FLAGS = new Set([
-  "-S", "--dhchap-secret", "-C", "--dhchap-ctrl-secret", "--password", "--token", "-p", "--secret",
+  "-S",
+  "--dhchap-secret",
+  "-C",
+  "--dhchap-ctrl-secret",
+  "--password",
+  "--token",
+  "-p",
+  "--secret",
 ]);
 
 /**
@@ -22,7 +30,10 @@ const TEXT_PATTERNS: [RegExp, string][] = [
   [/(authorization:\s{0,16})(basic|bearer)\s{1,16}[^\s]{1,4096}/gi, `$1$2 ${REDACTED}`],
   [/\b(basic|bearer)\s{1,16}[A-Za-z0-9+/=._-]{8,4096}/gi, `$1 ${REDACTED}`],
   [/DHHC-1:[0-9a-f]{2}:[A-Za-z0-9+/=]{1,4096}:?/g, REDACTED],
-  [/((?:password|passwd|secret|token|chap)[\w.-]{0,64}\s{0,16}[=:]\s{0,16})("[^"]{0,4096}"?|'[^']{0,4096}'?|[^\s,&"'}]{1,4096})/gi, `$1${REDACTED}`],
+  [
+    /((?:password|passwd|secret|token|chap)[\w.-]{0,64}\s{0,16}[=:]\s{0,16})("[^"]{0,4096}"?|'[^']{0,4096}'?|[^\s,&"'}]{1,4096})/gi,
+    `$1${REDACTED}`,
+  ],
   [/(https?:\/\/)([^:@/\s]{1,256}):([^@/\s]{1,1024})@/gi, `$1$2:${REDACTED}@`],
 ];
 
@@ -30,7 +41,10 @@ const TEXT_PATTERNS: [RegExp, string][] = [
 export const MAX_LOGGED_TEXT = 16 * 1024;
 
 export function redactText(text: string): string {
-  let out = text.length > MAX_LOGGED_TEXT ? `${text.slice(0, MAX_LOGGED_TEXT)}…[${text.length - MAX_LOGGED_TEXT} more characters cut]` : text;
+  let out =
+    text.length > MAX_LOGGED_TEXT
+      ? `${text.slice(0, MAX_LOGGED_TEXT)}…[${text.length - MAX_LOGGED_TEXT} more characters cut]`
+      : text;
   for (const [re, repl] of TEXT_PATTERNS) out = out.replace(re, repl);
   return out;
 }

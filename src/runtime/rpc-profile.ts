@@ -10,7 +10,8 @@ export interface RpcProfile {
 const scope = new AsyncLocalStorage<RpcProfile>();
 
 /** readMountinfo reads the table in a child `cat …/mountinfo` (never in-process: see mount/mountinfo.ts). */
-const readsMountTable = (command: string, args: readonly string[]) => command === "cat" && args.some((a) => a.endsWith("/mountinfo"));
+const readsMountTable = (command: string, args: readonly string[]) =>
+  command === "cat" && args.some((a) => a.endsWith("/mountinfo"));
 
 /**
  * The same runner, counting each child into the profile of the RPC it runs for (concurrent RPCs
@@ -42,5 +43,9 @@ export async function profiled<T>(fn: () => Promise<T>, done: (p: RpcProfile) =>
 
 /** The profile as log fields: counts, plus the commands in order (names only, never arguments). */
 export function profileFields(p: RpcProfile) {
-  return { children: p.children.length, mount_table_reads: p.mountTableReads, commands: p.children.map((c) => c.command).join(" ") };
+  return {
+    children: p.children.length,
+    mount_table_reads: p.mountTableReads,
+    commands: p.children.map((c) => c.command).join(" "),
+  };
 }

@@ -84,13 +84,18 @@ export function createShutdownCoordinator(opts: ShutdownOptions): ShutdownCoordi
         const drained = await waitIdle(opts.graceMs);
         if (!drained) {
           for (const op of ops.values()) {
-            opts.log.error({ op: op.name, key: op.key, age_ms: Date.now() - op.startedAt }, "shutdown: operation still running at end of grace");
+            opts.log.error(
+              { op: op.name, key: op.key, age_ms: Date.now() - op.startedAt },
+              "shutdown: operation still running at end of grace",
+            );
           }
         }
         for (const close of closers.reverse()) {
           const t = opts.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
           await Promise.race([
-            Promise.resolve().then(close).catch((e) => opts.log.warn({ err: e }, "shutdown: closer failed")),
+            Promise.resolve()
+              .then(close)
+              .catch((e) => opts.log.warn({ err: e }, "shutdown: closer failed")),
             new Promise((r) => setTimeout(r, t).unref?.()),
           ]);
         }

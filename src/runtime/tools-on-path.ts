@@ -7,7 +7,12 @@ import { accessSync, constants, statSync } from "node:fs";
  * PATH directories are system directories (the Nix store, /usr), never a probed mount.
  */
 export function findOnPath(name: string, pathEnv: string | undefined = process.env.PATH): string | undefined {
-  const candidates = name.includes("/") ? [name] : (pathEnv ?? "").split(":").filter(Boolean).map((dir) => `${dir}/${name}`);
+  const candidates = name.includes("/")
+    ? [name]
+    : (pathEnv ?? "")
+        .split(":")
+        .filter(Boolean)
+        .map((dir) => `${dir}/${name}`);
   return candidates.find(isExecutableFile);
 }
 

@@ -8,7 +8,14 @@ import { fileFixture, routerOsFixture, type BackendFixture, type RouterOsFixture
 
 const GiB = 2 ** 30;
 const VP = "/storage-pool/metal-csi";
-const params: VolumeParams = { volumePath: VP, nvmePort: 4420, ctrlLossTmo: -1, reconnectDelay: 5, keepAliveTmo: 0, fsType: "ext4" };
+const params: VolumeParams = {
+  volumePath: VP,
+  nvmePort: 4420,
+  ctrlLossTmo: -1,
+  reconnectDelay: 5,
+  keepAliveTmo: 0,
+  fsType: "ext4",
+};
 
 /** The first bytes of a (large, sparse) file without reading all of it. */
 function head(path: string, n: number): string {
@@ -40,16 +47,23 @@ const ROUTEROS_MODES: { name: string; sim: RouterOsFixtureOptions }[] = [
   { name: "routeros, no comment", sim: { fields: { comment: false } } },
   { name: "routeros, no creation-time", sim: { fields: { creationTime: false } } },
   { name: "routeros, no status", sim: { fields: { status: false } } },
-  { name: "routeros, only documented fields, no /file times", sim: { fields: { comment: false, creationTime: false, status: false }, fileTimes: false } },
+  {
+    name: "routeros, only documented fields, no /file times",
+    sim: { fields: { comment: false, creationTime: false, status: false }, fileTimes: false },
+  },
 ];
 
 /** One suite, two backends (the RouterOS one in every field mode): whatever the controller relies on must hold for all. */
 for (const variant of [{ name: "file", sim: undefined }, ...ROUTEROS_MODES]) {
-  const kind = variant.sim ? "routeros" as const : "file" as const;
+  const kind = variant.sim ? ("routeros" as const) : ("file" as const);
   describe(`backend contract: ${variant.name}`, () => {
     let f: BackendFixture;
-    beforeAll(async () => { f = kind === "file" ? await fileFixture() : await routerOsFixture({ copyMs: 30, ...variant.sim }); });
-    afterAll(async () => { await f.close(); });
+    beforeAll(async () => {
+      f = kind === "file" ? await fileFixture() : await routerOsFixture({ copyMs: 30, ...variant.sim });
+    });
+    afterAll(async () => {
+      await f.close();
+    });
     /** Is the backing file of this disk present where the backend keeps it? */
     const fileExists = (path: string) =>
       kind === "file" ? existsSync(path) : f.sim!.state.files().some((x) => x.name === path.replace(/^\//, ""));
@@ -93,20 +107,47 @@ for (const variant of [{ name: "file", sim: undefined }, ...ROUTEROS_MODES]) {
       // CSI: creation_time is the real time the snapshot was cut, and it does not move.
       expect(s.createdAt).toBeGreaterThan(Date.now() - 3_600_000);
       expect((await f.backend.createSnapshot(snapId, vol, VP)).id).toBe(snapId);
-      expect((await f.backend.listSnapshots()).find((x) => x.id === snapId)).toMatchObject({ createdAt: s.createdAt, sourceVolumeId: vol });
+      expect((await f.backend.listSnapshots()).find((x) => x.id === snapId)).toMatchObject({
+        createdAt: s.createdAt,
+        sourceVolumeId: vol,
+      });
       expect((await f.backend.getSnapshot(snapId))?.createdAt).toBe(s.createdAt);
       if (kind === "file") writeFileSync(d.filePath, "payload-AFTER--snapshot", { flag: "r+" });
 
-      const restored = await f.backend.createDisk({ id: volumeIdForName("contract-restore"), sizeBytes: 2 * GiB, volumePath: VP, source: { kind: "snapshot", id: snapId }, meta: { source: snapId } });
+      const restored = await f.backend.createDisk({
+        id: volumeIdForName("contract-restore"),
+        sizeBytes: 2 * GiB,
+        volumePath: VP,
+        source: { kind: "snapshot", id: snapId },
+        meta: { source: snapId },
+      });
       expect(restored).toMatchObject({ sizeBytes: 2 * GiB, copying: false, meta: { source: snapId } });
-      const clone = await f.backend.createDisk({ id: volumeIdForName("contract-clone"), sizeBytes: GiB, volumePath: VP, source: { kind: "volume", id: vol }, meta: { source: vol } });
+      const clone = await f.backend.createDisk({
+        id: volumeIdForName("contract-clone"),
+        sizeBytes: GiB,
+        volumePath: VP,
+        source: { kind: "volume", id: vol },
+        meta: { source: vol },
+      });
       expect(clone.meta.source).toBe(vol);
       if (kind === "file") {
         expect(head(restored.filePath, 23)).toBe("payload-before-snapshot");
         expect(head(clone.filePath, 23)).toBe("payload-AFTER--snapshot");
       }
-      expect(await kindOf(f.backend.createDisk({ id: volumeIdForName("contract-bad-src"), sizeBytes: GiB, volumePath: VP, source: { kind: "snapshot", id: snapshotIdForName("missing") }, meta: {} }))).toBe("not-found");
-      expect(await kindOf(f.backend.createSnapshot(snapshotIdForName("contract-snap-2"), volumeIdForName("missing"), VP))).toBe("not-found");
+      expect(
+        await kindOf(
+          f.backend.createDisk({
+            id: volumeIdForName("contract-bad-src"),
+            sizeBytes: GiB,
+            volumePath: VP,
+            source: { kind: "snapshot", id: snapshotIdForName("missing") },
+            meta: {},
+          }),
+        ),
+      ).toBe("not-found");
+      expect(
+        await kindOf(f.backend.createSnapshot(snapshotIdForName("contract-snap-2"), volumeIdForName("missing"), VP)),
+      ).toBe("not-found");
 
       await f.backend.deleteSnapshot(snapId);
       await f.backend.deleteSnapshot(snapId);
@@ -130,7 +171,11 @@ for (const variant of [{ name: "file", sim: undefined }, ...ROUTEROS_MODES]) {
       const id = volumeIdForName("contract-pub");
       await f.backend.createDisk({ id, sizeBytes: GiB, volumePath: VP, meta: { paramsDigest: "p" } });
       const host = "nqn.2014-08.org.nvmexpress:uuid:node-a";
-      const d = await f.backend.setPublications(id, { paramsDigest: "p", publishedTo: [`node-a/${host}`], publishMode: "SINGLE_NODE_WRITER" }, [host]);
+      const d = await f.backend.setPublications(
+        id,
+        { paramsDigest: "p", publishedTo: [`node-a/${host}`], publishMode: "SINGLE_NODE_WRITER" },
+        [host],
+      );
       expect(d.allowedHosts).toEqual([host]);
       expect(d.meta).toEqual({ paramsDigest: "p", publishedTo: [`node-a/${host}`], publishMode: "SINGLE_NODE_WRITER" });
       expect((await f.backend.getDisk(id))?.meta.publishedTo).toEqual([`node-a/${host}`]);
@@ -143,7 +188,9 @@ for (const variant of [{ name: "file", sim: undefined }, ...ROUTEROS_MODES]) {
       const id = volumeIdForName("contract-huge");
       if (kind === "routeros") f.sim!.state.setPoolBytes(2 ** 40 - f.sim!.state.poolFree() + 20 * GiB);
       const free = (await f.backend.capacity(VP)).freeBytes;
-      expect(await kindOf(f.backend.createDisk({ id, sizeBytes: free + GiB, volumePath: VP, meta: {} }))).toBe("resource-exhausted");
+      expect(await kindOf(f.backend.createDisk({ id, sizeBytes: free + GiB, volumePath: VP, meta: {} }))).toBe(
+        "resource-exhausted",
+      );
       expect(await f.backend.getDisk(id)).toBeNull();
       if (kind === "routeros") f.sim!.state.setPoolBytes(2 ** 40);
     });
@@ -156,8 +203,14 @@ for (const variant of [{ name: "file", sim: undefined }, ...ROUTEROS_MODES]) {
         expect(d.filePath.startsWith("/")).toBe(true);
       } else {
         expect(ctx).toEqual({
-          transport: "nvme-tcp", nqn: `nqn.2000-02.com.mikrotik:${d.id}`, nvmeAddress: "127.0.0.1", nvmePort: "4420",
-          volumePath: VP, ctrlLossTmo: "-1", reconnectDelay: "5", keepAliveTmo: "0",
+          transport: "nvme-tcp",
+          nqn: `nqn.2000-02.com.mikrotik:${d.id}`,
+          nvmeAddress: "127.0.0.1",
+          nvmePort: "4420",
+          volumePath: VP,
+          ctrlLossTmo: "-1",
+          reconnectDelay: "5",
+          keepAliveTmo: "0",
         });
       }
     });
@@ -169,22 +222,44 @@ for (const variant of [{ name: "file", sim: undefined }, ...ROUTEROS_MODES]) {
     test("orphan report: unreferenced, old, unpublished disks with the prefix only", async () => {
       const all = await f.backend.listDisks();
       if (timeless) {
-        const r = await findOrphans(f.backend, { referencedVolumeIds: new Set(), slotPrefix: "pvc-", graceMs: 0, now: Date.now() + 3_600_000 });
+        const r = await findOrphans(f.backend, {
+          referencedVolumeIds: new Set(),
+          slotPrefix: "pvc-",
+          graceMs: 0,
+          now: Date.now() + 3_600_000,
+        });
         expect(r.candidates).toEqual([]);
         expect(new Set(r.kept.map((k) => k.reason))).toContain("creation time unknown");
         return;
       }
       const referenced = new Set([volumeIdForName("contract-a")]);
       const later = Date.now() + 3_600_000;
-      const r = await findOrphans(f.backend, { referencedVolumeIds: referenced, slotPrefix: "pvc-", graceMs: 60_000, now: later });
+      const r = await findOrphans(f.backend, {
+        referencedVolumeIds: referenced,
+        slotPrefix: "pvc-",
+        graceMs: 60_000,
+        now: later,
+      });
       const ids = r.candidates.map((c) => c.volumeId);
       expect(ids).not.toContain(volumeIdForName("contract-a"));
       expect(ids).not.toContain(volumeIdForName("contract-pub"));
       expect(ids).toContain(volumeIdForName("contract-grow"));
       expect(ids.length + r.kept.length).toBe(all.length);
-      expect((await findOrphans(f.backend, { referencedVolumeIds: new Set(), slotPrefix: "pvc-", graceMs: 60_000, now: Date.now() })).candidates).toEqual([]);
+      expect(
+        (
+          await findOrphans(f.backend, {
+            referencedVolumeIds: new Set(),
+            slotPrefix: "pvc-",
+            graceMs: 60_000,
+            now: Date.now(),
+          })
+        ).candidates,
+      ).toEqual([]);
       expect(r.strayFiles).toEqual([]);
-      expect((await findOrphans(f.backend, { referencedVolumeIds: undefined, slotPrefix: "pvc-", graceMs: 0, now: later })).candidates).toEqual([]);
+      expect(
+        (await findOrphans(f.backend, { referencedVolumeIds: undefined, slotPrefix: "pvc-", graceMs: 0, now: later }))
+          .candidates,
+      ).toEqual([]);
     });
 
     if (kind === "routeros") {
@@ -192,16 +267,26 @@ for (const variant of [{ name: "file", sim: undefined }, ...ROUTEROS_MODES]) {
         const id = volumeIdForName("contract-stray");
         const kept = volumeIdForName("contract-stray-referenced");
         for (const v of [id, kept]) {
-          f.sim!.state.seedDisk({ slot: `tmp-${v}`, "file-path": `/storage-pool/metal-csi/${v}.img`, "file-size": String(GiB) });
+          f.sim!.state.seedDisk({
+            slot: `tmp-${v}`,
+            "file-path": `/storage-pool/metal-csi/${v}.img`,
+            "file-size": String(GiB),
+          });
         }
         // The disks go, the files stay: what a half-finished delete leaves.
         for (const d of f.sim!.state.disks().filter((x) => x.slot?.startsWith("tmp-"))) {
           await fetch(`${f.sim!.url}/rest/disk/${encodeURIComponent(d[".id"]!)}`, {
-            method: "DELETE", headers: { authorization: `Basic ${Buffer.from(`${f.sim!.user}:${f.sim!.password}`).toString("base64")}` },
+            method: "DELETE",
+            headers: { authorization: `Basic ${Buffer.from(`${f.sim!.user}:${f.sim!.password}`).toString("base64")}` },
             tls: { ca: readFileSync(f.sim!.caFile, "utf8") },
           } as RequestInit);
         }
-        const r = await findOrphans(f.backend, { referencedVolumeIds: new Set([kept]), slotPrefix: "pvc-", graceMs: 1_000, now: Date.now() + 3_600_000 });
+        const r = await findOrphans(f.backend, {
+          referencedVolumeIds: new Set([kept]),
+          slotPrefix: "pvc-",
+          graceMs: 1_000,
+          now: Date.now() + 3_600_000,
+        });
         if (timeless) return expect(r.strayFiles).toEqual([]);
         expect(r.strayFiles.map((s) => s.volumeId)).toEqual([id]);
         expect(r.strayFiles[0]!.path).toBe(`/storage-pool/metal-csi/${id}.img`);

@@ -23,7 +23,12 @@ export interface BackendFixture {
 export async function fileFixture(): Promise<BackendFixture> {
   const dir = mkdtempSync(join(tmpdir(), "rds-csi-file-backend-"));
   const backend = createFileBackend({ dir, runner: createRunner(), log: silentLogger() });
-  return { backend, breakers: createBreakerRegistry(), dir, close: async () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    backend,
+    breakers: createBreakerRegistry(),
+    dir,
+    close: async () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 export interface RouterOsFixtureOptions extends SimOptions {
@@ -36,15 +41,33 @@ export interface RouterOsFixtureOptions extends SimOptions {
 }
 
 /** A controller's backend (own breakers, own state dir) on an already running simulator. */
-export function routerOsBackendOn(sim: RouterOsSim, o: RouterOsFixtureOptions = {}, stateDir = mkdtempSync(join(tmpdir(), "rds-csi-controller-state-"))) {
-  const breakers = createBreakerRegistry({ threshold: o.breakerThreshold ?? 3, initialOpenMs: o.initialOpenMs ?? 60_000 });
+export function routerOsBackendOn(
+  sim: RouterOsSim,
+  o: RouterOsFixtureOptions = {},
+  stateDir = mkdtempSync(join(tmpdir(), "rds-csi-controller-state-")),
+) {
+  const breakers = createBreakerRegistry({
+    threshold: o.breakerThreshold ?? 3,
+    initialOpenMs: o.initialOpenMs ?? 60_000,
+  });
   const client = createRestClient({
-    url: sim.url, user: sim.user, password: sim.password, ca: readFileSync(sim.caFile, "utf8"),
-    requestTimeoutMs: o.requestTimeoutMs ?? 2_000, breakers, log: silentLogger(), readAttempts: o.readAttempts ?? 3, backoffBaseMs: 20,
+    url: sim.url,
+    user: sim.user,
+    password: sim.password,
+    ca: readFileSync(sim.caFile, "utf8"),
+    requestTimeoutMs: o.requestTimeoutMs ?? 2_000,
+    breakers,
+    log: silentLogger(),
+    readAttempts: o.readAttempts ?? 3,
+    backoffBaseMs: 20,
   });
   const backend = createRouterOsBackend({
-    client, log: silentLogger(), nqnPrefix: GO_DRIVER_DEFAULT_PREFIX, defaultNvmeAddress: "127.0.0.1",
-    copyTimeoutMs: o.copyTimeoutMs ?? 5_000, stateDir,
+    client,
+    log: silentLogger(),
+    nqnPrefix: GO_DRIVER_DEFAULT_PREFIX,
+    defaultNvmeAddress: "127.0.0.1",
+    copyTimeoutMs: o.copyTimeoutMs ?? 5_000,
+    stateDir,
   });
   return { backend, breakers, stateDir };
 }
@@ -52,5 +75,14 @@ export function routerOsBackendOn(sim: RouterOsSim, o: RouterOsFixtureOptions = 
 export async function routerOsFixture(o: RouterOsFixtureOptions = {}): Promise<BackendFixture> {
   const sim = await startRouterOsSim(o);
   const { backend, breakers, stateDir } = routerOsBackendOn(sim, o);
-  return { backend, breakers, sim, dir: stateDir, close: async () => { await sim.close(); rmSync(stateDir, { recursive: true, force: true }); } };
+  return {
+    backend,
+    breakers,
+    sim,
+    dir: stateDir,
+    close: async () => {
+      await sim.close();
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
 }

@@ -1,5 +1,12 @@
 import { describe, expect, test } from "bun:test";
-import { isSnapshotId, isVolumeId, nameUuid, nqnForVolume, snapshotIdForName, volumeIdForName } from "../../src/backends/ids.ts";
+import {
+  isSnapshotId,
+  isVolumeId,
+  nameUuid,
+  nqnForVolume,
+  snapshotIdForName,
+  volumeIdForName,
+} from "../../src/backends/ids.ts";
 
 describe("volume and snapshot ids", () => {
   test("derived from the name: the same name always gives the same id, another name another id", () => {

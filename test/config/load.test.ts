@@ -29,7 +29,12 @@ describe("config loading", () => {
     expect(config.stateDir).toBe("/from/env");
     expect(config.shutdownGrace).toBe(7_000);
     expect(config.nodeId).toBe("filenode");
-    expect(sources).toMatchObject({ "log-level": "flag", "state-dir": "env", "shutdown-grace": "file", "node-id": "file" });
+    expect(sources).toMatchObject({
+      "log-level": "flag",
+      "state-dir": "env",
+      "shutdown-grace": "file",
+      "node-id": "file",
+    });
   });
 
   test("JSON config files work and unknown keys are refused by name", () => {
@@ -42,16 +47,27 @@ describe("config loading", () => {
   });
 
   test("CSI_MANAGED_NQN_PREFIX is honoured for compatibility, below RDS_CSI_NQN_PREFIX", () => {
-    expect(load({}, { CSI_MANAGED_NQN_PREFIX: "nqn.2000-02.com.mikrotik:pvc-" }).config.nqnPrefix).toBe("nqn.2000-02.com.mikrotik:pvc-");
-    expect(load({}, { CSI_MANAGED_NQN_PREFIX: "nqn.2000-02.com.mikrotik:pvc-", RDS_CSI_NQN_PREFIX: "nqn.2000-02.com.mikrotik:k8s-" }).config.nqnPrefix)
-      .toBe("nqn.2000-02.com.mikrotik:k8s-");
+    expect(load({}, { CSI_MANAGED_NQN_PREFIX: "nqn.2000-02.com.mikrotik:pvc-" }).config.nqnPrefix).toBe(
+      "nqn.2000-02.com.mikrotik:pvc-",
+    );
+    expect(
+      load(
+        {},
+        {
+          CSI_MANAGED_NQN_PREFIX: "nqn.2000-02.com.mikrotik:pvc-",
+          RDS_CSI_NQN_PREFIX: "nqn.2000-02.com.mikrotik:k8s-",
+        },
+      ).config.nqnPrefix,
+    ).toBe("nqn.2000-02.com.mikrotik:k8s-");
   });
 
   test("a bad value gives one message naming the option, its source and the value", () => {
     expect(() => load({ "nqn-prefix": "nqn.2000-02.com.mikrotik:" })).toThrow(
       /option --nqn-prefix \(--nqn-prefix\): value "nqn.2000-02.com.mikrotik:" is only a domain/,
     );
-    expect(() => load({}, { RDS_CSI_SHUTDOWN_GRACE: "soon" })).toThrow(/--shutdown-grace \(environment RDS_CSI_SHUTDOWN_GRACE\): value "soon"/);
+    expect(() => load({}, { RDS_CSI_SHUTDOWN_GRACE: "soon" })).toThrow(
+      /--shutdown-grace \(environment RDS_CSI_SHUTDOWN_GRACE\): value "soon"/,
+    );
     expect(() => load({ "log-format": "xml" })).toThrow(/--log-format.*must be one of json, pretty/);
     expect(() => load({ "protected-nqn": ["nqn.ok:*", "bad pattern"] })).toThrow(/--protected-nqn.*item 1/);
     expect(() => load({ endpoint: "/relative.sock" })).toThrow(/--endpoint/);
@@ -64,7 +80,10 @@ describe("config loading", () => {
   });
 
   test("arrays come from repeated flags or comma-separated env", () => {
-    expect(load({}, { RDS_CSI_PROTECTED_NQN: "nqn.a:x-*, nqn.b:y" }).config.protectedNqn).toEqual(["nqn.a:x-*", "nqn.b:y"]);
+    expect(load({}, { RDS_CSI_PROTECTED_NQN: "nqn.a:x-*, nqn.b:y" }).config.protectedNqn).toEqual([
+      "nqn.a:x-*",
+      "nqn.b:y",
+    ]);
   });
 });
 
@@ -85,7 +104,11 @@ describe("one name per concept, earlier names still accepted with a warning", ()
     expect(env.warnings[0]).toContain("RDS_CSI_HOST_NQN_FILE");
     const dir = mkdtempSync(join(tmpdir(), "rds-cfg-"));
     writeFileSync(join(dir, "c.yaml"), "hostnqn-file: /etc/from-file\n");
-    const file = loadConfig({ specs: [...specs, { name: "config", type: "string", describe: "" }], flags: { config: join(dir, "c.yaml") }, env: {} });
+    const file = loadConfig({
+      specs: [...specs, { name: "config", type: "string", describe: "" }],
+      flags: { config: join(dir, "c.yaml") },
+      env: {},
+    });
     expect(file.config.hostNqnFile).toBe("/etc/from-file");
     expect(file.warnings[0]).toContain("host-nqn-file");
   });
@@ -96,7 +119,9 @@ describe("one name per concept, earlier names still accepted with a warning", ()
 
 describe("empty values", () => {
   test("a single value given empty is refused naming the option; a list given empty is an empty list", () => {
-    expect(() => load({ "shutdown-grace": "" })).toThrow(/option --shutdown-grace \(--shutdown-grace\): an empty value is not allowed/);
+    expect(() => load({ "shutdown-grace": "" })).toThrow(
+      /option --shutdown-grace \(--shutdown-grace\): an empty value is not allowed/,
+    );
     expect(() => load({}, { RDS_CSI_NODE_ID: "" })).not.toThrow();
     expect(load({ "protected-nqn": [""] }).config.protectedNqn).toEqual([]);
   });

@@ -4,11 +4,21 @@ import { blockCap, Code, GiB, mountCap, outcome, startCluster, volName, type Clu
 
 setDefaultTimeout(120_000);
 let c: Cluster;
-beforeAll(async () => { c = await startCluster("ctl"); });
-afterAll(async () => { await c?.cleanup(); });
+beforeAll(async () => {
+  c = await startCluster("ctl");
+});
+afterAll(async () => {
+  await c?.cleanup();
+});
 
 const create = (name: string, extra: Record<string, unknown> = {}) =>
-  c.ctl.controller.CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()], parameters: {}, ...extra });
+  c.ctl.controller.CreateVolume({
+    name,
+    capacity_range: { required_bytes: GiB },
+    volume_capabilities: [mountCap()],
+    parameters: {},
+    ...extra,
+  });
 /** Plausible ids nothing was ever created under (the Go driver's slot shape). */
 const UNKNOWN_VOLUME = "pvc-11111111-2222-4333-8444-555555555555";
 const UNKNOWN_SNAPSHOT = "snap-11111111-2222-4333-8444-555555555555";
@@ -27,7 +37,9 @@ describe("CreateVolume", () => {
       expect(again.capacity_bytes).toBe(first.capacity_bytes);
       expect(again.volume_context).toEqual(first.volume_context);
     }
-    const listed = (await c.ctl.controller.ListVolumes({})).entries.filter((e: any) => e.volume.volume_id === first.volume_id);
+    const listed = (await c.ctl.controller.ListVolumes({})).entries.filter(
+      (e: any) => e.volume.volume_id === first.volume_id,
+    );
     expect(listed.length).toBe(1);
   });
 
@@ -54,7 +66,8 @@ describe("CreateVolume", () => {
 
   test("same name, incompatible content source (none, then a snapshot) → ALREADY_EXISTS", async () => {
     const src = (await create(volName("srcvol"))).volume;
-    const snap = (await c.ctl.controller.CreateSnapshot({ name: volName("srcsnap"), source_volume_id: src.volume_id })).snapshot;
+    const snap = (await c.ctl.controller.CreateSnapshot({ name: volName("srcsnap"), source_volume_id: src.volume_id }))
+      .snapshot;
     const name = volName("source");
     await create(name);
     const r = await outcome(create(name, { volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } }));
@@ -66,9 +79,13 @@ describe("CreateVolume", () => {
   });
 
   test("content source snapshot not found → NOT_FOUND; volume not found → NOT_FOUND", async () => {
-    const a = await outcome(create(volName("nosnap"), { volume_content_source: { snapshot: { snapshot_id: UNKNOWN_SNAPSHOT } } }));
+    const a = await outcome(
+      create(volName("nosnap"), { volume_content_source: { snapshot: { snapshot_id: UNKNOWN_SNAPSHOT } } }),
+    );
     expect(a.code).toBe(Code.NOT_FOUND);
-    const b = await outcome(create(volName("novol"), { volume_content_source: { volume: { volume_id: UNKNOWN_VOLUME } } }));
+    const b = await outcome(
+      create(volName("novol"), { volume_content_source: { volume: { volume_id: UNKNOWN_VOLUME } } }),
+    );
     expect(b.code).toBe(Code.NOT_FOUND);
   });
 
@@ -93,9 +110,13 @@ describe("CreateVolume", () => {
   });
 
   test("required == limit returns exactly that capacity; a rounded size stays inside the range", async () => {
-    const exact = (await create(volName("exact"), { capacity_range: { required_bytes: 2 * GiB, limit_bytes: 2 * GiB } })).volume;
+    const exact = (
+      await create(volName("exact"), { capacity_range: { required_bytes: 2 * GiB, limit_bytes: 2 * GiB } })
+    ).volume;
     expect(exact.capacity_bytes).toBe(2 * GiB);
-    const rounded = (await create(volName("round"), { capacity_range: { required_bytes: GiB + 1, limit_bytes: 3 * GiB } })).volume;
+    const rounded = (
+      await create(volName("round"), { capacity_range: { required_bytes: GiB + 1, limit_bytes: 3 * GiB } })
+    ).volume;
     expect(rounded.capacity_bytes).toBeGreaterThanOrEqual(GiB + 1);
     expect(rounded.capacity_bytes).toBeLessThanOrEqual(3 * GiB);
   });
@@ -134,13 +155,19 @@ describe("DeleteVolume", () => {
 
   test("removes the backing file; ×10 after that is OK", async () => {
     const v = (await create(volName("del"))).volume;
-    for (let i = 0; i < 10; i++) expect((await outcome(c.ctl.controller.DeleteVolume({ volume_id: v.volume_id }))).code).toBe(Code.OK);
+    for (let i = 0; i < 10; i++)
+      expect((await outcome(c.ctl.controller.DeleteVolume({ volume_id: v.volume_id }))).code).toBe(Code.OK);
     expect(existsSync(v.volume_context.backingFile)).toBe(false);
   });
 
   test("volume in use (published to a node) → FAILED_PRECONDITION, and the volume is kept", async () => {
     const v = (await create(volName("inuse"))).volume;
-    await c.ctl.controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: c.nodeId, volume_capability: mountCap(), readonly: false });
+    await c.ctl.controller.ControllerPublishVolume({
+      volume_id: v.volume_id,
+      node_id: c.nodeId,
+      volume_capability: mountCap(),
+      readonly: false,
+    });
     const r = await outcome(c.ctl.controller.DeleteVolume({ volume_id: v.volume_id }));
     expect(r.code).toBe(Code.FAILED_PRECONDITION);
     expect(existsSync(v.volume_context.backingFile)).toBe(true);
@@ -150,10 +177,15 @@ describe("DeleteVolume", () => {
 
   test("with a dependent snapshot: either FAILED_PRECONDITION, or (independent copies) OK and the snapshot still restores", async () => {
     const v = (await create(volName("hassnap"))).volume;
-    const snap = (await c.ctl.controller.CreateSnapshot({ name: volName("dep"), source_volume_id: v.volume_id })).snapshot;
+    const snap = (await c.ctl.controller.CreateSnapshot({ name: volName("dep"), source_volume_id: v.volume_id }))
+      .snapshot;
     const r = await outcome(c.ctl.controller.DeleteVolume({ volume_id: v.volume_id }));
     if (r.code === Code.OK) {
-      const restored = await outcome(create(volName("restore-after-delete"), { volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } }));
+      const restored = await outcome(
+        create(volName("restore-after-delete"), {
+          volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } },
+        }),
+      );
       expect(restored.code).toBe(Code.OK);
     } else {
       expect(r.code).toBe(Code.FAILED_PRECONDITION);
@@ -165,34 +197,68 @@ describe("ControllerPublish / Unpublish", () => {
   test("publish ×10 to the node is OK; publish_context names the host NQN", async () => {
     const v = (await create(volName("pub"))).volume;
     for (let i = 0; i < 10; i++) {
-      const r = await c.ctl.controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: c.nodeId, volume_capability: mountCap(), readonly: false });
+      const r = await c.ctl.controller.ControllerPublishVolume({
+        volume_id: v.volume_id,
+        node_id: c.nodeId,
+        volume_capability: mountCap(),
+        readonly: false,
+      });
       expect(r.publish_context.hostNqn).toBe(c.nodeId.split("/").slice(1).join("/"));
     }
-    for (let i = 0; i < 10; i++) await c.ctl.controller.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: c.nodeId });
+    for (let i = 0; i < 10; i++)
+      await c.ctl.controller.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: c.nodeId });
   });
 
   test("unknown volume → NOT_FOUND", async () => {
-    const r = await outcome(c.ctl.controller.ControllerPublishVolume({ volume_id: UNKNOWN_VOLUME, node_id: c.nodeId, volume_capability: mountCap(), readonly: false }));
+    const r = await outcome(
+      c.ctl.controller.ControllerPublishVolume({
+        volume_id: UNKNOWN_VOLUME,
+        node_id: c.nodeId,
+        volume_capability: mountCap(),
+        readonly: false,
+      }),
+    );
     expect(r.code).toBe(Code.NOT_FOUND);
   });
 
   test("malformed node id → NOT_FOUND", async () => {
     const v = (await create(volName("badnode"))).volume;
-    const r = await outcome(c.ctl.controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: "Not A Node!", volume_capability: mountCap(), readonly: false }));
+    const r = await outcome(
+      c.ctl.controller.ControllerPublishVolume({
+        volume_id: v.volume_id,
+        node_id: "Not A Node!",
+        volume_capability: mountCap(),
+        readonly: false,
+      }),
+    );
     expect(r.code).toBe(Code.NOT_FOUND);
   });
 
   test("already published with an incompatible capability (readonly flips) → ALREADY_EXISTS", async () => {
     const v = (await create(volName("pubro"))).volume;
-    await c.ctl.controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: c.nodeId, volume_capability: mountCap(), readonly: false });
-    const r = await outcome(c.ctl.controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: c.nodeId, volume_capability: mountCap(), readonly: true }));
+    await c.ctl.controller.ControllerPublishVolume({
+      volume_id: v.volume_id,
+      node_id: c.nodeId,
+      volume_capability: mountCap(),
+      readonly: false,
+    });
+    const r = await outcome(
+      c.ctl.controller.ControllerPublishVolume({
+        volume_id: v.volume_id,
+        node_id: c.nodeId,
+        volume_capability: mountCap(),
+        readonly: true,
+      }),
+    );
     expect(r.code).toBe(Code.ALREADY_EXISTS);
     await c.ctl.controller.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: c.nodeId });
   });
 
   test("missing node_id / volume_capability → INVALID_ARGUMENT naming the field", async () => {
     const v = (await create(volName("pubargs"))).volume;
-    const a = await outcome(c.ctl.controller.ControllerPublishVolume({ volume_id: v.volume_id, volume_capability: mountCap() }));
+    const a = await outcome(
+      c.ctl.controller.ControllerPublishVolume({ volume_id: v.volume_id, volume_capability: mountCap() }),
+    );
     expect(a.code).toBe(Code.INVALID_ARGUMENT);
     expect(a.details).toContain("node_id");
     const b = await outcome(c.ctl.controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: c.nodeId }));
@@ -203,16 +269,30 @@ describe("ControllerPublish / Unpublish", () => {
 
 describe("ControllerExpand / ValidateVolumeCapabilities / GetCapacity", () => {
   test("ControllerExpand unknown → NOT_FOUND", async () => {
-    const r = await outcome(c.ctl.controller.ControllerExpandVolume({ volume_id: UNKNOWN_VOLUME, capacity_range: { required_bytes: 2 * GiB } }));
+    const r = await outcome(
+      c.ctl.controller.ControllerExpandVolume({
+        volume_id: UNKNOWN_VOLUME,
+        capacity_range: { required_bytes: 2 * GiB },
+      }),
+    );
     expect(r.code).toBe(Code.NOT_FOUND);
   });
 
   test("ControllerExpand shrink → OUT_OF_RANGE; grow works and is idempotent", async () => {
     const v = (await create(volName("grow"), { capacity_range: { required_bytes: 2 * GiB } })).volume;
-    const r = await outcome(c.ctl.controller.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: GiB, limit_bytes: GiB } }));
+    const r = await outcome(
+      c.ctl.controller.ControllerExpandVolume({
+        volume_id: v.volume_id,
+        capacity_range: { required_bytes: GiB, limit_bytes: GiB },
+      }),
+    );
     expect(r.code).toBe(Code.OUT_OF_RANGE);
     for (let i = 0; i < 3; i++) {
-      const g = await c.ctl.controller.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: 3 * GiB }, volume_capability: mountCap() });
+      const g = await c.ctl.controller.ControllerExpandVolume({
+        volume_id: v.volume_id,
+        capacity_range: { required_bytes: 3 * GiB },
+        volume_capability: mountCap(),
+      });
       expect(g.capacity_bytes).toBe(3 * GiB);
       expect(g.node_expansion_required).toBe(true);
     }
@@ -220,17 +300,30 @@ describe("ControllerExpand / ValidateVolumeCapabilities / GetCapacity", () => {
 
   test("ControllerExpand beyond the maximum → OUT_OF_RANGE", async () => {
     const v = (await create(volName("growmax"))).volume;
-    const r = await outcome(c.ctl.controller.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: 17 * 1024 * GiB } }));
+    const r = await outcome(
+      c.ctl.controller.ControllerExpandVolume({
+        volume_id: v.volume_id,
+        capacity_range: { required_bytes: 17 * 1024 * GiB },
+      }),
+    );
     expect(r.code).toBe(Code.OUT_OF_RANGE);
   });
 
   test("ValidateVolumeCapabilities unknown → NOT_FOUND; known → confirmed", async () => {
-    const r = await outcome(c.ctl.controller.ValidateVolumeCapabilities({ volume_id: UNKNOWN_VOLUME, volume_capabilities: [mountCap()] }));
+    const r = await outcome(
+      c.ctl.controller.ValidateVolumeCapabilities({ volume_id: UNKNOWN_VOLUME, volume_capabilities: [mountCap()] }),
+    );
     expect(r.code).toBe(Code.NOT_FOUND);
     const v = (await create(volName("validate"))).volume;
-    const ok = await c.ctl.controller.ValidateVolumeCapabilities({ volume_id: v.volume_id, volume_capabilities: [mountCap()] });
+    const ok = await c.ctl.controller.ValidateVolumeCapabilities({
+      volume_id: v.volume_id,
+      volume_capabilities: [mountCap()],
+    });
     expect(ok.confirmed.volume_capabilities.length).toBe(1);
-    const block = await c.ctl.controller.ValidateVolumeCapabilities({ volume_id: v.volume_id, volume_capabilities: [blockCap("MULTI_NODE_MULTI_WRITER")] });
+    const block = await c.ctl.controller.ValidateVolumeCapabilities({
+      volume_id: v.volume_id,
+      volume_capabilities: [blockCap("MULTI_NODE_MULTI_WRITER")],
+    });
     expect(block.confirmed.volume_capabilities.length).toBe(1);
   });
 
@@ -281,16 +374,25 @@ describe("Snapshots", () => {
     expect(s.snapshot_id).toMatch(/^snap-/);
     expect(s.source_volume_id).toBe(v.volume_id);
     expect(s.ready_to_use).toBe(true);
-    for (let i = 0; i < 10; i++) expect((await c.ctl.controller.CreateSnapshot({ name, source_volume_id: v.volume_id })).snapshot.snapshot_id).toBe(s.snapshot_id);
-    const bySource = (await c.ctl.controller.ListSnapshots({ source_volume_id: v.volume_id })).entries.map((e: any) => e.snapshot.snapshot_id);
+    for (let i = 0; i < 10; i++)
+      expect(
+        (await c.ctl.controller.CreateSnapshot({ name, source_volume_id: v.volume_id })).snapshot.snapshot_id,
+      ).toBe(s.snapshot_id);
+    const bySource = (await c.ctl.controller.ListSnapshots({ source_volume_id: v.volume_id })).entries.map(
+      (e: any) => e.snapshot.snapshot_id,
+    );
     expect(bySource).toEqual([s.snapshot_id]);
     const byId = (await c.ctl.controller.ListSnapshots({ snapshot_id: s.snapshot_id })).entries;
     expect(byId.length).toBe(1);
-    const restored = (await create(volName("restored"), { volume_content_source: { snapshot: { snapshot_id: s.snapshot_id } } })).volume;
+    const restored = (
+      await create(volName("restored"), { volume_content_source: { snapshot: { snapshot_id: s.snapshot_id } } })
+    ).volume;
     expect(restored.content_source.snapshot.snapshot_id).toBe(s.snapshot_id);
-    const clone = (await create(volName("clone"), { volume_content_source: { volume: { volume_id: v.volume_id } } })).volume;
+    const clone = (await create(volName("clone"), { volume_content_source: { volume: { volume_id: v.volume_id } } }))
+      .volume;
     expect(clone.content_source.volume.volume_id).toBe(v.volume_id);
-    for (let i = 0; i < 3; i++) expect((await outcome(c.ctl.controller.DeleteSnapshot({ snapshot_id: s.snapshot_id }))).code).toBe(Code.OK);
+    for (let i = 0; i < 3; i++)
+      expect((await outcome(c.ctl.controller.DeleteSnapshot({ snapshot_id: s.snapshot_id }))).code).toBe(Code.OK);
     expect((await c.ctl.controller.ListSnapshots({ snapshot_id: s.snapshot_id })).entries.length).toBe(0);
     expect((await outcome(c.ctl.controller.DeleteSnapshot({ snapshot_id: UNKNOWN_SNAPSHOT }))).code).toBe(Code.OK);
   });
@@ -305,7 +407,10 @@ describe("Snapshots", () => {
   });
 
   test("source volume unknown → NOT_FOUND; missing name → INVALID_ARGUMENT naming it; invalid token → ABORTED", async () => {
-    expect((await outcome(c.ctl.controller.CreateSnapshot({ name: volName("nosrc"), source_volume_id: UNKNOWN_VOLUME }))).code).toBe(Code.NOT_FOUND);
+    expect(
+      (await outcome(c.ctl.controller.CreateSnapshot({ name: volName("nosrc"), source_volume_id: UNKNOWN_VOLUME })))
+        .code,
+    ).toBe(Code.NOT_FOUND);
     const r = await outcome(c.ctl.controller.CreateSnapshot({ source_volume_id: UNKNOWN_VOLUME }));
     expect(r.code).toBe(Code.INVALID_ARGUMENT);
     expect(r.details).toContain("name");

@@ -17,11 +17,23 @@ export const DRIVER = "rds.csi.srvlab.io";
 
 /** gRPC status codes used by the CSI spec table. */
 export const Code = {
-  OK: 0, INVALID_ARGUMENT: 3, NOT_FOUND: 5, ALREADY_EXISTS: 6, FAILED_PRECONDITION: 9, ABORTED: 10,
-  OUT_OF_RANGE: 11, UNIMPLEMENTED: 12, UNAVAILABLE: 14, RESOURCE_EXHAUSTED: 8,
+  OK: 0,
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  UNAVAILABLE: 14,
+  RESOURCE_EXHAUSTED: 8,
 } as const;
 
-export interface Outcome<T = any> { code: number; details: string; value?: T }
+export interface Outcome<T = any> {
+  code: number;
+  details: string;
+  value?: T;
+}
 
 /** Awaits an RPC and reports its status: code 0 with the value, or the error's code and details. */
 export async function outcome<T = any>(p: Promise<T>): Promise<Outcome<T>> {
@@ -33,18 +45,26 @@ export async function outcome<T = any>(p: Promise<T>): Promise<Outcome<T>> {
   }
 }
 
-export const mountCap = (fs_type = "ext4", mode = "SINGLE_NODE_WRITER", mount_flags: string[] = []) =>
-  ({ mount: { fs_type, mount_flags }, access_mode: { mode } });
+export const mountCap = (fs_type = "ext4", mode = "SINGLE_NODE_WRITER", mount_flags: string[] = []) => ({
+  mount: { fs_type, mount_flags },
+  access_mode: { mode },
+});
 export const blockCap = (mode = "SINGLE_NODE_WRITER") => ({ block: {}, access_mode: { mode } });
 
 /** Mount points exactly at `path`, from this process's mount table. */
 export function mountsAt(path: string): string[] {
-  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.split(" ")[4] === path);
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => l.split(" ")[4] === path);
 }
 
 function spawnDaemon(args: string[], logFile: string, env: Record<string, string>) {
   return Bun.spawn(["bun", "src/main.ts", ...args], {
-    cwd: REPO, env: { ...process.env, ...env }, stdin: "ignore", stdout: Bun.file(logFile), stderr: Bun.file(`${logFile}.err`),
+    cwd: REPO,
+    env: { ...process.env, ...env },
+    stdin: "ignore",
+    stdout: Bun.file(logFile),
+    stderr: Bun.file(`${logFile}.err`),
   });
 }
 
@@ -87,22 +107,57 @@ export interface Cluster {
  */
 export async function startCluster(tag: string): Promise<Cluster> {
   const dir = mkdtempSync(`/tmp/rds-conf-${tag}-`);
-  for (const d of ["disks", "ctl", "node", "kubelet/plugins/kubernetes.io/csi", "kubelet/pods", "slowbin"]) mkdirSync(join(dir, d), { recursive: true });
+  for (const d of ["disks", "ctl", "node", "kubelet/plugins/kubernetes.io/csi", "kubelet/pods", "slowbin"])
+    mkdirSync(join(dir, d), { recursive: true });
   const slowMarker = join(dir, "slow");
   for (const tool of ["fsck.ext4", "mkfs.ext4"]) {
     const real = Bun.which(tool);
     if (!real) throw new Error(`${tool} is not installed`);
-    writeFileSync(join(dir, "slowbin", tool), `#!/bin/sh\nif [ -e '${slowMarker}' ]; then : > '${slowMarker}.started'; sleep 5; fi\nexec '${real}' "$@"\n`);
+    writeFileSync(
+      join(dir, "slowbin", tool),
+      `#!/bin/sh\nif [ -e '${slowMarker}' ]; then : > '${slowMarker}.started'; sleep 5; fi\nexec '${real}' "$@"\n`,
+    );
     chmodSync(join(dir, "slowbin", tool), 0o755);
   }
   writeFileSync(join(dir, "hostnqn"), `${HOST_NQN}\n`);
   const ctlSock = `unix://${dir}/ctl.sock`;
   const nodeSock = `unix://${dir}/node.sock`;
-  const ctlProc = spawnDaemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/disks`, "--state-dir", `${dir}/ctl`, "--endpoint", ctlSock], `${dir}/ctl.log`, {});
-  const nodeProc = spawnDaemon([
-    "csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "conf-node", "--state-dir", `${dir}/node`, "--kubelet-dir", `${dir}/kubelet`, "--file-dir", `${dir}/disks`,
-    "--host-nqn-file", `${dir}/hostnqn`, "--endpoint", nodeSock,
-  ], `${dir}/node.log`, { PATH: `${dir}/slowbin:${process.env.PATH}` });
+  const ctlProc = spawnDaemon(
+    [
+      "csi-controller",
+      "--backend",
+      "file",
+      "--file-dir",
+      `${dir}/disks`,
+      "--state-dir",
+      `${dir}/ctl`,
+      "--endpoint",
+      ctlSock,
+    ],
+    `${dir}/ctl.log`,
+    {},
+  );
+  const nodeProc = spawnDaemon(
+    [
+      "csi-node",
+      "--nqn-prefix",
+      NQN_PREFIX,
+      "--node-id",
+      "conf-node",
+      "--state-dir",
+      `${dir}/node`,
+      "--kubelet-dir",
+      `${dir}/kubelet`,
+      "--file-dir",
+      `${dir}/disks`,
+      "--host-nqn-file",
+      `${dir}/hostnqn`,
+      "--endpoint",
+      nodeSock,
+    ],
+    `${dir}/node.log`,
+    { PATH: `${dir}/slowbin:${process.env.PATH}` },
+  );
   const ctl = csiClient(ctlSock, { defaultDeadlineMs: 90_000 });
   const node = csiClient(nodeSock, { defaultDeadlineMs: 90_000 });
   await waitReady(ctl, "csi-controller", ctlProc, `${dir}/ctl.log`);
@@ -150,13 +205,30 @@ export async function startCluster(tag: string): Promise<Cluster> {
   async function slowStarted() {
     const flag = `${slowMarker}.started`;
     for (let i = 0; i < 600; i++) {
-      if (existsSync(flag)) { rmSync(flag); return; }
+      if (existsSync(flag)) {
+        rmSync(flag);
+        return;
+      }
       await Bun.sleep(50);
     }
     throw new Error("no slowed fsck.ext4/mkfs.ext4 started within 30 s");
   }
 
-  return { dir, ctl, node, nodeId: info.node_id, nodeProc, ctlProc, slowMarker, slowStarted, staging, target, blockStaging, blockTarget, cleanup };
+  return {
+    dir,
+    ctl,
+    node,
+    nodeId: info.node_id,
+    nodeProc,
+    ctlProc,
+    slowMarker,
+    slowStarted,
+    staging,
+    target,
+    blockStaging,
+    blockTarget,
+    cleanup,
+  };
 }
 
 let seq = 0;
@@ -166,5 +238,8 @@ export const volName = (what: string) => `pvc-conf-${what}-${process.pid}-${++se
 /** Loop devices currently backed by `file`. */
 export function loopsOf(file: string): string[] {
   const out = execFileSync("losetup", ["-j", file], { encoding: "utf8" });
-  return out.split("\n").filter(Boolean).map((l) => l.split(":")[0]!);
+  return out
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => l.split(":")[0]!);
 }

@@ -3,8 +3,12 @@ import { Code, outcome, startCluster, type Cluster } from "./harness.ts";
 
 setDefaultTimeout(120_000);
 let c: Cluster;
-beforeAll(async () => { c = await startCluster("identity"); });
-afterAll(async () => { await c?.cleanup(); });
+beforeAll(async () => {
+  c = await startCluster("identity");
+});
+afterAll(async () => {
+  await c?.cleanup();
+});
 
 describe("Identity on both processes", () => {
   test("GetPluginInfo: non-empty name and non-empty version, the same on controller and node", async () => {
@@ -36,11 +40,21 @@ describe("Identity on both processes", () => {
 
   test("ControllerGetCapabilities and NodeGetCapabilities list what the suite relies on", async () => {
     const cc = JSON.stringify(await c.ctl.controller.ControllerGetCapabilities({}));
-    for (const cap of ["CREATE_DELETE_VOLUME", "PUBLISH_UNPUBLISH_VOLUME", "LIST_VOLUMES", "CREATE_DELETE_SNAPSHOT", "LIST_SNAPSHOTS", "EXPAND_VOLUME", "CLONE_VOLUME", "SINGLE_NODE_MULTI_WRITER"]) {
+    for (const cap of [
+      "CREATE_DELETE_VOLUME",
+      "PUBLISH_UNPUBLISH_VOLUME",
+      "LIST_VOLUMES",
+      "CREATE_DELETE_SNAPSHOT",
+      "LIST_SNAPSHOTS",
+      "EXPAND_VOLUME",
+      "CLONE_VOLUME",
+      "SINGLE_NODE_MULTI_WRITER",
+    ]) {
       expect(cc).toContain(`"${cap}"`);
     }
     const nc = JSON.stringify(await c.node.node.NodeGetCapabilities({}));
-    for (const cap of ["STAGE_UNSTAGE_VOLUME", "EXPAND_VOLUME", "GET_VOLUME_STATS", "SINGLE_NODE_MULTI_WRITER"]) expect(nc).toContain(`"${cap}"`);
+    for (const cap of ["STAGE_UNSTAGE_VOLUME", "EXPAND_VOLUME", "GET_VOLUME_STATS", "SINGLE_NODE_MULTI_WRITER"])
+      expect(nc).toContain(`"${cap}"`);
   });
 
   test("NodeGetInfo: node_id carries the node name and host NQN; topology names the node", async () => {

@@ -1,24 +1,63 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { blockCap, Code, GiB, loopsOf, mountCap, mountsAt, outcome, startCluster, volName, type Cluster } from "./harness.ts";
+import {
+  blockCap,
+  Code,
+  GiB,
+  loopsOf,
+  mountCap,
+  mountsAt,
+  outcome,
+  startCluster,
+  volName,
+  type Cluster,
+} from "./harness.ts";
 
 setDefaultTimeout(180_000);
 let c: Cluster;
-beforeAll(async () => { c = await startCluster("node"); });
-afterAll(async () => { await c?.cleanup(); });
+beforeAll(async () => {
+  c = await startCluster("node");
+});
+afterAll(async () => {
+  await c?.cleanup();
+});
 
 /** CreateVolume + ControllerPublish, then the requests the kubelet would send for it. */
 async function provision(what: string, cap: any = mountCap(), sizeGiB = 1) {
   const name = volName(what);
-  const v = (await c.ctl.controller.CreateVolume({ name, capacity_range: { required_bytes: sizeGiB * GiB }, volume_capabilities: [cap] })).volume;
-  const pub = await c.ctl.controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: c.nodeId, volume_capability: cap, readonly: false });
+  const v = (
+    await c.ctl.controller.CreateVolume({
+      name,
+      capacity_range: { required_bytes: sizeGiB * GiB },
+      volume_capabilities: [cap],
+    })
+  ).volume;
+  const pub = await c.ctl.controller.ControllerPublishVolume({
+    volume_id: v.volume_id,
+    node_id: c.nodeId,
+    volume_capability: cap,
+    readonly: false,
+  });
   const isBlock = "block" in cap;
   const staging = isBlock ? c.blockStaging(name) : c.staging(name);
   const target = isBlock ? c.blockTarget(name) : c.target(name);
-  const stageReq = { volume_id: v.volume_id, staging_target_path: staging, volume_capability: cap, volume_context: v.volume_context, publish_context: pub.publish_context };
-  const publishReq = (t = target, readonly = false, capability = cap) =>
-    ({ volume_id: v.volume_id, staging_target_path: staging, target_path: t, volume_capability: capability, readonly, volume_context: v.volume_context, publish_context: pub.publish_context });
+  const stageReq = {
+    volume_id: v.volume_id,
+    staging_target_path: staging,
+    volume_capability: cap,
+    volume_context: v.volume_context,
+    publish_context: pub.publish_context,
+  };
+  const publishReq = (t = target, readonly = false, capability = cap) => ({
+    volume_id: v.volume_id,
+    staging_target_path: staging,
+    target_path: t,
+    volume_capability: capability,
+    readonly,
+    volume_context: v.volume_context,
+    publish_context: pub.publish_context,
+  });
   return { name, v, staging, target, stageReq, publishReq, backingFile: v.volume_context.backingFile as string };
 }
 
@@ -47,19 +86,36 @@ describe("NodeStageVolume", () => {
 
   test("backing file / device not found → NOT_FOUND", async () => {
     const staging = c.staging(volName("nodev"));
-    const r = await outcome(c.node.node.NodeStageVolume({
-      volume_id: "pvc-99999999-2222-4333-8444-555555555555", staging_target_path: staging, volume_capability: mountCap(),
-      volume_context: { transport: "loop", backingFile: join(c.dir, "disks", "no-such-disk.img") },
-    }));
+    const r = await outcome(
+      c.node.node.NodeStageVolume({
+        volume_id: "pvc-99999999-2222-4333-8444-555555555555",
+        staging_target_path: staging,
+        volume_capability: mountCap(),
+        volume_context: { transport: "loop", backingFile: join(c.dir, "disks", "no-such-disk.img") },
+      }),
+    );
     expect(r.code).toBe(Code.NOT_FOUND);
     expect(mountsAt(staging).length).toBe(0);
   });
 
   test("a volume deleted by the controller (its backing file gone) → NOT_FOUND", async () => {
     const name = volName("gone");
-    const v = (await c.ctl.controller.CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()] })).volume;
+    const v = (
+      await c.ctl.controller.CreateVolume({
+        name,
+        capacity_range: { required_bytes: GiB },
+        volume_capabilities: [mountCap()],
+      })
+    ).volume;
     await c.ctl.controller.DeleteVolume({ volume_id: v.volume_id });
-    const r = await outcome(c.node.node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: c.staging(name), volume_capability: mountCap(), volume_context: v.volume_context }));
+    const r = await outcome(
+      c.node.node.NodeStageVolume({
+        volume_id: v.volume_id,
+        staging_target_path: c.staging(name),
+        volume_capability: mountCap(),
+        volume_context: v.volume_context,
+      }),
+    );
     expect(r.code).toBe(Code.NOT_FOUND);
   });
 
@@ -69,7 +125,11 @@ describe("NodeStageVolume", () => {
       const req: Record<string, unknown> = { ...p.stageReq };
       delete req[field];
       const r = await outcome(c.node.node.NodeStageVolume(req));
-      expect({ field, code: r.code, names: r.details.includes(field) }).toEqual({ field, code: Code.INVALID_ARGUMENT, names: true });
+      expect({ field, code: r.code, names: r.details.includes(field) }).toEqual({
+        field,
+        code: Code.INVALID_ARGUMENT,
+        names: true,
+      });
     }
     expect(mountsAt(p.staging).length).toBe(0);
   });
@@ -78,7 +138,11 @@ describe("NodeStageVolume", () => {
 describe("NodeUnstageVolume", () => {
   test("not staged → OK, nothing mounted at the staging path", async () => {
     const p = await provision("unstaged");
-    for (let i = 0; i < 3; i++) expect((await outcome(c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging }))).code).toBe(Code.OK);
+    for (let i = 0; i < 3; i++)
+      expect(
+        (await outcome(c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging })))
+          .code,
+      ).toBe(Code.OK);
     expect(mountsAt(p.staging).length).toBe(0);
   });
 
@@ -86,7 +150,10 @@ describe("NodeUnstageVolume", () => {
     const p = await provision("unstage10");
     await c.node.node.NodeStageVolume(p.stageReq);
     for (let i = 0; i < 10; i++) {
-      expect((await outcome(c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging }))).code).toBe(Code.OK);
+      expect(
+        (await outcome(c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging })))
+          .code,
+      ).toBe(Code.OK);
       expect(mountsAt(p.staging).length).toBe(0);
       expect(loopsOf(p.backingFile)).toEqual([]);
     }
@@ -113,7 +180,9 @@ describe("NodePublishVolume / NodeUnpublishVolume (filesystem)", () => {
     writeFileSync(join(p.target, "hello"), "world");
     expect(readFileSync(join(p.staging, "hello"), "utf8")).toBe("world");
     for (let i = 0; i < 10; i++) {
-      expect((await outcome(c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target }))).code).toBe(Code.OK);
+      expect(
+        (await outcome(c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target }))).code,
+      ).toBe(Code.OK);
       expect(existsSync(p.target)).toBe(false);
     }
     await c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging });
@@ -134,7 +203,9 @@ describe("NodePublishVolume / NodeUnpublishVolume (filesystem)", () => {
     const p = await provision("pubmode");
     await c.node.node.NodeStageVolume(p.stageReq);
     await c.node.node.NodePublishVolume(p.publishReq());
-    const r = await outcome(c.node.node.NodePublishVolume(p.publishReq(p.target, false, mountCap("ext4", "SINGLE_NODE_READER_ONLY"))));
+    const r = await outcome(
+      c.node.node.NodePublishVolume(p.publishReq(p.target, false, mountCap("ext4", "SINGLE_NODE_READER_ONLY"))),
+    );
     expect(r.code).toBe(Code.ALREADY_EXISTS);
     await c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target });
     await c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging });
@@ -170,13 +241,17 @@ describe("NodePublishVolume / NodeUnpublishVolume (filesystem)", () => {
     await c.node.node.NodePublishVolume(p.publishReq());
     await c.node.node.NodePublishVolume(p.publishReq(other));
     expect(mountsAt(other).length).toBe(1);
-    for (const t of [p.target, other]) await c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: t });
+    for (const t of [p.target, other])
+      await c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: t });
     await c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging });
   });
 
   test("NodeUnpublish not published → OK; missing target_path → INVALID_ARGUMENT naming it", async () => {
     const p = await provision("unpub");
-    for (let i = 0; i < 3; i++) expect((await outcome(c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target }))).code).toBe(Code.OK);
+    for (let i = 0; i < 3; i++)
+      expect(
+        (await outcome(c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target }))).code,
+      ).toBe(Code.OK);
     const r = await outcome(c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id }));
     expect(r.code).toBe(Code.INVALID_ARGUMENT);
     expect(r.details).toContain("target_path");
@@ -217,9 +292,13 @@ describe("NodeGetVolumeStats / NodeExpandVolume", () => {
     const p = await provision("statsbad");
     await c.node.node.NodeStageVolume(p.stageReq);
     await c.node.node.NodePublishVolume(p.publishReq());
-    const a = await outcome(c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id, volume_path: join(c.dir, "kubelet", "elsewhere") }));
+    const a = await outcome(
+      c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id, volume_path: join(c.dir, "kubelet", "elsewhere") }),
+    );
     expect(a.code).toBe(Code.NOT_FOUND);
-    const b = await outcome(c.node.node.NodeGetVolumeStats({ volume_id: "pvc-99999999-2222-4333-8444-555555555555", volume_path: p.target }));
+    const b = await outcome(
+      c.node.node.NodeGetVolumeStats({ volume_id: "pvc-99999999-2222-4333-8444-555555555555", volume_path: p.target }),
+    );
     expect(b.code).toBe(Code.NOT_FOUND);
     const d = await outcome(c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id }));
     expect(d.code).toBe(Code.INVALID_ARGUMENT);
@@ -229,7 +308,13 @@ describe("NodeGetVolumeStats / NodeExpandVolume", () => {
   });
 
   test("NodeExpandVolume unknown volume → NOT_FOUND", async () => {
-    const r = await outcome(c.node.node.NodeExpandVolume({ volume_id: "pvc-99999999-2222-4333-8444-555555555555", volume_path: c.target("nope"), capacity_range: { required_bytes: 2 * GiB } }));
+    const r = await outcome(
+      c.node.node.NodeExpandVolume({
+        volume_id: "pvc-99999999-2222-4333-8444-555555555555",
+        volume_path: c.target("nope"),
+        capacity_range: { required_bytes: 2 * GiB },
+      }),
+    );
     expect(r.code).toBe(Code.NOT_FOUND);
   });
 
@@ -241,13 +326,27 @@ describe("NodeGetVolumeStats / NodeExpandVolume", () => {
     const p = await provision("expand");
     await c.node.node.NodeStageVolume(p.stageReq);
     await c.node.node.NodePublishVolume(p.publishReq());
-    const total = async () => (await c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id, volume_path: p.target })).usage.find((u: any) => u.unit === "BYTES").total;
+    const total = async () =>
+      (await c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id, volume_path: p.target })).usage.find(
+        (u: any) => u.unit === "BYTES",
+      ).total;
     const before = await total();
-    const g = await c.ctl.controller.ControllerExpandVolume({ volume_id: p.v.volume_id, capacity_range: { required_bytes: 2 * GiB }, volume_capability: mountCap() });
+    const g = await c.ctl.controller.ControllerExpandVolume({
+      volume_id: p.v.volume_id,
+      capacity_range: { required_bytes: 2 * GiB },
+      volume_capability: mountCap(),
+    });
     expect(g.capacity_bytes).toBe(2 * GiB);
     expect(g.node_expansion_required).toBe(true);
     for (let i = 0; i < 10; i++) {
-      const r = await outcome(c.node.node.NodeExpandVolume({ volume_id: p.v.volume_id, volume_path: p.target, capacity_range: { required_bytes: 2 * GiB }, volume_capability: mountCap() }));
+      const r = await outcome(
+        c.node.node.NodeExpandVolume({
+          volume_id: p.v.volume_id,
+          volume_path: p.target,
+          capacity_range: { required_bytes: 2 * GiB },
+          volume_capability: mountCap(),
+        }),
+      );
       if (canGrowOnline) {
         expect({ i, code: r.code, details: r.details }).toEqual({ i, code: Code.OK, details: "" });
         expect(r.value.capacity_bytes).toBe(2 * GiB);
@@ -256,7 +355,13 @@ describe("NodeGetVolumeStats / NodeExpandVolume", () => {
         expect(r.details).toContain("CAP_SYS_RESOURCE");
       }
     }
-    const big = await outcome(c.node.node.NodeExpandVolume({ volume_id: p.v.volume_id, volume_path: p.target, capacity_range: { required_bytes: 5 * GiB } }));
+    const big = await outcome(
+      c.node.node.NodeExpandVolume({
+        volume_id: p.v.volume_id,
+        volume_path: p.target,
+        capacity_range: { required_bytes: 5 * GiB },
+      }),
+    );
     expect(big.code).toBe(Code.OUT_OF_RANGE);
     if (!canGrowOnline) {
       // The promised fallback: unmounted, the next stage grows it offline.
@@ -277,11 +382,25 @@ describe("expansion paths the kernel allows without CAP_SYS_RESOURCE", () => {
     const p = await provision("expandxfs", cap);
     await c.node.node.NodeStageVolume(p.stageReq);
     await c.node.node.NodePublishVolume(p.publishReq());
-    const total = async () => (await c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id, volume_path: p.target })).usage.find((u: any) => u.unit === "BYTES").total;
+    const total = async () =>
+      (await c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id, volume_path: p.target })).usage.find(
+        (u: any) => u.unit === "BYTES",
+      ).total;
     const before = await total();
-    await c.ctl.controller.ControllerExpandVolume({ volume_id: p.v.volume_id, capacity_range: { required_bytes: 2 * GiB }, volume_capability: cap });
+    await c.ctl.controller.ControllerExpandVolume({
+      volume_id: p.v.volume_id,
+      capacity_range: { required_bytes: 2 * GiB },
+      volume_capability: cap,
+    });
     for (let i = 0; i < 10; i++) {
-      const r = await outcome(c.node.node.NodeExpandVolume({ volume_id: p.v.volume_id, volume_path: p.target, capacity_range: { required_bytes: 2 * GiB }, volume_capability: cap }));
+      const r = await outcome(
+        c.node.node.NodeExpandVolume({
+          volume_id: p.v.volume_id,
+          volume_path: p.target,
+          capacity_range: { required_bytes: 2 * GiB },
+          volume_capability: cap,
+        }),
+      );
       expect({ i, code: r.code, details: r.details }).toEqual({ i, code: Code.OK, details: "" });
       expect(r.value.capacity_bytes).toBe(2 * GiB);
     }
@@ -294,11 +413,18 @@ describe("expansion paths the kernel allows without CAP_SYS_RESOURCE", () => {
     const p = await provision("expandoff");
     await c.node.node.NodeStageVolume(p.stageReq);
     await c.node.node.NodePublishVolume(p.publishReq());
-    const total = async () => (await c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id, volume_path: p.target })).usage.find((u: any) => u.unit === "BYTES").total;
+    const total = async () =>
+      (await c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id, volume_path: p.target })).usage.find(
+        (u: any) => u.unit === "BYTES",
+      ).total;
     const before = await total();
     await c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target });
     await c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging });
-    await c.ctl.controller.ControllerExpandVolume({ volume_id: p.v.volume_id, capacity_range: { required_bytes: 2 * GiB }, volume_capability: mountCap() });
+    await c.ctl.controller.ControllerExpandVolume({
+      volume_id: p.v.volume_id,
+      capacity_range: { required_bytes: 2 * GiB },
+      volume_capability: mountCap(),
+    });
     await c.node.node.NodeStageVolume(p.stageReq);
     await c.node.node.NodePublishVolume(p.publishReq());
     expect(await total()).toBeGreaterThan(before * 1.8);
@@ -351,10 +477,16 @@ describe("raw block volume lifecycle", () => {
     const stats = await c.node.node.NodeGetVolumeStats({ volume_id: p.v.volume_id, volume_path: p.target });
     expect(stats.usage.find((u: any) => u.unit === "BYTES").total).toBe(GiB);
     for (let i = 0; i < 10; i++) {
-      expect((await outcome(c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target }))).code).toBe(Code.OK);
+      expect(
+        (await outcome(c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target }))).code,
+      ).toBe(Code.OK);
       expect(existsSync(p.target)).toBe(false);
     }
-    for (let i = 0; i < 10; i++) expect((await outcome(c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging }))).code).toBe(Code.OK);
+    for (let i = 0; i < 10; i++)
+      expect(
+        (await outcome(c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging })))
+          .code,
+      ).toBe(Code.OK);
     expect(loopsOf(p.backingFile)).toEqual([]);
   });
 
@@ -376,7 +508,8 @@ describe("xfs lifecycle", () => {
     for (let i = 0; i < 10; i++) expect((await outcome(c.node.node.NodeStageVolume(p.stageReq))).code).toBe(Code.OK);
     const fstype = mountsAt(p.staging)[0]!.split(" - ")[1]!.split(" ")[0];
     expect(fstype).toBe("xfs");
-    for (let i = 0; i < 10; i++) expect((await outcome(c.node.node.NodePublishVolume(p.publishReq()))).code).toBe(Code.OK);
+    for (let i = 0; i < 10; i++)
+      expect((await outcome(c.node.node.NodePublishVolume(p.publishReq()))).code).toBe(Code.OK);
     writeFileSync(join(p.target, "keep"), "xfs-data");
     await c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target });
     await c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging });
@@ -401,13 +534,33 @@ describe("xfs lifecycle", () => {
     writeFileSync(join(p.target, "marker"), "from-the-snapshot");
     await c.node.node.NodeUnpublishVolume({ volume_id: p.v.volume_id, target_path: p.target });
     await c.node.node.NodeUnstageVolume({ volume_id: p.v.volume_id, staging_target_path: p.staging });
-    const snap = (await c.ctl.controller.CreateSnapshot({ name: volName("datasnap"), source_volume_id: p.v.volume_id })).snapshot;
+    const snap = (await c.ctl.controller.CreateSnapshot({ name: volName("datasnap"), source_volume_id: p.v.volume_id }))
+      .snapshot;
     const name = volName("restoredata");
-    const r = (await c.ctl.controller.CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()], volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })).volume;
+    const r = (
+      await c.ctl.controller.CreateVolume({
+        name,
+        capacity_range: { required_bytes: GiB },
+        volume_capabilities: [mountCap()],
+        volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } },
+      })
+    ).volume;
     const staging = c.staging(name);
     const target = c.target(name);
-    await c.node.node.NodeStageVolume({ volume_id: r.volume_id, staging_target_path: staging, volume_capability: mountCap(), volume_context: r.volume_context });
-    await c.node.node.NodePublishVolume({ volume_id: r.volume_id, staging_target_path: staging, target_path: target, volume_capability: mountCap(), readonly: true, volume_context: r.volume_context });
+    await c.node.node.NodeStageVolume({
+      volume_id: r.volume_id,
+      staging_target_path: staging,
+      volume_capability: mountCap(),
+      volume_context: r.volume_context,
+    });
+    await c.node.node.NodePublishVolume({
+      volume_id: r.volume_id,
+      staging_target_path: staging,
+      target_path: target,
+      volume_capability: mountCap(),
+      readonly: true,
+      volume_context: r.volume_context,
+    });
     expect(readFileSync(join(target, "marker"), "utf8")).toBe("from-the-snapshot");
     expect(mountsAt(target)[0]!.split(" ")[5]!.split(",")).toContain("ro");
     await c.node.node.NodeUnpublishVolume({ volume_id: r.volume_id, target_path: target });

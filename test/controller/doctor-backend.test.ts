@@ -12,21 +12,28 @@ import { routerOsFixture, type BackendFixture } from "../backends/harness.ts";
 
 /** doctor on a controller host: the features the running controller detected and its real breaker state. */
 const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c(); });
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
 
 async function controllerWithAdmin(f: BackendFixture) {
   const stateDir = mkdtempSync(join(tmpdir(), "rds-csi-doctor-ctl-"));
   cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
   const log = silentLogger();
   const admin = serveAdmin({
-    socketPath: controllerAdminSocketPath(stateDir), breakers: f.breakers, log, mode: "csi-controller",
-    shutdown: createShutdownCoordinator({ graceMs: 1_000, log }), backend: () => backendReport(f.backend),
+    socketPath: controllerAdminSocketPath(stateDir),
+    breakers: f.breakers,
+    log,
+    mode: "csi-controller",
+    shutdown: createShutdownCoordinator({ graceMs: 1_000, log }),
+    backend: () => backendReport(f.backend),
   });
   cleanups.push(() => admin.stop());
   return stateDir;
 }
 
-const check = (stateDir: string) => controllerBackendCheck.run({ stateDir } as HealthDeps, {}, new AbortController().signal);
+const check = (stateDir: string) =>
+  controllerBackendCheck.run({ stateDir } as HealthDeps, {}, new AbortController().signal);
 const cls = (fs: Finding[], c: string) => fs.filter((f) => f.class === c);
 
 describe("doctor: the controller's RouterOS backend", () => {
@@ -39,9 +46,18 @@ describe("doctor: the controller's RouterOS backend", () => {
   });
 
   test("reports the detected version and fields with the fallback of each missing one, and an open backend breaker", async () => {
-    const f = await routerOsFixture({ fields: { creationTime: false, status: false }, requestTimeoutMs: 400, readAttempts: 1, initialOpenMs: 60_000 });
+    const f = await routerOsFixture({
+      fields: { creationTime: false, status: false },
+      requestTimeoutMs: 400,
+      readAttempts: 1,
+      initialOpenMs: 60_000,
+    });
     cleanups.push(() => f.close());
-    f.sim!.state.seedDisk({ slot: "pvc-seeded", "file-path": "/storage-pool/metal-csi/pvc-seeded.img", "file-size": "1073741824" });
+    f.sim!.state.seedDisk({
+      slot: "pvc-seeded",
+      "file-path": "/storage-pool/metal-csi/pvc-seeded.img",
+      "file-size": "1073741824",
+    });
     await f.backend.probe();
     const stateDir = await controllerWithAdmin(f);
     let fs = await check(stateDir);

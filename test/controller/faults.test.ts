@@ -24,7 +24,12 @@ async function setup(o: RouterOsFixtureOptions = {}) {
   return { f, c, sim: f.sim! };
 }
 
-const createReq = (name: string) => ({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()], parameters: {} });
+const createReq = (name: string) => ({
+  name,
+  capacity_range: { required_bytes: GiB },
+  volume_capabilities: [mountCap()],
+  parameters: {},
+});
 
 /** Code and duration of one RPC. */
 async function timed(p: Promise<unknown>) {
@@ -33,7 +38,8 @@ async function timed(p: Promise<unknown>) {
   return { code, ms: performance.now() - t };
 }
 
-const slotsNamed = (sim: NonNullable<BackendFixture["sim"]>, name: string) => sim.state.disks().filter((d) => d.slot === volumeIdForName(name));
+const slotsNamed = (sim: NonNullable<BackendFixture["sim"]>, name: string) =>
+  sim.state.disks().filter((d) => d.slot === volumeIdForName(name));
 const puts = (sim: NonNullable<BackendFixture["sim"]>) => sim.state.requests().filter((r) => r.method === "PUT").length;
 
 describe("fault matrix (RouterOS simulator)", () => {
@@ -102,11 +108,14 @@ describe("fault matrix (RouterOS simulator)", () => {
   test("pool full: RESOURCE_EXHAUSTED, and it does not open the breaker", async () => {
     const { f, c, sim } = await setup();
     sim.faults.add({ kind: "pool-full", method: "PUT", path: "/rest/disk" });
-    for (let i = 0; i < 4; i++) expect(await codeOf(c.ctl.CreateVolume(createReq(`full-${i}`)))).toBe(Code.RESOURCE_EXHAUSTED);
+    for (let i = 0; i < 4; i++)
+      expect(await codeOf(c.ctl.CreateVolume(createReq(`full-${i}`)))).toBe(Code.RESOURCE_EXHAUSTED);
     expect(f.breakers.isOpen(`backend:${sim.address}`)).toBe(false);
     sim.faults.clear();
     sim.state.setPoolBytes(2 * GiB);
-    expect(await codeOf(c.ctl.CreateVolume({ ...createReq("full-real"), capacity_range: { required_bytes: 3 * GiB } }))).toBe(Code.RESOURCE_EXHAUSTED);
+    expect(
+      await codeOf(c.ctl.CreateVolume({ ...createReq("full-real"), capacity_range: { required_bytes: 3 * GiB } })),
+    ).toBe(Code.RESOURCE_EXHAUSTED);
     expect(sim.state.disks()).toHaveLength(0);
   });
 
@@ -134,7 +143,8 @@ describe("fault matrix (RouterOS simulator)", () => {
     const { f, c, sim } = await setup({ breakerThreshold: 3 });
     expect((await c.identity.Probe({})).ready.value).toBe(true);
     sim.faults.add({ kind: "status", status: 500 });
-    for (let i = 0; i < 3; i++) expect(await codeOf(c.ctl.ControllerGetVolume({ volume_id: volumeIdForName("b") }))).toBe(Code.UNAVAILABLE);
+    for (let i = 0; i < 3; i++)
+      expect(await codeOf(c.ctl.ControllerGetVolume({ volume_id: volumeIdForName("b") }))).toBe(Code.UNAVAILABLE);
     expect(f.breakers.isOpen(`backend:${sim.address}`)).toBe(true);
     const seen = sim.state.requests().length;
     let message = "";
@@ -165,7 +175,12 @@ describe("fault matrix (RouterOS simulator)", () => {
     expect(first.ms).toBeLessThan(DEADLINE_MS);
     expect(slotsNamed(sim, "copy-dst")).toHaveLength(1);
     expect(slotsNamed(sim, "copy-dst")[0]!.status).toBe("copying");
-    expect(await retryWhile(() => codeOf(c.ctl.CreateVolume(req)), (code) => code === Code.ABORTED)).toBe(Code.OK);
+    expect(
+      await retryWhile(
+        () => codeOf(c.ctl.CreateVolume(req)),
+        (code) => code === Code.ABORTED,
+      ),
+    ).toBe(Code.OK);
     expect(slotsNamed(sim, "copy-dst")).toHaveLength(1);
     expect(puts(sim)).toBe(2);
   });

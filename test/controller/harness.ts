@@ -13,13 +13,30 @@ import { createShutdownCoordinator } from "../../src/runtime/shutdown.ts";
 import type { BackendFixture } from "../backends/harness.ts";
 
 export const GiB = 2 ** 30;
-export const DEFAULT_PARAMS: VolumeParams = { volumePath: "/storage-pool/metal-csi", nvmePort: 4420, ctrlLossTmo: -1, reconnectDelay: 5, keepAliveTmo: 0, fsType: "ext4" };
+export const DEFAULT_PARAMS: VolumeParams = {
+  volumePath: "/storage-pool/metal-csi",
+  nvmePort: 4420,
+  ctrlLossTmo: -1,
+  reconnectDelay: 5,
+  keepAliveTmo: 0,
+  fsType: "ext4",
+};
 
 type Rpc = (req?: unknown, opts?: { deadlineMs?: number }) => Promise<any>;
 type ControllerRpc =
-  | "CreateVolume" | "DeleteVolume" | "ControllerPublishVolume" | "ControllerUnpublishVolume" | "ValidateVolumeCapabilities"
-  | "ListVolumes" | "GetCapacity" | "ControllerGetCapabilities" | "CreateSnapshot" | "DeleteSnapshot" | "ListSnapshots"
-  | "ControllerExpandVolume" | "ControllerGetVolume";
+  | "CreateVolume"
+  | "DeleteVolume"
+  | "ControllerPublishVolume"
+  | "ControllerUnpublishVolume"
+  | "ValidateVolumeCapabilities"
+  | "ListVolumes"
+  | "GetCapacity"
+  | "ControllerGetCapabilities"
+  | "CreateSnapshot"
+  | "DeleteSnapshot"
+  | "ListSnapshots"
+  | "ControllerExpandVolume"
+  | "ControllerGetVolume";
 export type ControllerApi = { [K in ControllerRpc]: Rpc };
 export type IdentityApi = { [K in "GetPluginInfo" | "GetPluginCapabilities" | "Probe"]: Rpc };
 
@@ -45,17 +62,32 @@ export async function startController(f: BackendFixture, o: ControllerOptions = 
   const log = o.log ?? silentLogger();
   const shutdown = createShutdownCoordinator({ graceMs: 5_000, log });
   const deps = { backend: f.backend, breakers: f.breakers, log, defaults: DEFAULT_PARAMS, managementHost: "127.0.0.1" };
-  const probe = createControllerProbe({ backend: f.backend, breakers: f.breakers, log, budgetMs: o.probeBudgetMs ?? 800, checkTimeoutMs: o.probeCheckTimeoutMs ?? 10_000 });
+  const probe = createControllerProbe({
+    backend: f.backend,
+    breakers: f.breakers,
+    log,
+    budgetMs: o.probeBudgetMs ?? 800,
+    checkTimeoutMs: o.probeCheckTimeoutMs ?? 10_000,
+  });
   const server = await startCsiServer({
-    endpoint, shutdown, log, metrics: createMetrics(),
+    endpoint,
+    shutdown,
+    log,
+    metrics: createMetrics(),
     handlers: {
-      Identity: identityHandlers({ driverName: "rds.csi.srvlab.io", version: "test", pluginCapabilities: [{ service: { type: "CONTROLLER_SERVICE" } }], probe: probe.probe }),
+      Identity: identityHandlers({
+        driverName: "rds.csi.srvlab.io",
+        version: "test",
+        pluginCapabilities: [{ service: { type: "CONTROLLER_SERVICE" } }],
+        probe: probe.probe,
+      }),
       Controller: controllerHandlers(deps),
     },
   });
   const client = csiClient(endpoint, { defaultDeadlineMs: 30_000 });
   return {
-    client, endpoint,
+    client,
+    endpoint,
     ctl: client.controller as unknown as ControllerApi,
     identity: client.identity as unknown as IdentityApi,
     async close() {
@@ -67,7 +99,10 @@ export async function startController(f: BackendFixture, o: ControllerOptions = 
   };
 }
 
-export const mountCap = (mode = "SINGLE_NODE_WRITER", fs_type = "ext4") => ({ mount: { fs_type, mount_flags: [] }, access_mode: { mode } });
+export const mountCap = (mode = "SINGLE_NODE_WRITER", fs_type = "ext4") => ({
+  mount: { fs_type, mount_flags: [] },
+  access_mode: { mode },
+});
 export const blockCap = (mode = "SINGLE_NODE_WRITER") => ({ block: {}, access_mode: { mode } });
 
 /** gRPC status code of a call (0 when it succeeds). */
@@ -82,10 +117,27 @@ export async function codeOf(p: Promise<unknown>): Promise<number> {
   }
 }
 
-export const Code = { OK: 0, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, ALREADY_EXISTS: 6, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, ABORTED: 10, OUT_OF_RANGE: 11, UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14 } as const;
+export const Code = {
+  OK: 0,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const;
 
 /** The CO's retry: calls again every `everyMs` while `more(last)` holds, at most `times` calls; the last result. */
-export async function retryWhile<T>(call: () => Promise<T>, more: (r: T) => boolean, { times = 40, everyMs = 100 } = {}): Promise<T> {
+export async function retryWhile<T>(
+  call: () => Promise<T>,
+  more: (r: T) => boolean,
+  { times = 40, everyMs = 100 } = {},
+): Promise<T> {
   let r = await call();
   for (let i = 1; i < times && more(r); i++) {
     await Bun.sleep(everyMs);

@@ -15,7 +15,14 @@ const walk = (items: string[], max: number) => {
 };
 
 describe("paginate", () => {
-  test.each([[0, 0], [1, 5], [7, 3], [9, 3], [10, 0], [25, 7]])("%d items, %d per page: every item once, in order", (n, max) => {
+  test.each([
+    [0, 0],
+    [1, 5],
+    [7, 3],
+    [9, 3],
+    [10, 0],
+    [25, 7],
+  ])("%d items, %d per page: every item once, in order", (n, max) => {
     expect(walk(ids(n).reverse(), max)).toEqual(ids(n));
   });
 
@@ -28,7 +35,10 @@ describe("paginate", () => {
     expect(second.page).toEqual(["pvc-005", "pvc-006", "pvc-007", "pvc-008"]);
   });
 
-  test.each(["garbage", "YWZ0ZXI", Buffer.from("before:pvc-1").toString("base64url")])("a token we did not issue (%s) → ABORTED", (token) => {
-    expect(() => paginate(ids(3), (x) => x, 1, token)).toThrow(expect.objectContaining({ kind: "aborted" }));
-  });
+  test.each(["garbage", "YWZ0ZXI", Buffer.from("before:pvc-1").toString("base64url")])(
+    "a token we did not issue (%s) → ABORTED",
+    (token) => {
+      expect(() => paginate(ids(3), (x) => x, 1, token)).toThrow(expect.objectContaining({ kind: "aborted" }));
+    },
+  );
 });

@@ -26,9 +26,27 @@ afterEach(async () => {
 async function startProcess(args: string[]) {
   dir = mkdtempSync(join(tmpdir(), "rds-csi-ctrl-proc-"));
   const sock = join(dir, "csi.sock");
-  proc = Bun.spawn(["bun", MAIN, "csi-controller", "--endpoint", `unix://${sock}`, "--state-dir", join(dir, "state"), "--log-level", "debug", "--request-timeout", "2s", ...args], {
-    stdout: "pipe", stderr: "pipe", env: { ...process.env, RDS_CSI_ROUTEROS_PASSWORD: "" },
-  });
+  proc = Bun.spawn(
+    [
+      "bun",
+      MAIN,
+      "csi-controller",
+      "--endpoint",
+      `unix://${sock}`,
+      "--state-dir",
+      join(dir, "state"),
+      "--log-level",
+      "debug",
+      "--request-timeout",
+      "2s",
+      ...args,
+    ],
+    {
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, RDS_CSI_ROUTEROS_PASSWORD: "" },
+    },
+  );
   for (let i = 0; i < 200 && !existsSync(sock); i++) await Bun.sleep(25);
   expect(existsSync(sock)).toBe(true);
   const client = csiClient(`unix://${sock}`, { defaultDeadlineMs: 10_000 });
@@ -36,19 +54,48 @@ async function startProcess(args: string[]) {
     client.close();
     proc!.kill("SIGTERM");
     expect(await proc!.exited).toBe(0);
-    return (await new Response(proc!.stdout as ReadableStream).text()) + (await new Response(proc!.stderr as ReadableStream).text());
+    return (
+      (await new Response(proc!.stdout as ReadableStream).text()) +
+      (await new Response(proc!.stderr as ReadableStream).text())
+    );
   };
-  return { ctl: client.controller as unknown as ControllerApi, identity: client.identity as unknown as IdentityApi, stop, dir };
+  return {
+    ctl: client.controller as unknown as ControllerApi,
+    identity: client.identity as unknown as IdentityApi,
+    stop,
+    dir,
+  };
 }
 
 test("routeros backend with CA file and password file: volumes work, the password is never logged", async () => {
   sim = await startRouterOsSim();
   const pw = join(mkdtempSync(join(tmpdir(), "rds-csi-pw-")), "pw");
   writeFileSync(pw, `${sim.password}\n`, { mode: 0o600 });
-  const p = await startProcess(["--backend", "routeros", "--routeros-url", sim.url, "--routeros-user", sim.user, "--routeros-password-file", pw, "--routeros-ca-file", sim.caFile]);
+  const p = await startProcess([
+    "--backend",
+    "routeros",
+    "--routeros-url",
+    sim.url,
+    "--routeros-user",
+    sim.user,
+    "--routeros-password-file",
+    pw,
+    "--routeros-ca-file",
+    sim.caFile,
+  ]);
   expect((await p.identity.Probe({})).ready.value).toBe(true);
-  const v = (await p.ctl.CreateVolume({ name: "proc-vol", capacity_range: { required_bytes: GiB }, volume_capabilities: [mountCap()] })).volume;
-  expect(v.volume_context).toMatchObject({ transport: "nvme-tcp", nvmeAddress: "127.0.0.1", nqn: `nqn.2000-02.com.mikrotik:${v.volume_id}` });
+  const v = (
+    await p.ctl.CreateVolume({
+      name: "proc-vol",
+      capacity_range: { required_bytes: GiB },
+      volume_capabilities: [mountCap()],
+    })
+  ).volume;
+  expect(v.volume_context).toMatchObject({
+    transport: "nvme-tcp",
+    nvmeAddress: "127.0.0.1",
+    nqn: `nqn.2000-02.com.mikrotik:${v.volume_id}`,
+  });
   expect(sim.state.disks().map((d) => d.slot)).toEqual([v.volume_id]);
   await p.ctl.DeleteVolume({ volume_id: v.volume_id });
   expect(sim.state.disks()).toHaveLength(0);
@@ -63,7 +110,17 @@ test("insecure-skip-tls-verify warns at start; a wrong password makes Probe not 
   sim = await startRouterOsSim();
   const pw = join(mkdtempSync(join(tmpdir(), "rds-csi-pw-")), "pw");
   writeFileSync(pw, "wrong-password", { mode: 0o600 });
-  const p = await startProcess(["--backend", "routeros", "--routeros-url", sim.url, "--routeros-user", sim.user, "--routeros-password-file", pw, "--routeros-insecure-skip-tls-verify"]);
+  const p = await startProcess([
+    "--backend",
+    "routeros",
+    "--routeros-url",
+    sim.url,
+    "--routeros-user",
+    sim.user,
+    "--routeros-password-file",
+    pw,
+    "--routeros-insecure-skip-tls-verify",
+  ]);
   expect((await p.identity.Probe({})).ready.value).toBe(false);
   const out = await p.stop();
   rmSync(pw, { force: true });
@@ -75,7 +132,16 @@ test("without a CA the self-signed certificate is refused: Probe not ready", asy
   sim = await startRouterOsSim();
   const pw = join(mkdtempSync(join(tmpdir(), "rds-csi-pw-")), "pw");
   writeFileSync(pw, sim.password, { mode: 0o600 });
-  const p = await startProcess(["--backend", "routeros", "--routeros-url", sim.url, "--routeros-user", sim.user, "--routeros-password-file", pw]);
+  const p = await startProcess([
+    "--backend",
+    "routeros",
+    "--routeros-url",
+    sim.url,
+    "--routeros-user",
+    sim.user,
+    "--routeros-password-file",
+    pw,
+  ]);
   expect((await p.identity.Probe({})).ready.value).toBe(false);
   expect(sim.state.requests().filter((r) => r.status === 200)).toHaveLength(0);
   await p.stop();
@@ -84,12 +150,32 @@ test("without a CA the self-signed certificate is refused: Probe not ready", asy
 
 test("the binary's Probe under a router hang answers within --probe-budget, and its admin socket shows the detected features", async () => {
   sim = await startRouterOsSim({ fields: { creationTime: false } });
-  sim.state.seedDisk({ slot: "pvc-seeded", "file-path": "/storage-pool/metal-csi/pvc-seeded.img", "file-size": String(GiB) });
+  sim.state.seedDisk({
+    slot: "pvc-seeded",
+    "file-path": "/storage-pool/metal-csi/pvc-seeded.img",
+    "file-size": String(GiB),
+  });
   const pw = join(mkdtempSync(join(tmpdir(), "rds-csi-pw-")), "pw");
   writeFileSync(pw, sim.password, { mode: 0o600 });
-  const p = await startProcess(["--backend", "routeros", "--routeros-url", sim.url, "--routeros-user", sim.user, "--routeros-password-file", pw, "--routeros-ca-file", sim.caFile, "--probe-budget", "300ms"]);
+  const p = await startProcess([
+    "--backend",
+    "routeros",
+    "--routeros-url",
+    sim.url,
+    "--routeros-user",
+    sim.user,
+    "--routeros-password-file",
+    pw,
+    "--routeros-ca-file",
+    sim.caFile,
+    "--probe-budget",
+    "300ms",
+  ]);
   expect((await p.identity.Probe({})).ready.value).toBe(true);
-  const { body } = await adminRequest<{ version?: string; fields: { field: string; presence: string }[] }>(controllerAdminSocketPath(join(p.dir, "state")), "/backend");
+  const { body } = await adminRequest<{ version?: string; fields: { field: string; presence: string }[] }>(
+    controllerAdminSocketPath(join(p.dir, "state")),
+    "/backend",
+  );
   expect(body.version).toBe("7.16 (stable)");
   expect(body.fields.find((f) => f.field === "creation-time")?.presence).toBe("no");
   sim.faults.add({ kind: "hang" });

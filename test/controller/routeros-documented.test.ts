@@ -1,7 +1,12 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { snapshotIdForName, volumeIdForName } from "../../src/backends/ids.ts";
-import { routerOsBackendOn, routerOsFixture, type BackendFixture, type RouterOsFixtureOptions } from "../backends/harness.ts";
+import {
+  routerOsBackendOn,
+  routerOsFixture,
+  type BackendFixture,
+  type RouterOsFixtureOptions,
+} from "../backends/harness.ts";
 import type { RouterOsSim } from "../sim/routeros-sim.ts";
 import { Code, GiB, codeOf, mountCap, retryWhile, startController, type ControllerFixture } from "./harness.ts";
 
@@ -28,13 +33,21 @@ async function setup(o: RouterOsFixtureOptions = {}, budgetMs = 300) {
 async function second(sim: RouterOsSim, o: RouterOsFixtureOptions = {}) {
   const b = routerOsBackendOn(sim, { requestTimeoutMs: REQUEST_MS, readAttempts: 1, ...o });
   const c = await startController({ ...b, sim, close: async () => {} });
-  cleanups.push(() => { rmSync(b.stateDir, { recursive: true, force: true }); });
+  cleanups.push(() => {
+    rmSync(b.stateDir, { recursive: true, force: true });
+  });
   cleanups.push(() => c.close());
   return c;
 }
 
-const createReq = (name: string, gib = 1) => ({ name, capacity_range: { required_bytes: gib * GiB }, volume_capabilities: [mountCap()], parameters: {} });
-const slotsNamed = (sim: RouterOsSim, name: string) => sim.state.disks().filter((d) => d.slot === volumeIdForName(name));
+const createReq = (name: string, gib = 1) => ({
+  name,
+  capacity_range: { required_bytes: gib * GiB },
+  volume_capabilities: [mountCap()],
+  parameters: {},
+});
+const slotsNamed = (sim: RouterOsSim, name: string) =>
+  sim.state.disks().filter((d) => d.slot === volumeIdForName(name));
 const copyFroms = (sim: RouterOsSim) => sim.state.requests().filter((r) => r.method === "PUT").length;
 const writes = (sim: RouterOsSim) => sim.state.requests().filter((r) => r.method !== "GET").length;
 const ready = async (c: ControllerFixture) => (await c.identity.Probe({})).ready.value as boolean;
@@ -90,7 +103,9 @@ describe("Probe: a fixed budget, a background check, readiness that comes back b
     }
     expect(back).toBe(true);
     expect(f.breakers.get(`backend:${sim.address}`)?.state).toBe("closed");
-    console.log(`readiness back ${(performance.now() - cleared).toFixed(0)} ms after the fault cleared (open period ${openMs} ms)`);
+    console.log(
+      `readiness back ${(performance.now() - cleared).toFixed(0)} ms after the fault cleared (open period ${openMs} ms)`,
+    );
   });
 });
 
@@ -121,18 +136,28 @@ describe("breakers count what matters", () => {
 });
 
 describe("duplicates: RouterOS's wording and any 400 whose slot reads back as ours", () => {
-  for (const detail of ["failure: already have such slot", "failure: item with this slot already exists", "failure: could not add disk"]) {
+  for (const detail of [
+    "failure: already have such slot",
+    "failure: item with this slot already exists",
+    "failure: could not add disk",
+  ]) {
     test(`a lost race answered "${detail}": OK with one disk, ALREADY_EXISTS for another size`, async () => {
       const { c, sim } = await setup({ duplicateDetail: detail });
       const other = await second(sim);
       // Both controllers read the slot as absent before either adds: the race the Go driver had too.
       sim.faults.add({ kind: "latency", ms: 300, method: "GET", path: "/rest/disk", times: 2 });
-      const same = await Promise.all([codeOf(c.ctl.CreateVolume(createReq("race"))), codeOf(other.ctl.CreateVolume(createReq("race")))]);
+      const same = await Promise.all([
+        codeOf(c.ctl.CreateVolume(createReq("race"))),
+        codeOf(other.ctl.CreateVolume(createReq("race"))),
+      ]);
       expect(same).toEqual([Code.OK, Code.OK]);
       expect(slotsNamed(sim, "race")).toHaveLength(1);
 
       sim.faults.add({ kind: "latency", ms: 300, method: "GET", path: "/rest/disk", times: 2 });
-      const sizes = await Promise.all([codeOf(c.ctl.CreateVolume(createReq("race-size", 1))), codeOf(other.ctl.CreateVolume(createReq("race-size", 2)))]);
+      const sizes = await Promise.all([
+        codeOf(c.ctl.CreateVolume(createReq("race-size", 1))),
+        codeOf(other.ctl.CreateVolume(createReq("race-size", 2))),
+      ]);
       expect(sizes.filter((x) => x === Code.OK)).toHaveLength(1);
       expect(sizes).toContain(Code.ALREADY_EXISTS);
       expect(slotsNamed(sim, "race-size")).toHaveLength(1);
@@ -174,7 +199,12 @@ describe("copies: their own deadline, synchronous, verified from documented fiel
     const src = (await c.ctl.CreateVolume(createReq("cut-src"))).volume.volume_id;
     const req = { ...createReq("cut-clone"), volume_content_source: { volume: { volume_id: src } } };
     expect(await codeOf(c.ctl.CreateVolume(req))).toBe(Code.ABORTED);
-    expect(await retryWhile(() => codeOf(c.ctl.CreateVolume(req)), (code) => code === Code.ABORTED)).toBe(Code.OK);
+    expect(
+      await retryWhile(
+        () => codeOf(c.ctl.CreateVolume(req)),
+        (code) => code === Code.ABORTED,
+      ),
+    ).toBe(Code.OK);
     expect(slotsNamed(sim, "cut-clone")).toHaveLength(1);
     expect(copyFroms(sim)).toBe(2);
   });
@@ -182,16 +212,34 @@ describe("copies: their own deadline, synchronous, verified from documented fiel
   test("a restore larger than its snapshot, cut by the router: ABORTED while it copies (not ALREADY_EXISTS), then grown", async () => {
     const { c, sim } = await setup({ copyMs: 1_200, serverTimeoutMs: 300, copyTimeoutMs: 5_000 });
     const vol = (await c.ctl.CreateVolume(createReq("big-src"))).volume.volume_id;
-    const snap = (await retryWhile(() => c.ctl.CreateSnapshot({ name: "big-snap", source_volume_id: vol }), (r) => !r.snapshot.ready_to_use)).snapshot;
-    const req = { ...createReq("big-restore", 2), volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } };
+    const snap = (
+      await retryWhile(
+        () => c.ctl.CreateSnapshot({ name: "big-snap", source_volume_id: vol }),
+        (r) => !r.snapshot.ready_to_use,
+      )
+    ).snapshot;
+    const req = {
+      ...createReq("big-restore", 2),
+      volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } },
+    };
     expect(await codeOf(c.ctl.CreateVolume(req))).toBe(Code.ABORTED);
-    expect(await retryWhile(() => codeOf(c.ctl.CreateVolume(req)), (code) => code === Code.ABORTED)).toBe(Code.OK);
+    expect(
+      await retryWhile(
+        () => codeOf(c.ctl.CreateVolume(req)),
+        (code) => code === Code.ABORTED,
+      ),
+    ).toBe(Code.OK);
     expect(Number(slotsNamed(sim, "big-restore")[0]!["file-size"])).toBe(2 * GiB);
     expect(copyFroms(sim)).toBe(3);
   });
 
   test("a copy whose row appears only when done, cut by the router: copy-from is never sent a second time", async () => {
-    const { c, sim } = await setup({ copyMs: 1_200, serverTimeoutMs: 300, copyTimeoutMs: 5_000, copyRowAppears: "when-done" });
+    const { c, sim } = await setup({
+      copyMs: 1_200,
+      serverTimeoutMs: 300,
+      copyTimeoutMs: 5_000,
+      copyRowAppears: "when-done",
+    });
     const vol = (await c.ctl.CreateVolume(createReq("late-src"))).volume.volume_id;
     const cut = () => codeOf(c.ctl.CreateSnapshot({ name: "late-snap", source_volume_id: vol }));
     expect(await cut()).toBe(Code.UNAVAILABLE);
@@ -203,13 +251,25 @@ describe("copies: their own deadline, synchronous, verified from documented fiel
 
 describe("a copy with an unknown outcome survives a controller restart", () => {
   test("the restarted controller reads back and waits; it never sends the copy-from again", async () => {
-    const { f, c, sim } = await setup({ copyMs: 1_500, serverTimeoutMs: 300, copyTimeoutMs: 5_000, copyRowAppears: "when-done" });
+    const { f, c, sim } = await setup({
+      copyMs: 1_500,
+      serverTimeoutMs: 300,
+      copyTimeoutMs: 5_000,
+      copyRowAppears: "when-done",
+    });
     const vol = (await c.ctl.CreateVolume(createReq("restart-src"))).volume.volume_id;
     expect(await codeOf(c.ctl.CreateSnapshot({ name: "restart-snap", source_volume_id: vol }))).toBe(Code.UNAVAILABLE);
     // The same state dir, a new process: nothing of the first one's memory.
-    const restarted = routerOsBackendOn(sim, { requestTimeoutMs: REQUEST_MS, readAttempts: 1, copyTimeoutMs: 5_000 }, f.dir);
+    const restarted = routerOsBackendOn(
+      sim,
+      { requestTimeoutMs: REQUEST_MS, readAttempts: 1, copyTimeoutMs: 5_000 },
+      f.dir,
+    );
     const id = snapshotIdForName("restart-snap");
-    const snap = await retryWhile(() => restarted.backend.createSnapshot(id, vol, "/storage-pool/metal-csi").catch(() => null), (s) => !s?.readyToUse);
+    const snap = await retryWhile(
+      () => restarted.backend.createSnapshot(id, vol, "/storage-pool/metal-csi").catch(() => null),
+      (s) => !s?.readyToUse,
+    );
     expect(snap?.readyToUse).toBe(true);
     expect(copyFroms(sim)).toBe(2);
   });
@@ -231,7 +291,9 @@ describe("fields the /disk reference does not list", () => {
     const id = (await c.ctl.CreateVolume(createReq("nc"))).volume.volume_id;
     expect(f.backend.features!().comment).toBe("no");
     const node = "node-a/nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-4000-8000-000000000001";
-    expect(await codeOf(c.ctl.ControllerPublishVolume({ volume_id: id, node_id: node, volume_capability: mountCap() }))).toBe(Code.OK);
+    expect(
+      await codeOf(c.ctl.ControllerPublishVolume({ volume_id: id, node_id: node, volume_capability: mountCap() })),
+    ).toBe(Code.OK);
     // A new controller process on the same state dir (a restart) knows the publication.
     const restarted = routerOsBackendOn(sim, { requestTimeoutMs: REQUEST_MS }, f.dir);
     const d = await restarted.backend.getDisk(id);
@@ -247,7 +309,9 @@ describe("fields the /disk reference does not list", () => {
     const { f, c, sim } = await setup();
     sim.faults.add({ kind: "status", status: 404, path: "/rest/system/resource" });
     const fresh = routerOsBackendOn(sim, { requestTimeoutMs: REQUEST_MS });
-    cleanups.push(() => { rmSync(fresh.stateDir, { recursive: true, force: true }); });
+    cleanups.push(() => {
+      rmSync(fresh.stateDir, { recursive: true, force: true });
+    });
     await fresh.backend.probe();
     expect(fresh.backend.features().version).toBeUndefined();
     expect(await ready(c)).toBe(true);
@@ -259,8 +323,15 @@ describe("fields the /disk reference does not list", () => {
     await c.ctl.CreateVolume(createReq("detect"));
     // A fresh controller on this router detects with its first (start-up) check.
     const other = routerOsBackendOn(f.sim!, { requestTimeoutMs: REQUEST_MS });
-    cleanups.push(() => { rmSync(other.stateDir, { recursive: true, force: true }); });
+    cleanups.push(() => {
+      rmSync(other.stateDir, { recursive: true, force: true });
+    });
     await other.backend.probe();
-    expect(other.backend.features()).toMatchObject({ version: "7.16 (stable)", creationTime: "no", status: "no", comment: "yes" });
+    expect(other.backend.features()).toMatchObject({
+      version: "7.16 (stable)",
+      creationTime: "no",
+      status: "no",
+      comment: "yes",
+    });
   });
 });

@@ -10,7 +10,9 @@ import { captureLogger } from "../helpers/log-capture.ts";
 
 const dir = mkdtempSync("/tmp/rds-csi-server-");
 const servers: CsiServer[] = [];
-afterAll(async () => { for (const s of servers) await s.close(); });
+afterAll(async () => {
+  for (const s of servers) await s.close();
+});
 
 async function start(name: string, node: Record<string, (req: any) => Promise<unknown>> = {}) {
   const cap = captureLogger();
@@ -20,10 +22,17 @@ async function start(name: string, node: Record<string, (req: any) => Promise<un
   const server = await startCsiServer({
     endpoint,
     handlers: {
-      Identity: identityHandlers({ driverName: "rds.csi.srvlab.io", version: "9.9.9", pluginCapabilities: [], probe: async () => ({ ready: true }) }),
+      Identity: identityHandlers({
+        driverName: "rds.csi.srvlab.io",
+        version: "9.9.9",
+        pluginCapabilities: [],
+        probe: async () => ({ ready: true }),
+      }),
       Node: node,
     },
-    shutdown, log: cap.log, metrics,
+    shutdown,
+    log: cap.log,
+    metrics,
   });
   servers.push(server);
   return { server, client: csiClient(endpoint), cap, metrics, shutdown, socket: `${dir}/${name}.sock` };
@@ -32,7 +41,10 @@ async function start(name: string, node: Record<string, (req: any) => Promise<un
 describe("CSI server and RPC wrapper", () => {
   test("identity over a unix socket with mode 0600", async () => {
     const { client, socket } = await start("identity");
-    expect(await client.identity.GetPluginInfo({})).toMatchObject({ name: "rds.csi.srvlab.io", vendor_version: "9.9.9" });
+    expect(await client.identity.GetPluginInfo({})).toMatchObject({
+      name: "rds.csi.srvlab.io",
+      vendor_version: "9.9.9",
+    });
     expect(await client.identity.Probe({})).toEqual({ ready: { value: true } });
     expect(statSync(socket).mode & 0o777).toBe(0o600);
     client.close();
@@ -40,11 +52,20 @@ describe("CSI server and RPC wrapper", () => {
 
   test("domain errors map to their codes, validation names the field, unknown errors become INTERNAL without details", async () => {
     const { client, cap, metrics } = await start("errors", {
-      NodeStageVolume: async () => { throw invalidArgument("volume_capability", "required"); },
-      NodePublishVolume: async () => { throw alreadyExists("published with another capability"); },
-      NodeUnstageVolume: async () => { throw new TypeError("secret internal detail at /src/x.ts:12"); },
+      NodeStageVolume: async () => {
+        throw invalidArgument("volume_capability", "required");
+      },
+      NodePublishVolume: async () => {
+        throw alreadyExists("published with another capability");
+      },
+      NodeUnstageVolume: async () => {
+        throw new TypeError("secret internal detail at /src/x.ts:12");
+      },
     });
-    expect(await client.node.NodeStageVolume({ volume_id: "v" }).catch((e) => [e.code, e.details])).toEqual([3, "volume_capability: required"]);
+    expect(await client.node.NodeStageVolume({ volume_id: "v" }).catch((e) => [e.code, e.details])).toEqual([
+      3,
+      "volume_capability: required",
+    ]);
     expect(await client.node.NodePublishVolume({ volume_id: "v" }).catch((e) => e.code)).toBe(6);
     const internal = await client.node.NodeUnstageVolume({ volume_id: "v" }).catch((e) => e);
     expect(internal.code).toBe(13);
@@ -52,7 +73,9 @@ describe("CSI server and RPC wrapper", () => {
     expect(cap.text()).toContain("secret internal detail");
     expect(await client.node.NodeGetInfo({}).catch((e) => e.code)).toBe(12);
     const exposition = await metrics.registry.metrics();
-    expect(exposition).toMatch(/rds_csi_rpc_duration_seconds_count\{method="NodeStageVolume",code="INVALID_ARGUMENT"\} 1/);
+    expect(exposition).toMatch(
+      /rds_csi_rpc_duration_seconds_count\{method="NodeStageVolume",code="INVALID_ARGUMENT"\} 1/,
+    );
     client.close();
   });
 
@@ -60,13 +83,18 @@ describe("CSI server and RPC wrapper", () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const { client, shutdown } = await start("drain", {
-      NodeStageVolume: async () => { await gate; return {}; },
+      NodeStageVolume: async () => {
+        await gate;
+        return {};
+      },
       NodeUnstageVolume: async () => ({}),
     });
     const inFlight = client.node.NodeStageVolume({ volume_id: "slow" });
     await Bun.sleep(50);
     const done = shutdown.shutdown("test");
-    const refused = await client.node.NodeUnstageVolume({ volume_id: "other" }, { deadlineMs: 3000 }).catch((e) => e.code);
+    const refused = await client.node
+      .NodeUnstageVolume({ volume_id: "other" }, { deadlineMs: 3000 })
+      .catch((e) => e.code);
     expect(refused).toBe(14);
     release();
     // Awaited directly: bun's .resolves matcher mishandles the client's promise here.
@@ -91,10 +119,15 @@ describe("CSI server and RPC wrapper", () => {
 
     writeFileSync(`${dir}/notasocket.sock`, "precious");
     const cap = captureLogger();
-    await expect(startCsiServer({
-      endpoint: `unix://${dir}/notasocket.sock`,
-      handlers: { Identity: {} }, shutdown: createShutdownCoordinator({ graceMs: 10, log: cap.log }), log: cap.log, metrics: createMetrics(),
-    })).rejects.toThrow(/not a socket/);
+    await expect(
+      startCsiServer({
+        endpoint: `unix://${dir}/notasocket.sock`,
+        handlers: { Identity: {} },
+        shutdown: createShutdownCoordinator({ graceMs: 10, log: cap.log }),
+        log: cap.log,
+        metrics: createMetrics(),
+      }),
+    ).rejects.toThrow(/not a socket/);
     expect(await Bun.file(`${dir}/notasocket.sock`).text()).toBe("precious");
   });
 });

@@ -92,7 +92,9 @@ describe("deploy/ parses", () => {
 
   test("the kustomization lists every manifest in deploy/ (examples are applied by hand)", () => {
     const k = docs.find((d) => d.obj.kind === "Kustomization")!.obj;
-    const top = readdirSync(DEPLOY).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml").sort();
+    const top = readdirSync(DEPLOY)
+      .filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml")
+      .sort();
     expect([...k.resources].sort()).toEqual(top);
   });
 });
@@ -141,7 +143,10 @@ describe("driver name and socket path agree with the binary's defaults", () => {
     expect(dep.spec.template.spec.containers.map((c: Obj) => c.name).sort()).toEqual(["rds-csi", ...sidecars].sort());
     for (const s of sidecars) {
       const c = container(dep, s);
-      expect({ sidecar: s, socket: resolveMount(dep, c, argValue(c, "csi-address")!) }).toEqual({ sidecar: s, socket: served });
+      expect({ sidecar: s, socket: resolveMount(dep, c, argValue(c, "csi-address")!) }).toEqual({
+        sidecar: s,
+        socket: served,
+      });
     }
   });
 });
@@ -175,7 +180,10 @@ describe("node plugin's host access", () => {
 });
 
 describe("shutdown grace", () => {
-  for (const [kind, name] of [["DaemonSet", "rds-csi-node"], ["Deployment", "rds-csi-controller"]] as const) {
+  for (const [kind, name] of [
+    ["DaemonSet", "rds-csi-node"],
+    ["Deployment", "rds-csi-controller"],
+  ] as const) {
     test(`${name}: terminationGracePeriodSeconds is above the binary's shutdown grace`, () => {
       const w = one(kind, name);
       const grace = graceSeconds(container(w, "rds-csi"));
@@ -191,7 +199,9 @@ describe("configuration from the environment", () => {
   test("the ConfigMap's NQN prefix and protected patterns pass the binary's rules and do not overlap", () => {
     const prefix: string = config.data["nqn-prefix"];
     expect(nqnPrefixProblem(prefix)).toBeNull();
-    const patterns = String(config.data["protected-nqns"]).split(",").map((s) => s.trim());
+    const patterns = String(config.data["protected-nqns"])
+      .split(",")
+      .map((s) => s.trim());
     expect(patterns.length).toBeGreaterThan(0);
     for (const p of patterns) {
       expect(v.safeParse(ProtectedPatternSchema, p).success).toBe(true);
@@ -217,14 +227,21 @@ describe("configuration from the environment", () => {
     for (const r of refs) {
       const src = objects.find((o) => (o.kind === "ConfigMap" || o.kind === "Secret") && o.metadata.name === r.name);
       const keys = Object.keys({ ...src?.data, ...src?.stringData });
-      expect({ ref: `${r.name}/${r.key}`, found: keys.includes(r.key) }).toEqual({ ref: `${r.name}/${r.key}`, found: true });
+      expect({ ref: `${r.name}/${r.key}`, found: keys.includes(r.key) }).toEqual({
+        ref: `${r.name}/${r.key}`,
+        found: true,
+      });
     }
   });
 
   const byMode = new Map(MODES.map((m) => [m.command, m.options]));
-  const knownEnv = (mode: string) => new Set([...COMMON_OPTIONS, ...(byMode.get(mode) ?? [])].map((o) => envName(o.name)));
+  const knownEnv = (mode: string) =>
+    new Set([...COMMON_OPTIONS, ...(byMode.get(mode) ?? [])].map((o) => envName(o.name)));
 
-  for (const [kind, name] of [["DaemonSet", "rds-csi-node"], ["Deployment", "rds-csi-controller"]] as const) {
+  for (const [kind, name] of [
+    ["DaemonSet", "rds-csi-node"],
+    ["Deployment", "rds-csi-controller"],
+  ] as const) {
     test(`${name}: its mode is a mode of the binary and every RDS_CSI_* variable is one of its options`, () => {
       const c = container(one(kind, name), "rds-csi");
       const mode = c.args[0] as string;
@@ -238,10 +255,15 @@ describe("configuration from the environment", () => {
   const envLiteral = (e: Obj): string | undefined => {
     if (typeof e.value === "string") return e.value;
     const ref = e.valueFrom?.configMapKeyRef;
-    return ref ? objects.find((o) => o.kind === "ConfigMap" && o.metadata.name === ref.name)?.data?.[ref.key] : undefined;
+    return ref
+      ? objects.find((o) => o.kind === "ConfigMap" && o.metadata.name === ref.name)?.data?.[ref.key]
+      : undefined;
   };
 
-  for (const [kind, name] of [["DaemonSet", "rds-csi-node"], ["Deployment", "rds-csi-controller"]] as const) {
+  for (const [kind, name] of [
+    ["DaemonSet", "rds-csi-node"],
+    ["Deployment", "rds-csi-controller"],
+  ] as const) {
     test(`${name}: every RDS_CSI_* value passes the binary's own validation of that option`, () => {
       const c = container(one(kind, name), "rds-csi");
       const specs: readonly OptionSpec[] = [...COMMON_OPTIONS, ...(byMode.get(c.args[0]) ?? [])];
@@ -251,9 +273,17 @@ describe("configuration from the environment", () => {
         const spec = specs.find((o) => envName(o.name) === e.name);
         const raw = envLiteral(e);
         if (!spec || raw === undefined) continue;
-        const value = spec.type === "number" ? Number(raw) : spec.type === "array" ? raw.split(",").map((x) => x.trim()) : spec.type === "boolean" ? raw === "true" : raw;
+        const value =
+          spec.type === "number"
+            ? Number(raw)
+            : spec.type === "array"
+              ? raw.split(",").map((x) => x.trim())
+              : spec.type === "boolean"
+                ? raw === "true"
+                : raw;
         checked++;
-        if (spec.choices && !spec.choices.includes(String(value))) problems.push(`${e.name}=${raw}: not one of ${spec.choices.join("|")}`);
+        if (spec.choices && !spec.choices.includes(String(value)))
+          problems.push(`${e.name}=${raw}: not one of ${spec.choices.join("|")}`);
         if (spec.schema) {
           const r = v.safeParse(spec.schema, value);
           if (!r.success) problems.push(`${e.name}=${raw}: ${r.issues[0].message}`);

@@ -13,7 +13,9 @@ const runner = createRunner();
 /** Fails (never skips) with the fix when nixpkgs' lib is not where the tests look for it. */
 function requireNixpkgsLib(): void {
   if (!existsSync(join(NIXPKGS_LIB, "default.nix"))) {
-    throw new Error(`nixpkgs' lib not found at ${NIXPKGS_LIB}: put the nixpkgs lib/ tree there or set RDS_CSI_NIXPKGS_LIB`);
+    throw new Error(
+      `nixpkgs' lib not found at ${NIXPKGS_LIB}: put the nixpkgs lib/ tree there or set RDS_CSI_NIXPKGS_LIB`,
+    );
   }
 }
 
@@ -45,9 +47,18 @@ export const nixString = (s: string) => JSON.stringify(s).replace(/\$\{/g, "\\${
  * Debian splits util-linux (mount, umount, losetup are in `mount`); nixpkgs does not.
  */
 const DEBIAN_PACKAGES: Record<string, string[]> = {
-  bash: ["bash"], coreutils: ["coreutils"], diffutils: ["diffutils"], findutils: ["findutils"],
-  gnugrep: ["grep"], gnused: ["sed"], systemd: [], "nvme-cli": ["nvme-cli"], e2fsprogs: ["e2fsprogs"],
-  xfsprogs: ["xfsprogs"], "util-linux": ["util-linux", "mount"], kmod: ["kmod"],
+  bash: ["bash"],
+  coreutils: ["coreutils"],
+  diffutils: ["diffutils"],
+  findutils: ["findutils"],
+  gnugrep: ["grep"],
+  gnused: ["sed"],
+  systemd: [],
+  "nvme-cli": ["nvme-cli"],
+  e2fsprogs: ["e2fsprogs"],
+  xfsprogs: ["xfsprogs"],
+  "util-linux": ["util-linux", "mount"],
+  kmod: ["kmod"],
 };
 
 /**
@@ -131,22 +142,38 @@ export async function evalModuleRaw(
   const settingsFile = join(scratch, `settings-${n}.json`);
   writeFileSync(settingsFile, JSON.stringify(settings));
   const configFile = join(scratch, `configuration-${n}.nix`);
-  writeFileSync(configFile, `{ lib, ... }: {
+  writeFileSync(
+    configFile,
+    `{ lib, ... }: {
   networking.hostName = ${nixString(opts.hostName ?? "node-a")};
   system.stateVersion = "24.11";
   services.rds-csi = builtins.fromJSON (builtins.readFile ${settingsFile});
   ${opts.extraNix ?? ""}
 }
-`);
+`,
+  );
   const packagesFile = join(scratch, `packages-${n}.json`);
   writeFileSync(packagesFile, JSON.stringify(opts.packages ?? {}));
-  return nix([
-    "--eval", "--strict", "--json", join(NIX_DIR, "tests/eval-module.nix"),
-    "--arg", "configuration", configFile,
-    "--arg", "packages", `builtins.fromJSON (builtins.readFile ${packagesFile})`,
-    "--arg", "nixpkgsLib", NIXPKGS_LIB,
-    "-A", opts.attr ?? "result",
-  ], scratch);
+  return nix(
+    [
+      "--eval",
+      "--strict",
+      "--json",
+      join(NIX_DIR, "tests/eval-module.nix"),
+      "--arg",
+      "configuration",
+      configFile,
+      "--arg",
+      "packages",
+      `builtins.fromJSON (builtins.readFile ${packagesFile})`,
+      "--arg",
+      "nixpkgsLib",
+      NIXPKGS_LIB,
+      "-A",
+      opts.attr ?? "result",
+    ],
+    scratch,
+  );
 }
 
 /** `Environment="NAME=value"` lines of a rendered unit, decoded. */
@@ -186,22 +213,37 @@ export function systemdExecArgv(line: string): string[] {
     const quote = line[i] === '"' || line[i] === "'" ? line[i++] : undefined;
     while (i < line.length) {
       const c = line[i]!;
-      if (quote ? c === quote : c === " " || c === "\t") { if (quote) i++; break; }
+      if (quote ? c === quote : c === " " || c === "\t") {
+        if (quote) i++;
+        break;
+      }
       if (c === "\\") {
         const e = line[i + 1]!;
-        if (e === "u") { word += String.fromCharCode(parseInt(line.slice(i + 2, i + 6), 16)); i += 6; continue; }
+        if (e === "u") {
+          word += String.fromCharCode(parseInt(line.slice(i + 2, i + 6), 16));
+          i += 6;
+          continue;
+        }
         if (!(e in escapes)) throw new Error(`unsupported escape \\${e} in ${line}`);
-        word += escapes[e]; i += 2; continue;
+        word += escapes[e];
+        i += 2;
+        continue;
       }
       if (c === "%") {
         if (line[i + 1] !== "%") throw new Error(`systemd would expand the specifier %${line[i + 1]} in ${line}`);
-        word += "%"; i += 2; continue;
+        word += "%";
+        i += 2;
+        continue;
       }
       if (c === "$") {
-        if (line[i + 1] !== "$") throw new Error(`systemd would substitute $${line[i + 1]}… from the environment in ${line}`);
-        word += "$"; i += 2; continue;
+        if (line[i + 1] !== "$")
+          throw new Error(`systemd would substitute $${line[i + 1]}… from the environment in ${line}`);
+        word += "$";
+        i += 2;
+        continue;
       }
-      word += c; i++;
+      word += c;
+      i++;
     }
     argv.push(word);
   }

@@ -11,8 +11,19 @@ import { join } from "node:path";
 import { csiClient } from "../../src/csi/client.ts";
 import { findOnPath } from "../../src/runtime/tools-on-path.ts";
 import {
-  BINARY, NIX_DIR, NIXPKGS_LIB, evalModule, nix, evalModuleRaw, hostPackages, nixJson, systemdExecArgv, unitEnvironment, unitValue,
-  type Evaluation, type Unit,
+  BINARY,
+  NIX_DIR,
+  NIXPKGS_LIB,
+  evalModule,
+  nix,
+  evalModuleRaw,
+  hostPackages,
+  nixJson,
+  systemdExecArgv,
+  unitEnvironment,
+  unitValue,
+  type Evaluation,
+  type Unit,
 } from "./nix-eval.ts";
 
 const PREFIX = "nqn.2000-02.com.mikrotik:pvc-";
@@ -31,8 +42,15 @@ afterAll(() => {
 });
 
 const base = (extra: Record<string, unknown> = {}) => ({
-  enable: true, nqnPrefix: PREFIX, systemNqns: [SYSTEM], protectedNqns: [PROTECTED], hostNqn: HOST_NQN,
-  node: { enable: true }, doctor: { enable: true }, gc: { enable: true }, ...extra,
+  enable: true,
+  nqnPrefix: PREFIX,
+  systemNqns: [SYSTEM],
+  protectedNqns: [PROTECTED],
+  hostNqn: HOST_NQN,
+  node: { enable: true },
+  doctor: { enable: true },
+  gc: { enable: true },
+  ...extra,
 });
 
 /** Runs one argv with exactly `env` (what systemd gives the unit), collecting output. */
@@ -71,12 +89,26 @@ function execOf(unit: Unit) {
 async function binaryToolList(): Promise<string[]> {
   const dir = join(scratch, "bare");
   mkdirSync(join(dir, "empty-path"), { recursive: true });
-  const run = spawnUnit([BINARY, "csi-node", "--nqn-prefix", PREFIX, "--state-dir", join(dir, "state"),
-    "--endpoint", `unix://${join(dir, "csi.sock")}`, "--host-nqn-file", join(dir, "hostnqn")], { PATH: join(dir, "empty-path") });
+  const run = spawnUnit(
+    [
+      BINARY,
+      "csi-node",
+      "--nqn-prefix",
+      PREFIX,
+      "--state-dir",
+      join(dir, "state"),
+      "--endpoint",
+      `unix://${join(dir, "csi.sock")}`,
+      "--host-nqn-file",
+      join(dir, "hostnqn"),
+    ],
+    { PATH: join(dir, "empty-path") },
+  );
   try {
     for (let i = 0; i < 200 && !run.out.stdout.includes('"csi-node ready"'); i++) await Bun.sleep(50);
     const line = run.out.stdout.split("\n").find((l) => l.includes("required tools are missing"));
-    if (!line) throw new Error(`the binary reported no missing tools with an empty PATH:\n${run.out.stdout}\n${run.out.stderr}`);
+    if (!line)
+      throw new Error(`the binary reported no missing tools with an empty PATH:\n${run.out.stdout}\n${run.out.stderr}`);
     return (JSON.parse(line) as { missing: string[] }).missing;
   } finally {
     run.child.kill("SIGTERM");
@@ -130,11 +162,16 @@ describe("the rendered units, run with the real binary", () => {
   let ev: Evaluation;
   const textDir = () => join(scratch, "text%h$HOME");
   beforeAll(async () => {
-    ev = await evalModule(scratch, base({
-      stateDir: join(scratch, "state"), kubeletDir: join(scratch, "kubelet"),
-      node: { enable: true, extraArgs: ["--max-volumes", "7"] },
-      doctor: { enable: true, textfileDir: textDir() },
-    }), { packages });
+    ev = await evalModule(
+      scratch,
+      base({
+        stateDir: join(scratch, "state"),
+        kubeletDir: join(scratch, "kubelet"),
+        node: { enable: true, extraArgs: ["--max-volumes", "7"] },
+        doctor: { enable: true, textfileDir: textDir() },
+      }),
+      { packages },
+    );
     mkdirSync(join(scratch, "state"), { recursive: true, mode: 0o700 });
     mkdirSync(textDir(), { recursive: true });
   });
@@ -145,7 +182,10 @@ describe("the rendered units, run with the real binary", () => {
     const run = spawnUnit(node.argv, node.env);
     try {
       for (let i = 0; i < 300 && !run.out.stdout.includes('"csi-node ready"'); i++) await Bun.sleep(50);
-      const lines = run.out.stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+      const lines = run.out.stdout
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
       const ready = lines.find((l) => l.msg === "csi-node ready");
       expect(ready).toBeDefined();
       expect(lines.filter((l) => l.msg === "required tools are missing; Probe reports not ready")).toEqual([]);
@@ -166,8 +206,11 @@ describe("the rendered units, run with the real binary", () => {
       const gc = execOf(gcUnit);
       expect(gc.argv.slice(1)).toEqual(["gc"]);
       const gcRun = await runToExit(gc.argv, gc.env);
-      expect({ accepted: acceptedStatuses(gcUnit).includes(gcRun.code), code: gcRun.code, stderr: gcRun.stderr })
-        .toMatchObject({ accepted: true });
+      expect({
+        accepted: acceptedStatuses(gcUnit).includes(gcRun.code),
+        code: gcRun.code,
+        stderr: gcRun.stderr,
+      }).toMatchObject({ accepted: true });
       expect(gcRun.stdout).toContain("csi-node (pid");
 
       const doctorUnit = ev.services["rds-csi-doctor"]!;
@@ -175,8 +218,11 @@ describe("the rendered units, run with the real binary", () => {
       const textfile = join(textDir(), "rds_csi.prom");
       expect(doctor.argv.slice(1)).toEqual(["doctor", "--prometheus-textfile", textfile]);
       const doctorRun = await runToExit(doctor.argv, doctor.env);
-      expect({ accepted: acceptedStatuses(doctorUnit).includes(doctorRun.code), code: doctorRun.code, out: doctorRun.stdout })
-        .toMatchObject({ accepted: true });
+      expect({
+        accepted: acceptedStatuses(doctorUnit).includes(doctorRun.code),
+        code: doctorRun.code,
+        out: doctorRun.stdout,
+      }).toMatchObject({ accepted: true });
       // Under the unit's PATH every mount is probed (no "could not be checked").
       expect(doctorRun.stdout).not.toContain("could not be checked");
       expect(doctorRun.stdout).toContain("every mount answered its probe");
@@ -200,8 +246,12 @@ describe("the rendered units, run with the real binary", () => {
   test("gc with force is refused beside the node plugin; plan-only gc accepts 1 (candidates), acting gc does not", async () => {
     expect(acceptedStatuses(ev.services["rds-csi-gc"]!)).toEqual([0, 1]);
     const both = await evalModule(scratch, base({ gc: { enable: true, force: true } }), { packages });
-    expect(both.failedAssertions.join("\n")).toContain("services.rds-csi.gc.force cannot be used with services.rds-csi.node.enable");
-    const alone = await evalModule(scratch, base({ node: { enable: false }, gc: { enable: true, force: true } }), { packages });
+    expect(both.failedAssertions.join("\n")).toContain(
+      "services.rds-csi.gc.force cannot be used with services.rds-csi.node.enable",
+    );
+    const alone = await evalModule(scratch, base({ node: { enable: false }, gc: { enable: true, force: true } }), {
+      packages,
+    });
     expect(alone.failedAssertions).toEqual([]);
     expect(execOf(alone.services["rds-csi-gc"]!).argv.slice(1)).toEqual(["gc", "--force"]);
     expect(acceptedStatuses(alone.services["rds-csi-gc"]!)).toEqual([0]);
@@ -226,94 +276,203 @@ describe("what the module refuses", () => {
     (await evalModule(scratch, settings, { packages, ...(extraNix ? { extraNix } : {}) })).failedAssertions.join("\n");
 
   test.each([
-    ["environment.RDS_CSI_NQN_PREFIX", { environment: { RDS_CSI_NQN_PREFIX: "nqn.2000-02.com.mikrotik:" } }, "services.rds-csi.environment sets RDS_CSI_NQN_PREFIX"],
-    ["environment.RDS_CSI_PROTECTED_NQN = \"\"", { environment: { RDS_CSI_PROTECTED_NQN: "" } }, "services.rds-csi.environment sets RDS_CSI_PROTECTED_NQN"],
-    ["environment.CSI_MANAGED_NQN_PREFIX", { environment: { CSI_MANAGED_NQN_PREFIX: "nqn.2000-02.com.mikrotik:" } }, "sets CSI_MANAGED_NQN_PREFIX"],
+    [
+      "environment.RDS_CSI_NQN_PREFIX",
+      { environment: { RDS_CSI_NQN_PREFIX: "nqn.2000-02.com.mikrotik:" } },
+      "services.rds-csi.environment sets RDS_CSI_NQN_PREFIX",
+    ],
+    [
+      'environment.RDS_CSI_PROTECTED_NQN = ""',
+      { environment: { RDS_CSI_PROTECTED_NQN: "" } },
+      "services.rds-csi.environment sets RDS_CSI_PROTECTED_NQN",
+    ],
+    [
+      "environment.CSI_MANAGED_NQN_PREFIX",
+      { environment: { CSI_MANAGED_NQN_PREFIX: "nqn.2000-02.com.mikrotik:" } },
+      "sets CSI_MANAGED_NQN_PREFIX",
+    ],
     ["environment.RDS_CSI_CONFIG", { environment: { RDS_CSI_CONFIG: "/etc/rds-csi.yaml" } }, "sets RDS_CSI_CONFIG"],
-    ["environment.RDS_CSI_STATE_DIR", { environment: { RDS_CSI_STATE_DIR: "state" } }, "it has its own services.rds-csi option"],
-    ["node.extraArgs --nqn-prefix", { node: { enable: true, extraArgs: ["--nqn-prefix", "nqn.2000-02.com.mikrotik:"] } }, 'services.rds-csi.node.extraArgs contains "--nqn-prefix"'],
-    ["gc.extraArgs --nqnPrefix=", { gc: { enable: true, extraArgs: ["--nqnPrefix=nqn.2000-02.com.mikrotik:"] } }, "services.rds-csi.nqnPrefix instead"],
-    ["doctor.extraArgs --protected-nqn=", { doctor: { enable: true, extraArgs: ["--protected-nqn="] } }, "services.rds-csi.protectedNqns or systemNqns instead"],
-    ["node.extraArgs --config", { node: { enable: true, extraArgs: ["--config", "/etc/x.yaml"] } }, 'contains "--config"'],
+    [
+      "environment.RDS_CSI_STATE_DIR",
+      { environment: { RDS_CSI_STATE_DIR: "state" } },
+      "it has its own services.rds-csi option",
+    ],
+    [
+      "node.extraArgs --nqn-prefix",
+      { node: { enable: true, extraArgs: ["--nqn-prefix", "nqn.2000-02.com.mikrotik:"] } },
+      'services.rds-csi.node.extraArgs contains "--nqn-prefix"',
+    ],
+    [
+      "gc.extraArgs --nqnPrefix=",
+      { gc: { enable: true, extraArgs: ["--nqnPrefix=nqn.2000-02.com.mikrotik:"] } },
+      "services.rds-csi.nqnPrefix instead",
+    ],
+    [
+      "doctor.extraArgs --protected-nqn=",
+      { doctor: { enable: true, extraArgs: ["--protected-nqn="] } },
+      "services.rds-csi.protectedNqns or systemNqns instead",
+    ],
+    [
+      "node.extraArgs --config",
+      { node: { enable: true, extraArgs: ["--config", "/etc/x.yaml"] } },
+      'contains "--config"',
+    ],
     ["gc.extraArgs --force", { gc: { enable: true, extraArgs: ["--force"] } }, "services.rds-csi.gc.force instead"],
     ["gc.extraArgs --ignore-lock", { gc: { enable: true, extraArgs: ["--ignore-lock"] } }, 'contains "--ignore-lock"'],
-  ])("%s", async (_name, settings, message) => {
-    expect(await failures(base(settings))).toContain(message);
-  }, 60_000);
+  ])(
+    "%s",
+    async (_name, settings, message) => {
+      expect(await failures(base(settings))).toContain(message);
+    },
+    60_000,
+  );
 
   test.each([
-    ["a mkForce on the unit's environment", 'systemd.services.rds-csi-node.environment.RDS_CSI_NQN_PREFIX = lib.mkForce "nqn.2000-02.com.mikrotik:";', "systemd.services.rds-csi-node.environment.RDS_CSI_NQN_PREFIX is \"nqn.2000-02.com.mikrotik:\""],
-    ["an EnvironmentFile", 'systemd.services.rds-csi-gc.serviceConfig.EnvironmentFile = "/etc/rds-csi.env";', "systemd.services.rds-csi-gc.serviceConfig.EnvironmentFile is set"],
-    ["systemd.globalEnvironment", 'systemd.globalEnvironment.RDS_CSI_PROTECTED_NQN = "";', "systemd.globalEnvironment sets RDS_CSI_PROTECTED_NQN"],
-    ["a replaced ExecStart", 'systemd.services.rds-csi-node.serviceConfig.ExecStart = lib.mkForce "/bin/rds-csi csi-node --nqn-prefix nqn.2000-02.com.mikrotik:";', "ExecStart was changed outside services.rds-csi"],
-  ])("the rendered unit is read back: %s", async (_name, extraNix, message) => {
-    expect(await failures(base(), extraNix)).toContain(message);
-  }, 60_000);
+    [
+      "a mkForce on the unit's environment",
+      'systemd.services.rds-csi-node.environment.RDS_CSI_NQN_PREFIX = lib.mkForce "nqn.2000-02.com.mikrotik:";',
+      'systemd.services.rds-csi-node.environment.RDS_CSI_NQN_PREFIX is "nqn.2000-02.com.mikrotik:"',
+    ],
+    [
+      "an EnvironmentFile",
+      'systemd.services.rds-csi-gc.serviceConfig.EnvironmentFile = "/etc/rds-csi.env";',
+      "systemd.services.rds-csi-gc.serviceConfig.EnvironmentFile is set",
+    ],
+    [
+      "systemd.globalEnvironment",
+      'systemd.globalEnvironment.RDS_CSI_PROTECTED_NQN = "";',
+      "systemd.globalEnvironment sets RDS_CSI_PROTECTED_NQN",
+    ],
+    [
+      "a replaced ExecStart",
+      'systemd.services.rds-csi-node.serviceConfig.ExecStart = lib.mkForce "/bin/rds-csi csi-node --nqn-prefix nqn.2000-02.com.mikrotik:";',
+      "ExecStart was changed outside services.rds-csi",
+    ],
+  ])(
+    "the rendered unit is read back: %s",
+    async (_name, extraNix, message) => {
+      expect(await failures(base(), extraNix)).toContain(message);
+    },
+    60_000,
+  );
 
   test("no protection at all is a warning; a prefix that covers `nixos-` volumes, or a system NQN inside the prefix, is an error", async () => {
     const bare = await evalModule(scratch, base({ systemNqns: [], protectedNqns: [] }), { packages });
     expect(bare.failedAssertions).toEqual([]);
     expect(bare.warnings.join("\n")).toContain("neither systemNqns nor protectedNqns is set");
-    expect(await failures(base({ nqnPrefix: "nqn.2000-02.com.mikrotik:n", systemNqns: [], protectedNqns: [] })))
-      .toContain('services.rds-csi.nqnPrefix "nqn.2000-02.com.mikrotik:n" covers "nqn.2000-02.com.mikrotik:nixos-*"');
-    expect(await failures(base({ systemNqns: [`${PREFIX}system`] }))).toContain(`services.rds-csi.systemNqns entry "${PREFIX}system" overlaps`);
+    expect(
+      await failures(base({ nqnPrefix: "nqn.2000-02.com.mikrotik:n", systemNqns: [], protectedNqns: [] })),
+    ).toContain('services.rds-csi.nqnPrefix "nqn.2000-02.com.mikrotik:n" covers "nqn.2000-02.com.mikrotik:nixos-*"');
+    expect(await failures(base({ systemNqns: [`${PREFIX}system`] }))).toContain(
+      `services.rds-csi.systemNqns entry "${PREFIX}system" overlaps`,
+    );
     const noHostNqn = await evalModule(scratch, base({ hostNqn: null }), { packages });
     expect(noHostNqn.warnings.join("\n")).toContain("services.rds-csi.hostNqn is unset");
   }, 60_000);
 
   test("a comma inside a protected pattern is refused (the list reaches the binary comma-separated)", async () => {
-    expect(await failures(base({ protectedNqns: ["nqn.2000-02.com.mikrotik:nixos-a,nqn.2000-02.com.mikrotik:nixos-b"] })))
-      .toContain("must not contain ','");
-    expect(await failures(base({ systemNqns: ["nqn.2000-02.com.mikrotik:a,b"] }))).toContain("services.rds-csi.systemNqns entry");
+    expect(
+      await failures(base({ protectedNqns: ["nqn.2000-02.com.mikrotik:nixos-a,nqn.2000-02.com.mikrotik:nixos-b"] })),
+    ).toContain("must not contain ','");
+    expect(await failures(base({ systemNqns: ["nqn.2000-02.com.mikrotik:a,b"] }))).toContain(
+      "services.rds-csi.systemNqns entry",
+    );
   }, 60_000);
 
   // Each value is refused by the module's option type and, given directly, by the binary.
   test.each([
     ["driverName", { driverName: "RDS_CSI" }, ["--driver-name", "RDS_CSI"]],
-    ["doctor.textfileDir", { doctor: { enable: true, textfileDir: "metrics" } }, ["--prometheus-textfile", "metrics/rds_csi.prom"]],
+    [
+      "doctor.textfileDir",
+      { doctor: { enable: true, textfileDir: "metrics" } },
+      ["--prometheus-textfile", "metrics/rds_csi.prom"],
+    ],
     ["stateDir", { stateDir: "/var/lib/../rds-csi" }, ["--state-dir", "/var/lib/../rds-csi"]],
     ["kubeletDir", { kubeletDir: "var/lib/kubelet" }, ["--kubelet-dir", "var/lib/kubelet"]],
     ["nodeId", { nodeId: "node a" }, ["--node-id", "node a"]],
-  ])("%s: refused by the option type and by the binary", async (option, settings, flags) => {
-    const r = await evalModuleRaw(scratch, base(settings), { packages });
-    expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toContain(`services.rds-csi.${option}`);
-    const mode = option.startsWith("doctor") ? "doctor" : "gc";
-    const bin = await runToExit([BINARY, mode, "--nqn-prefix", PREFIX, ...flags], { PATH: process.env.PATH ?? "" });
-    expect(bin.code).toBe(2);
-  }, 60_000);
+  ])(
+    "%s: refused by the option type and by the binary",
+    async (option, settings, flags) => {
+      const r = await evalModuleRaw(scratch, base(settings), { packages });
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stderr).toContain(`services.rds-csi.${option}`);
+      const mode = option.startsWith("doctor") ? "doctor" : "gc";
+      const bin = await runToExit([BINARY, mode, "--nqn-prefix", PREFIX, ...flags], { PATH: process.env.PATH ?? "" });
+      expect(bin.code).toBe(2);
+    },
+    60_000,
+  );
 
   test("the shared extraArgs is gone: a mode's flag goes only to that mode", async () => {
     const r = await evalModuleRaw(scratch, { ...base(), extraArgs: ["--max-volumes", "3"] }, { packages });
     expect(r.exitCode).not.toBe(0);
     expect(r.stderr).toContain("services.rds-csi.extraArgs");
-    const ev = await evalModule(scratch, base({ node: { enable: true, extraArgs: ["--max-volumes", "3"] } }), { packages });
+    const ev = await evalModule(scratch, base({ node: { enable: true, extraArgs: ["--max-volumes", "3"] } }), {
+      packages,
+    });
     expect(execOf(ev.services["rds-csi-gc"]!).argv).not.toContain("--max-volumes");
     expect(execOf(ev.services["rds-csi-node"]!).argv).toContain("--max-volumes");
   }, 60_000);
 });
 
 describe("the binary enforces the policy at start", () => {
-  test.each(["csi-node", "gc"])("%s: a protected pattern inside the prefix exits 2 with one line", async (mode) => {
-    const dir = join(scratch, `overlap-${mode}`);
-    const r = await runToExit([BINARY, mode, "--nqn-prefix", PREFIX, "--protected-nqn", `${PREFIX}system-*`, "--state-dir", dir,
-      "--endpoint", `unix://${join(dir, "csi.sock")}`], { PATH: process.env.PATH ?? "" });
-    expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`rds-csi ${mode}: option --protected-nqn "${PREFIX}system-*" overlaps --nqn-prefix "${PREFIX}": some NQN would be both managed and protected; protected NQNs must lie outside the managed prefix\n`);
-    expect(existsSync(join(dir, "csi-node.lock"))).toBe(false);
-  }, 30_000);
+  test.each(["csi-node", "gc"])(
+    "%s: a protected pattern inside the prefix exits 2 with one line",
+    async (mode) => {
+      const dir = join(scratch, `overlap-${mode}`);
+      const r = await runToExit(
+        [
+          BINARY,
+          mode,
+          "--nqn-prefix",
+          PREFIX,
+          "--protected-nqn",
+          `${PREFIX}system-*`,
+          "--state-dir",
+          dir,
+          "--endpoint",
+          `unix://${join(dir, "csi.sock")}`,
+        ],
+        { PATH: process.env.PATH ?? "" },
+      );
+      expect(r.code).toBe(2);
+      expect(r.stderr).toBe(
+        `rds-csi ${mode}: option --protected-nqn "${PREFIX}system-*" overlaps --nqn-prefix "${PREFIX}": some NQN would be both managed and protected; protected NQNs must lie outside the managed prefix\n`,
+      );
+      expect(existsSync(join(dir, "csi-node.lock"))).toBe(false);
+    },
+    30_000,
+  );
 });
 
 describe("the examples", () => {
   test("good.nix evaluates; dangerous.nix fails like a NixOS build, with the documented messages", async () => {
-    const evalExample = (name: string) => nix(["--eval", "--strict", "--json", join(NIX_DIR, "tests/eval-module.nix"),
-      "--arg", "configuration", join(NIX_DIR, "tests/examples", name), "--arg", "nixpkgsLib", NIXPKGS_LIB, "-A", "toplevel"], scratch);
+    const evalExample = (name: string) =>
+      nix(
+        [
+          "--eval",
+          "--strict",
+          "--json",
+          join(NIX_DIR, "tests/eval-module.nix"),
+          "--arg",
+          "configuration",
+          join(NIX_DIR, "tests/examples", name),
+          "--arg",
+          "nixpkgsLib",
+          NIXPKGS_LIB,
+          "-A",
+          "toplevel",
+        ],
+        scratch,
+      );
     const good = await evalExample("good.nix");
     expect({ code: good.exitCode, stderr: good.stderr }).toEqual({ code: 0, stderr: "" });
     const dangerous = await evalExample("dangerous.nix");
     expect(dangerous.exitCode).not.toBe(0);
     expect(dangerous.stderr).toContain("Failed assertions:");
     expect(dangerous.stderr).toContain('- services.rds-csi.nqnPrefix "nqn.2000-02.com.mikrotik:" is only a domain');
-    expect(dangerous.stderr).toContain('- services.rds-csi.protectedNqns entry "nqn.2000-02.com.mikrotik:nixos-*" overlaps');
+    expect(dangerous.stderr).toContain(
+      '- services.rds-csi.protectedNqns entry "nqn.2000-02.com.mikrotik:nixos-*" overlaps',
+    );
   }, 60_000);
 });

@@ -22,8 +22,17 @@ afterAll(() => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-interface LockEntry { version?: string; resolved?: string; integrity?: string; dev?: boolean; devOptional?: boolean }
-interface Deps { package: Record<string, unknown>; packageLock: { packages: Record<string, LockEntry> } }
+interface LockEntry {
+  version?: string;
+  resolved?: string;
+  integrity?: string;
+  dev?: boolean;
+  devOptional?: boolean;
+}
+interface Deps {
+  package: Record<string, unknown>;
+  packageLock: { packages: Record<string, LockEntry> };
+}
 
 const depsExpr = `let lib = import ${JSON.stringify(NIXPKGS_LIB)}; in import ${JSON.stringify(join(NIX_DIR, "npm-deps.nix"))} {
   inherit lib;
@@ -53,8 +62,12 @@ async function npmCacheIndex(): Promise<Map<string, Set<string>>> {
 describe("nix/npm-deps.nix", () => {
   test("every runtime dependency has the URL and sha512 npm fetched; no devDependency is installed", async () => {
     const deps = (await nixJson(["-E", depsExpr], scratch)) as Deps;
-    const lock = JSON.parse(readFileSync(join(ROOT, "package-lock.json"), "utf8")) as { packages: Record<string, LockEntry> };
-    const runtime = Object.keys(lock.packages).filter((k) => k && !lock.packages[k]!.dev && !lock.packages[k]!.devOptional);
+    const lock = JSON.parse(readFileSync(join(ROOT, "package-lock.json"), "utf8")) as {
+      packages: Record<string, LockEntry>;
+    };
+    const runtime = Object.keys(lock.packages).filter(
+      (k) => k && !lock.packages[k]!.dev && !lock.packages[k]!.devOptional,
+    );
     const entries = Object.entries(deps.packageLock.packages).filter(([k]) => k !== "");
     expect(entries.map(([k]) => k).sort()).toEqual(runtime.sort());
     expect(entries.length).toBeGreaterThan(20);
@@ -86,8 +99,14 @@ describe("nix/package.nix", () => {
     }`;
     const drv = (await nixJson(["-E", expr], scratch)) as Record<string, unknown>;
     expect(drv).toMatchObject({
-      pname: "rds-csi", npmRebuildFlags: ["--ignore-scripts"], dontStrip: true, dontPatchELF: true, doInstallCheck: true,
-      env: { BUN: "/nix/store/bun/bin/bun" }, nativeBuildInputs: ["/nix/store/bun", "nodejs", "npm-config-hook"], devDependencies: null,
+      pname: "rds-csi",
+      npmRebuildFlags: ["--ignore-scripts"],
+      dontStrip: true,
+      dontPatchELF: true,
+      doInstallCheck: true,
+      env: { BUN: "/nix/store/bun/bin/bun" },
+      nativeBuildInputs: ["/nix/store/bun", "nodejs", "npm-config-hook"],
+      devDependencies: null,
     });
     expect(drv.lockPackages as string[]).not.toContain("node_modules/bun");
     expect(drv.lockPackages as string[]).toContain("node_modules/@grpc/grpc-js");

@@ -31,7 +31,20 @@ describe("nix files", () => {
 
   test("the expected files exist", () => {
     const names = files.map((f) => f.slice(NIX_DIR.length + 1)).sort();
-    for (const want of ["defaults.nix", "module.nix", "nqn-rules.nix", "package.nix", "tests/nqn-cases.nix", "tests/examples/good.nix", "tests/examples/dangerous.nix", "runtime-tools.nix", "npm-deps.nix", "tests/eval-module.nix", "tests/nixos-stubs.nix", "tests/vm.nix"]) {
+    for (const want of [
+      "defaults.nix",
+      "module.nix",
+      "nqn-rules.nix",
+      "package.nix",
+      "tests/nqn-cases.nix",
+      "tests/examples/good.nix",
+      "tests/examples/dangerous.nix",
+      "runtime-tools.nix",
+      "npm-deps.nix",
+      "tests/eval-module.nix",
+      "tests/nixos-stubs.nix",
+      "tests/vm.nix",
+    ]) {
       expect(names).toContain(want);
     }
   });
@@ -70,9 +83,13 @@ describe("nix/nqn-rules.nix against the shared table", () => {
     expect(out.overlaps).toBe(cases.overlaps.length);
     expect(out.examples.good).toEqual([]);
     expect(out.examples.dangerous).toHaveLength(2);
-    expect(out.examples.dangerous[0]).toStartWith('services.rds-csi.nqnPrefix "nqn.2000-02.com.mikrotik:" is only a domain');
+    expect(out.examples.dangerous[0]).toStartWith(
+      'services.rds-csi.nqnPrefix "nqn.2000-02.com.mikrotik:" is only a domain',
+    );
     expect(out.examples.dangerous[0]).toContain("disconnect the node's own disks");
-    expect(out.examples.dangerous[1]).toStartWith('services.rds-csi.protectedNqns entry "nqn.2000-02.com.mikrotik:nixos-*" overlaps');
+    expect(out.examples.dangerous[1]).toStartWith(
+      'services.rds-csi.protectedNqns entry "nqn.2000-02.com.mikrotik:nixos-*" overlaps',
+    );
   });
 
   test("a table row that the Nix rules disagree with fails the evaluation and is named", async () => {
@@ -82,18 +99,34 @@ describe("nix/nqn-rules.nix against the shared table", () => {
     flipped.overlaps[0]!.overlap = !flipped.overlaps[0]!.overlap;
     const file = join(scratch, "flipped.json");
     writeFileSync(file, JSON.stringify(flipped));
-    const r = await nix(["--eval", "--strict", "--json", join(NIX_DIR, "tests/nqn-cases.nix"), "--arg", "casesFile", file]);
+    const r = await nix([
+      "--eval",
+      "--strict",
+      "--json",
+      join(NIX_DIR, "tests/nqn-cases.nix"),
+      "--arg",
+      "casesFile",
+      file,
+    ]);
     expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toContain('prefix "nqn.2000-02.com.mikrotik:": expected ok=true, nqn-rules.nix says "is only a domain');
-    expect(r.stderr).toContain(`overlap of "${flipped.overlaps[0]!.pattern}" with "${flipped.overlaps[0]!.prefix}": expected true, got false`);
+    expect(r.stderr).toContain(
+      'prefix "nqn.2000-02.com.mikrotik:": expected ok=true, nqn-rules.nix says "is only a domain',
+    );
+    expect(r.stderr).toContain(
+      `overlap of "${flipped.overlaps[0]!.pattern}" with "${flipped.overlaps[0]!.prefix}": expected true, got false`,
+    );
   });
 });
 
 /** Deterministic variations around the table's strings: edits at every position, wildcards, truncations. */
 function generatedInputs() {
-  const bases = [...new Set([...cases.prefixes.map((p) => p.prefix), ...cases.patterns.map((p) => p.pattern), ...cases.overlaps.flatMap((o) => [o.pattern, o.prefix])])].filter(
-    (s) => s.length < 60,
-  );
+  const bases = [
+    ...new Set([
+      ...cases.prefixes.map((p) => p.prefix),
+      ...cases.patterns.map((p) => p.pattern),
+      ...cases.overlaps.flatMap((o) => [o.pattern, o.prefix]),
+    ]),
+  ].filter((s) => s.length < 60);
   const inserts = ["", ":", ".", "*", "?", " ", "a", "-", "0", "é", "\t", "nqn.", ","];
   const prefixes = new Set<string>();
   for (const b of bases) {
@@ -133,11 +166,13 @@ describe("nix/nqn-rules.nix against src/config/nqn.ts on generated inputs", () =
     const disagreements: string[] = [];
     input.prefixes.forEach((p, i) => {
       const ts = nqnPrefixProblem(p);
-      if (ts !== out.prefixProblems[i]) disagreements.push(`prefix ${JSON.stringify(p)}: ts=${ts} nix=${out.prefixProblems[i]}`);
+      if (ts !== out.prefixProblems[i])
+        disagreements.push(`prefix ${JSON.stringify(p)}: ts=${ts} nix=${out.prefixProblems[i]}`);
     });
     input.patterns.forEach((p, i) => {
       const ts = protectedPatternProblem(p);
-      if (ts !== out.patternProblems[i]) disagreements.push(`pattern ${JSON.stringify(p)}: ts=${ts} nix=${out.patternProblems[i]}`);
+      if (ts !== out.patternProblems[i])
+        disagreements.push(`pattern ${JSON.stringify(p)}: ts=${ts} nix=${out.patternProblems[i]}`);
     });
     input.overlaps.forEach((o, i) => {
       const ts = patternOverlapsPrefix(o.pattern, o.prefix);
@@ -170,7 +205,9 @@ describe("nix/defaults.nix and the module's wiring", () => {
     expect(d.stopAtDefault as number).toBeGreaterThan(DEFAULTS.shutdownGraceSeconds);
     expect(d.stopAtLongGrace as number).toBeGreaterThan(600);
     // Every closer may use its whole bound after the drain (src/runtime/shutdown.ts).
-    expect((d.stopAtDefault as number) - DEFAULTS.shutdownGraceSeconds).toBeGreaterThan((d.closerCount as number) * DEFAULT_CLOSE_TIMEOUT_MS / 1000);
+    expect((d.stopAtDefault as number) - DEFAULTS.shutdownGraceSeconds).toBeGreaterThan(
+      ((d.closerCount as number) * DEFAULT_CLOSE_TIMEOUT_MS) / 1000,
+    );
   });
   // The module itself is evaluated with nixpkgs' lib in test/deploy/nix-module.test.ts.
 });

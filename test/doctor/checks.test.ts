@@ -17,15 +17,34 @@ import { makeFakeSysfs, orphan } from "../helpers/fake-sysfs.ts";
 import { makeFakeProc, mountLine, writeCpu, writeTask } from "../helpers/fake-proc.ts";
 
 const dirs: string[] = [];
-const tmp = (p: string) => { const d = mkdtempSync(join(tmpdir(), p)); dirs.push(d); return d; };
+const tmp = (p: string) => {
+  const d = mkdtempSync(join(tmpdir(), p));
+  dirs.push(d);
+  return d;
+};
 const probes = createProbeRegistry({ timeoutMs: 2000 });
-afterAll(() => { probes.close(); for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+afterAll(() => {
+  probes.close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 function deps(over: Partial<HealthDeps> = {}): HealthDeps {
   return {
-    runner: createRunner(), log: silentLogger(), sysfsRoot: tmp("sys-"), procRoot: tmp("proc-"), devRoot: tmp("dev-"),
-    stateDir: tmp("state-"), kubeletDir: "/var/lib/kubelet", protectedNqns: [], hostnqnFile: "/nonexistent/hostnqn",
-    nvmeCommand: "nvme", probes, probeTimeoutMs: 2000, stormThreshold: 100, sampleMs: 50, kernelLogWindowMs: 3_600_000,
+    runner: createRunner(),
+    log: silentLogger(),
+    sysfsRoot: tmp("sys-"),
+    procRoot: tmp("proc-"),
+    devRoot: tmp("dev-"),
+    stateDir: tmp("state-"),
+    kubeletDir: "/var/lib/kubelet",
+    protectedNqns: [],
+    hostnqnFile: "/nonexistent/hostnqn",
+    nvmeCommand: "nvme",
+    probes,
+    probeTimeoutMs: 2000,
+    stormThreshold: 100,
+    sampleMs: 50,
+    kernelLogWindowMs: 3_600_000,
     ...over,
   };
 }
@@ -34,16 +53,22 @@ const run = (c: Check, d: HealthDeps, facts: RoundFacts = {}) => c.run(d, facts,
 
 describe("D state", () => {
   test("parses comm with spaces and parentheses", () => {
-    expect(parseProcStat(5, "5 (my (odd) cmd) D 1 5 5 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 777 0")).toMatchObject({ comm: "my (odd) cmd", state: "D", startTicks: 777 });
+    expect(parseProcStat(5, "5 (my (odd) cmd) D 1 5 5 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 777 0")).toMatchObject({
+      comm: "my (odd) cmd",
+      state: "D",
+      startTicks: 777,
+    });
   });
 
   test("reports tasks still in D after the sample with wchan, ignores running ones and ones that left D", async () => {
     const procRoot = tmp("proc-");
-    makeFakeProc(procRoot, { tasks: [
-      { pid: 101, comm: "stat", state: "D", wchan: "request_wait_answer" },
-      { pid: 102, comm: "kworker/u8:1", state: "D", wchan: "blk_mq_get_tag" },
-      { pid: 103, comm: "bash", state: "S", wchan: "do_wait" },
-    ] });
+    makeFakeProc(procRoot, {
+      tasks: [
+        { pid: 101, comm: "stat", state: "D", wchan: "request_wait_answer" },
+        { pid: 102, comm: "kworker/u8:1", state: "D", wchan: "blk_mq_get_tag" },
+        { pid: 103, comm: "bash", state: "S", wchan: "do_wait" },
+      ],
+    });
     const check = createDStateCheck();
     const d = deps({ procRoot, sampleMs: 200 });
     const pending = run(check, d);
@@ -68,7 +93,9 @@ describe("D state", () => {
 describe("memory and I/O wait", () => {
   test("MemAvailable under 5 % is critical, swap over 80 % a warning", async () => {
     const procRoot = tmp("proc-");
-    makeFakeProc(procRoot, { meminfo: { totalKb: 1_000_000, availableKb: 40_000, swapTotalKb: 1000, swapFreeKb: 100 } });
+    makeFakeProc(procRoot, {
+      meminfo: { totalKb: 1_000_000, availableKb: 40_000, swapTotalKb: 1000, swapFreeKb: 100 },
+    });
     const fs = await run(memoryCheck, deps({ procRoot }));
     expect(byClass(fs, "memory_pressure").severity).toBe("critical");
     expect(byClass(fs, "memory_pressure").message).toContain("4.0 %");
@@ -105,14 +132,17 @@ describe("kernel log", () => {
     const procRoot = tmp("proc-");
     const devRoot = tmp("dev-");
     makeFakeProc(procRoot, { uptimeSeconds: 10_000 });
-    writeFileSync(join(devRoot, "kmsg"), [
-      "3,1,100000000,-;nvme nvme0: I/O error, old news",                    // 100 s after boot: outside the 1 h window
-      "6,2,9000000000,-;eth0: link up",                                       // unrelated
-      "4,3,9500000000,-;nvme nvme1: queue 0: timeout, reset controller",
-      " SUBSYSTEM=nvme",
-      "3,4,9600000000,-;XFS (nvme1n1): metadata I/O error in xfs_trans_read_buf",
-      "6,5,9700000000,-;nvme nvme1: creating 4 I/O queues.",                 // nvme but not trouble, info level
-    ].join("\n") + "\n");
+    writeFileSync(
+      join(devRoot, "kmsg"),
+      [
+        "3,1,100000000,-;nvme nvme0: I/O error, old news", // 100 s after boot: outside the 1 h window
+        "6,2,9000000000,-;eth0: link up", // unrelated
+        "4,3,9500000000,-;nvme nvme1: queue 0: timeout, reset controller",
+        " SUBSYSTEM=nvme",
+        "3,4,9600000000,-;XFS (nvme1n1): metadata I/O error in xfs_trans_read_buf",
+        "6,5,9700000000,-;nvme nvme1: creating 4 I/O queues.", // nvme but not trouble, info level
+      ].join("\n") + "\n",
+    );
     const f = byClass(await run(kernelLogCheck, deps({ procRoot, devRoot })), "kernel_log_errors");
     expect(f.severity).toBe("warning");
     const lines = (f.details as { lines: string[] }).lines;
@@ -139,10 +169,15 @@ describe("kernel log", () => {
     const quiet = byClass(await run(kernelLogCheck, deps({ procRoot, devRoot })), "kernel_log_errors");
     expect(quiet.severity).toBe("ok");
     expect((quiet.details as { reconnect_lines: number }).reconnect_lines).toBe(7);
-    writeFileSync(join(devRoot, "kmsg"), `${[...outage, "3,8,9006000000,-;blk_update_request: I/O error, dev nvme0n1, sector 2048 op 0x1:(WRITE)"].join("\n")}\n`);
+    writeFileSync(
+      join(devRoot, "kmsg"),
+      `${[...outage, "3,8,9006000000,-;blk_update_request: I/O error, dev nvme0n1, sector 2048 op 0x1:(WRITE)"].join("\n")}\n`,
+    );
     const hurt = byClass(await run(kernelLogCheck, deps({ procRoot, devRoot })), "kernel_log_errors");
     expect(hurt.severity).toBe("warning");
-    expect((hurt.details as { lines: string[] }).lines).toEqual(["[9006.000] blk_update_request: I/O error, dev nvme0n1, sector 2048 op 0x1:(WRITE)"]);
+    expect((hurt.details as { lines: string[] }).lines).toEqual([
+      "[9006.000] blk_update_request: I/O error, dev nvme0n1, sector 2048 op 0x1:(WRITE)",
+    ]);
   });
 
   test("a quiet log is ok", async () => {
@@ -159,7 +194,10 @@ describe("NVMe", () => {
   let binDir: string;
   beforeAll(() => {
     binDir = tmp("bin-");
-    writeFileSync(join(binDir, "nvme"), "#!/bin/sh\n[ \"$1\" = version ] && echo 'nvme version 2.9.1 (test)' && exit 0\nexit 1\n");
+    writeFileSync(
+      join(binDir, "nvme"),
+      "#!/bin/sh\n[ \"$1\" = version ] && echo 'nvme version 2.9.1 (test)' && exit 0\nexit 1\n",
+    );
     chmodSync(join(binDir, "nvme"), 0o755);
   });
 
@@ -167,7 +205,11 @@ describe("NVMe", () => {
     const sysfsRoot = tmp("sys-");
     const subs = makeFakeSysfs(sysfsRoot, [
       { nqn: `${PREFIX}good`, namespaces: [{ dev: "259:10" }] },
-      { nqn: `${PREFIX}flaky`, controllers: [{ state: "live" }, { state: "connecting" }], namespaces: [{ dev: "259:11" }] },
+      {
+        nqn: `${PREFIX}flaky`,
+        controllers: [{ state: "live" }, { state: "connecting" }],
+        namespaces: [{ dev: "259:11" }],
+      },
       { nqn: `${PREFIX}orphan`, namespaces: [{ dev: "259:12" }] },
       { nqn: opts.systemNqn, namespaces: [{ dev: "259:13" }] },
       { nqn: "nqn.2014-08.org.example:other", namespaces: [{ dev: "259:14" }] },
@@ -175,8 +217,16 @@ describe("NVMe", () => {
     ]);
     orphan(sysfsRoot, `${PREFIX}orphan`);
     mkdirSync(join(sysfsRoot, "module", "nvme_tcp"), { recursive: true });
-    const mounts = parseMountinfo(mountLine(1, "/", "ext4", `/dev/${subs[3]!.namespaces[0]}`, "259:13") +
-      mountLine(2, "/var/lib/kubelet/plugins/kubernetes.io/csi/x/globalmount", "ext4", `/dev/${subs[0]!.namespaces[0]}`, "259:10"));
+    const mounts = parseMountinfo(
+      mountLine(1, "/", "ext4", `/dev/${subs[3]!.namespaces[0]}`, "259:13") +
+        mountLine(
+          2,
+          "/var/lib/kubelet/plugins/kubernetes.io/csi/x/globalmount",
+          "ext4",
+          `/dev/${subs[0]!.namespaces[0]}`,
+          "259:10",
+        ),
+    );
     return { sysfsRoot, mounts };
   }
 
@@ -184,13 +234,26 @@ describe("NVMe", () => {
     const { sysfsRoot, mounts } = fixture({ systemNqn: "nqn.2000-02.com.mikrotik:nixos-root" });
     const hostnqn = join(tmp("etc-"), "hostnqn");
     writeFileSync(hostnqn, "nqn.2014-08.org.nvmexpress:uuid:5b1d6c1e-6f1a-4c43-9d3c-1f3e6a5e2b11\n");
-    const d = deps({ sysfsRoot, nqnPrefix: PREFIX, protectedNqns: ["nqn.2014-08.org.example:*"], hostnqnFile: hostnqn, nvmeCommand: join(binDir, "nvme") });
+    const d = deps({
+      sysfsRoot,
+      nqnPrefix: PREFIX,
+      protectedNqns: ["nqn.2014-08.org.example:*"],
+      hostnqnFile: hostnqn,
+      nvmeCommand: join(binDir, "nvme"),
+    });
     const fs = await run(nvmeCheck, d, { mounts });
-    const rows = (byClass(fs, "nvme_subsystems").details as { subsystems: { nqn: string; class: string; paths: { state: string }[] }[] }).subsystems;
+    const rows = (
+      byClass(fs, "nvme_subsystems").details as {
+        subsystems: { nqn: string; class: string; paths: { state: string }[] }[];
+      }
+    ).subsystems;
     const cls = Object.fromEntries(rows.map((r) => [r.nqn, r.class]));
     expect(cls).toEqual({
-      [`${PREFIX}good`]: "managed", [`${PREFIX}flaky`]: "managed", [`${PREFIX}orphan`]: "managed",
-      "nqn.2000-02.com.mikrotik:nixos-root": "system", "nqn.2014-08.org.example:other": "protected",
+      [`${PREFIX}good`]: "managed",
+      [`${PREFIX}flaky`]: "managed",
+      [`${PREFIX}orphan`]: "managed",
+      "nqn.2000-02.com.mikrotik:nixos-root": "system",
+      "nqn.2014-08.org.example:other": "protected",
       "nqn.2000-02.com.mikrotik:someone-else": "foreign",
     });
     const notLive = byClass(fs, "nvme_paths_not_live");
@@ -199,7 +262,9 @@ describe("NVMe", () => {
     expect(notLive.message).toContain(`${PREFIX}flaky`);
     const orphaned = byClass(fs, "nvme_orphaned_subsystems");
     expect(orphaned.severity).toBe("warning");
-    expect((orphaned.details as { subsystems: { nqn: string }[] }).subsystems.map((s) => s.nqn)).toEqual([`${PREFIX}orphan`]);
+    expect((orphaned.details as { subsystems: { nqn: string }[] }).subsystems.map((s) => s.nqn)).toEqual([
+      `${PREFIX}orphan`,
+    ]);
     expect(byClass(fs, "nvme_prefix_covers_system_volume").severity).toBe("ok");
     expect(byClass(fs, "nvme_cli").message).toContain("2.9.1");
     expect(byClass(fs, "nvme_tcp_module").severity).toBe("ok");
@@ -230,26 +295,44 @@ describe("breakers of a running csi-node", () => {
     const none = byClass(await run(breakersCheck, deps({ stateDir })), "csi_node_breakers");
     expect(none.severity).toBe("info");
     expect(none.message).toContain("not reachable");
-    const server = Bun.serve({ unix: join(stateDir, "admin.sock"), fetch: () => Response.json([
-      { key: "volume:pvc-1", state: "open", failures: 3, openUntil: Date.now() + 60_000 },
-      { key: "backend:10.0.0.1", state: "closed", failures: 0 },
-    ]) });
+    const server = Bun.serve({
+      unix: join(stateDir, "admin.sock"),
+      fetch: () =>
+        Response.json([
+          { key: "volume:pvc-1", state: "open", failures: 3, openUntil: Date.now() + 60_000 },
+          { key: "backend:10.0.0.1", state: "closed", failures: 0 },
+        ]),
+    });
     try {
       const f = byClass(await run(breakersCheck, deps({ stateDir })), "csi_node_breakers");
       expect(f.severity).toBe("warning");
       expect(f.message).toContain("volume:pvc-1");
       expect(f.message).not.toContain("backend:10.0.0.1");
-    } finally { server.stop(true); }
+    } finally {
+      server.stop(true);
+    }
   });
 });
 
 describe("running checks", () => {
   test("a throwing check and an overrunning check become findings; the others still report", async () => {
-    const good: Check = { name: "good", run: async () => [{ check: "good", severity: "ok", class: "good", message: "fine" }] };
-    const bad: Check = { name: "bad", run: async () => { throw new Error("boom"); } };
+    const good: Check = {
+      name: "good",
+      run: async () => [{ check: "good", severity: "ok", class: "good", message: "fine" }],
+    };
+    const bad: Check = {
+      name: "bad",
+      run: async () => {
+        throw new Error("boom");
+      },
+    };
     const slow: Check = { name: "slow", run: (_d, _f, signal) => sleep(60_000, signal).then(() => []) };
     const fs = await runChecks([good, bad, slow], deps(), {}, { checkTimeoutMs: 300 });
-    expect(fs.map((f) => `${f.check}:${f.class}:${f.severity}`).sort()).toEqual(["bad:check_failed:warning", "good:good:ok", "slow:check_timeout:warning"]);
+    expect(fs.map((f) => `${f.check}:${f.class}:${f.severity}`).sort()).toEqual([
+      "bad:check_failed:warning",
+      "good:good:ok",
+      "slow:check_timeout:warning",
+    ]);
     expect(fs.find((f) => f.check === "bad")!.message).toContain("boom");
   });
 });

@@ -18,15 +18,21 @@ function parseExposition(text: string): Map<string, number> {
   for (const [i, line] of text.slice(0, -1).split("\n").entries()) {
     const where = `line ${i + 1}: ${line}`;
     if (line === "") continue; // the format ignores empty lines
-    if (line.startsWith("# HELP ")) { if (!NAME.test(line.split(" ")[2] ?? "")) throw new Error(where); continue; }
+    if (line.startsWith("# HELP ")) {
+      if (!NAME.test(line.split(" ")[2] ?? "")) throw new Error(where);
+      continue;
+    }
     if (line.startsWith("# TYPE ")) {
       const [, , name, type] = line.split(" ");
-      if (!name || !NAME.test(name) || !["gauge", "counter", "untyped", "histogram", "summary"].includes(type ?? "")) throw new Error(where);
+      if (!name || !NAME.test(name) || !["gauge", "counter", "untyped", "histogram", "summary"].includes(type ?? ""))
+        throw new Error(where);
       if (typed.has(name)) throw new Error(`duplicate TYPE, ${where}`);
       typed.add(name);
       continue;
     }
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*",?)*\})? (\S+)$/.exec(line);
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*",?)*\})? (\S+)$/.exec(
+      line,
+    );
     if (!m) throw new Error(`malformed sample, ${where}`);
     if (!typed.has(m[1]!)) throw new Error(`sample before its TYPE, ${where}`);
     const v = Number(m[3]);
@@ -37,7 +43,11 @@ function parseExposition(text: string): Map<string, number> {
 }
 
 const dirs: string[] = [];
-const tmp = (p: string) => { const d = mkdtempSync(join(tmpdir(), p)); dirs.push(d); return d; };
+const tmp = (p: string) => {
+  const d = mkdtempSync(join(tmpdir(), p));
+  dirs.push(d);
+  return d;
+};
 let fuse: FrozenFuse;
 let healthyDir: string;
 let binDir: string;
@@ -47,7 +57,10 @@ beforeAll(async () => {
   fuse = await createFrozenFuse();
   healthyDir = tmp("doctor-ok-");
   binDir = tmp("bin-");
-  writeFileSync(join(binDir, "nvme"), "#!/bin/sh\n[ \"$1\" = version ] && echo 'nvme version 2.9 (test)' && exit 0\nexit 1\n");
+  writeFileSync(
+    join(binDir, "nvme"),
+    "#!/bin/sh\n[ \"$1\" = version ] && echo 'nvme version 2.9 (test)' && exit 0\nexit 1\n",
+  );
   chmodSync(join(binDir, "nvme"), 0o755);
   process.env.PATH = `${binDir}:${savedPath}`;
 });
@@ -67,21 +80,49 @@ function healthyNode(mountPoints: string[]) {
   writeFileSync(join(devRoot, "kmsg"), "");
   const hostnqn = join(tmp("etc-"), "hostnqn");
   writeFileSync(hostnqn, "nqn.2014-08.org.nvmexpress:uuid:8f0c1c52-3c2e-4d1b-a7a5-2f6f8c4e9d10\n");
-  return { procRoot, sysfsRoot, devRoot, hostnqnFile: hostnqn, stateDir: tmp("state-"), textfile: join(tmp("prom-"), "doctor.prom") };
+  return {
+    procRoot,
+    sysfsRoot,
+    devRoot,
+    hostnqnFile: hostnqn,
+    stateDir: tmp("state-"),
+    textfile: join(tmp("prom-"), "doctor.prom"),
+  };
 }
 
 function context(node: ReturnType<typeof healthyNode>, extra: Record<string, unknown> = {}) {
   // Typed loosely on purpose: a hand-made config with durations already in ms.
   const config: any = {
-    logLevel: "info", logFormat: "json", breakerThreshold: 3, breakerOpen: 60_000, breakerMaxOpen: 1_800_000, shutdownGrace: 5000,
-    sysfsRoot: node.sysfsRoot, procRoot: node.procRoot, devRoot: node.devRoot, stateDir: node.stateDir, kubeletDir: "/var/lib/kubelet",
-    protectedNqn: [], hostNqnFile: node.hostnqnFile, nvmeCommand: "nvme", probeTimeout: 1000, probeConcurrency: 8, stormThreshold: 100,
-    checkTimeout: 10_000, sampleInterval: 100, kernelLogWindow: 3_600_000, json: true, prometheusTextfile: node.textfile,
+    logLevel: "info",
+    logFormat: "json",
+    breakerThreshold: 3,
+    breakerOpen: 60_000,
+    breakerMaxOpen: 1_800_000,
+    shutdownGrace: 5000,
+    sysfsRoot: node.sysfsRoot,
+    procRoot: node.procRoot,
+    devRoot: node.devRoot,
+    stateDir: node.stateDir,
+    kubeletDir: "/var/lib/kubelet",
+    protectedNqn: [],
+    hostNqnFile: node.hostnqnFile,
+    nvmeCommand: "nvme",
+    probeTimeout: 1000,
+    probeConcurrency: 8,
+    stormThreshold: 100,
+    checkTimeout: 10_000,
+    sampleInterval: 100,
+    kernelLogWindow: 3_600_000,
+    json: true,
+    prometheusTextfile: node.textfile,
     ...extra,
   };
   const cap = captureLogger("info");
   // A hand-made config (durations already in ms), typed as the mode's own: the loader is tested elsewhere.
-  const ctx: ModeContext<any> = { ...createRuntime(config, { mode: "doctor", version: "test", logToStderr: true }), log: cap.log };
+  const ctx: ModeContext<any> = {
+    ...createRuntime(config, { mode: "doctor", version: "test", logToStderr: true }),
+    log: cap.log,
+  };
   return { ctx, cap };
 }
 
@@ -89,11 +130,16 @@ function context(node: ReturnType<typeof healthyNode>, extra: Record<string, unk
 async function runMode(ctx: ModeContext<any>): Promise<{ code: number; out: string }> {
   const chunks: string[] = [];
   const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((c: string | Uint8Array) => { chunks.push(String(c)); return true; }) as typeof process.stdout.write;
+  process.stdout.write = ((c: string | Uint8Array) => {
+    chunks.push(String(c));
+    return true;
+  }) as typeof process.stdout.write;
   try {
     const code = await mode.run(ctx);
     return { code, out: chunks.join("") };
-  } finally { process.stdout.write = write; }
+  } finally {
+    process.stdout.write = write;
+  }
 }
 
 describe("doctor exit codes and Prometheus textfile", () => {
@@ -101,7 +147,9 @@ describe("doctor exit codes and Prometheus textfile", () => {
     const node = healthyNode(["/", healthyDir]);
     const { code, out } = await runMode(context(node).ctx);
     const report = JSON.parse(out);
-    expect(report.findings.filter((f: { severity: string }) => f.severity === "warning" || f.severity === "critical")).toEqual([]);
+    expect(
+      report.findings.filter((f: { severity: string }) => f.severity === "warning" || f.severity === "critical"),
+    ).toEqual([]);
     expect(code).toBe(0);
     const s = parseExposition(readFileSync(node.textfile, "utf8"));
     expect(s.get("total_mountpoints")).toBe(2);
@@ -133,22 +181,32 @@ describe("doctor exit codes and Prometheus textfile", () => {
       expect(s.get("dead_mountpoints")).toBe(1);
       expect(s.get(`rds_csi_doctor_dead_mountpoint{path="${fuse.mountPoint}"}`)).toBe(1);
       expect(s.get("rds_csi_doctor_dead_mounts")).toBe(2);
-    } finally { fuse.thaw(); }
+    } finally {
+      fuse.thaw();
+    }
   });
 
   test("--pushgateway PUTs the same exposition to this node's group", async () => {
     const got: { method: string; path: string; body: string }[] = [];
-    const gw = Bun.serve({ hostname: "127.0.0.1", port: 0, async fetch(req) {
-      got.push({ method: req.method, path: new URL(req.url).pathname, body: await req.text() });
-      return new Response("", { status: 200 });
-    } });
+    const gw = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(req) {
+        got.push({ method: req.method, path: new URL(req.url).pathname, body: await req.text() });
+        return new Response("", { status: 200 });
+      },
+    });
     try {
       const node = healthyNode(["/"]);
-      const { code } = await runMode(context(node, { pushgateway: `http://127.0.0.1:${gw.port}/`, nodeId: "node-a" }).ctx);
+      const { code } = await runMode(
+        context(node, { pushgateway: `http://127.0.0.1:${gw.port}/`, nodeId: "node-a" }).ctx,
+      );
       expect(code).toBe(0);
       expect(got.map((g) => `${g.method} ${g.path}`)).toEqual(["PUT /metrics/job/rds_csi_doctor/instance/node-a"]);
       expect(parseExposition(got[0]!.body).get("total_mountpoints")).toBe(1);
-    } finally { gw.stop(true); }
+    } finally {
+      gw.stop(true);
+    }
   });
 
   test("an unreachable Pushgateway makes a healthy run exit 3 (not 0, and not the 1 of warnings a unit may accept)", async () => {
@@ -194,6 +252,8 @@ describe("doctor --watch", () => {
       const leftover = () => processesMentioning(fuse.mountPoint).filter((p) => p !== fuse.pid);
       for (let i = 0; i < 40 && leftover().length > 0; i++) await Bun.sleep(50);
       expect(leftover()).toEqual([]);
-    } finally { fuse.thaw(); }
+    } finally {
+      fuse.thaw();
+    }
   }, 20_000);
 });

@@ -31,7 +31,10 @@ describe("mount storm with real bind mounts", () => {
     }
     stacked = join(base, "stacked");
     mkdirSync(stacked);
-    for (let i = 0; i < 105; i++) { await sh("mount", ["-t", "tmpfs", "-o", "size=64k", "storm", stacked]); stackedCount++; }
+    for (let i = 0; i < 105; i++) {
+      await sh("mount", ["-t", "tmpfs", "-o", "size=64k", "storm", stacked]);
+      stackedCount++;
+    }
   }, 60_000);
   afterAll(async () => {
     for (const t of targets) await runner("umount", ["-l", t], { timeoutMs: 10_000 });
@@ -51,7 +54,9 @@ describe("mount storm with real bind mounts", () => {
     expect(found[0]!.count).toBe(120);
     const tgt = fs.find((f) => f.class === "mount_storm_targets")!;
     expect(tgt.severity).toBe("warning");
-    expect((tgt.details as { targets: { target: string; count: number }[] }).targets).toEqual([{ target: stacked, count: 105 }]);
+    expect((tgt.details as { targets: { target: string; count: number }[] }).targets).toEqual([
+      { target: stacked, count: 105 },
+    ]);
     expect(fs.find((f) => f.class === "mount_count")!.details).toEqual({ total: mounts.length });
   });
 

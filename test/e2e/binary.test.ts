@@ -2,7 +2,17 @@
  * End to end on the compiled binary, copied into an empty directory with no node_modules around.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { csiClient } from "../../src/csi/client.ts";
 import { REQUIRED_TOOLS } from "../../src/modes/csi-node.ts";
 
@@ -34,7 +44,12 @@ function run(args: string[], env: Record<string, string> = {}) {
 }
 
 function daemon(args: string[], env: Record<string, string> = {}) {
-  const p = Bun.spawn([BIN, ...args], { cwd: dir, env: { PATH: process.env.PATH!, ...env }, stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn([BIN, ...args], {
+    cwd: dir,
+    env: { PATH: process.env.PATH!, ...env },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   spawned.push(p);
   return p;
 }
@@ -42,7 +57,12 @@ function daemon(args: string[], env: Record<string, string> = {}) {
 async function waitReady(endpoint: string) {
   const c = csiClient(endpoint);
   for (let i = 0; i < 200; i++) {
-    try { await c.identity.GetPluginInfo({}, { deadlineMs: 500 }); return c; } catch { await Bun.sleep(50); }
+    try {
+      await c.identity.GetPluginInfo({}, { deadlineMs: 500 });
+      return c;
+    } catch {
+      await Bun.sleep(50);
+    }
   }
   throw new Error(`no answer on ${endpoint}`);
 }
@@ -63,7 +83,17 @@ describe("compiled binary", () => {
   test("a bad --nqn-prefix exits 2 naming the option and creates nothing", () => {
     const state = `${dir}/badprefix-state`;
     const sock = `${dir}/badprefix/csi.sock`;
-    const r = run(["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:", "--state-dir", state, "--endpoint", `unix://${sock}`, "--node-id", "n1"]);
+    const r = run([
+      "csi-node",
+      "--nqn-prefix",
+      "nqn.2000-02.com.mikrotik:",
+      "--state-dir",
+      state,
+      "--endpoint",
+      `unix://${sock}`,
+      "--node-id",
+      "n1",
+    ]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("--nqn-prefix");
     expect(r.stderr).toContain("nqn.2000-02.com.mikrotik:");
@@ -79,10 +109,33 @@ describe("compiled binary", () => {
 
   test("csi-controller (file backend) and csi-node serve Identity on their sockets; SIGTERM exits 0 and removes the socket", async () => {
     const ctlSock = `${dir}/ctl/csi.sock`;
-    const ctl = daemon(["csi-controller", "--backend", "file", "--file-dir", `${dir}/volumes`, "--state-dir", `${dir}/ctl-state`, "--endpoint", `unix://${ctlSock}`]);
+    const ctl = daemon([
+      "csi-controller",
+      "--backend",
+      "file",
+      "--file-dir",
+      `${dir}/volumes`,
+      "--state-dir",
+      `${dir}/ctl-state`,
+      "--endpoint",
+      `unix://${ctlSock}`,
+    ]);
     const nodeSock = `${dir}/node/csi.sock`;
-    const node = daemon(["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "e2e-node", "--state-dir", `${dir}/node-state`,
-      "--kubelet-dir", `${dir}/kubelet`, "--file-dir", `${dir}/volumes`, "--endpoint", `unix://${nodeSock}`]);
+    const node = daemon([
+      "csi-node",
+      "--nqn-prefix",
+      "nqn.2000-02.com.mikrotik:pvc-",
+      "--node-id",
+      "e2e-node",
+      "--state-dir",
+      `${dir}/node-state`,
+      "--kubelet-dir",
+      `${dir}/kubelet`,
+      "--file-dir",
+      `${dir}/volumes`,
+      "--endpoint",
+      `unix://${nodeSock}`,
+    ]);
     const c1 = await waitReady(`unix://${ctlSock}`);
     const c2 = await waitReady(`unix://${nodeSock}`);
     expect((await c1.identity.GetPluginInfo({})).name).toBe("rds.csi.srvlab.io");
@@ -113,17 +166,38 @@ describe("compiled binary", () => {
     expect(Bun.spawnSync(["mkfs.ext4", "-q", "-F", img]).exitCode).toBe(0);
 
     const sock = `${dir}/slow-node/csi.sock`;
-    const node = daemon(["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "slow-node", "--state-dir", `${dir}/slow-state`,
-      "--kubelet-dir", `${dir}/kubelet`, "--file-dir", dir, "--endpoint", `unix://${sock}`], { PATH: `${slowBin}:${process.env.PATH}` });
+    const node = daemon(
+      [
+        "csi-node",
+        "--nqn-prefix",
+        "nqn.2000-02.com.mikrotik:pvc-",
+        "--node-id",
+        "slow-node",
+        "--state-dir",
+        `${dir}/slow-state`,
+        "--kubelet-dir",
+        `${dir}/kubelet`,
+        "--file-dir",
+        dir,
+        "--endpoint",
+        `unix://${sock}`,
+      ],
+      { PATH: `${slowBin}:${process.env.PATH}` },
+    );
     const c = await waitReady(`unix://${sock}`);
     const staging = `${dir}/kubelet/staging/slow`;
-    const stage = c.node.NodeStageVolume({
-      volume_id: "pvc-00000000-0000-4000-8000-00000000e2e1",
-      staging_target_path: staging,
-      volume_capability: { mount: { fs_type: "ext4", mount_flags: [] }, access_mode: { mode: "SINGLE_NODE_WRITER" } },
-      volume_context: { transport: "loop", backingFile: img },
-      publish_context: {},
-    }).then(() => "ok", (e) => `error ${e.code} ${e.details}`);
+    const stage = c.node
+      .NodeStageVolume({
+        volume_id: "pvc-00000000-0000-4000-8000-00000000e2e1",
+        staging_target_path: staging,
+        volume_capability: { mount: { fs_type: "ext4", mount_flags: [] }, access_mode: { mode: "SINGLE_NODE_WRITER" } },
+        volume_context: { transport: "loop", backingFile: img },
+        publish_context: {},
+      })
+      .then(
+        () => "ok",
+        (e) => `error ${e.code} ${e.details}`,
+      );
     await Bun.sleep(800);
     node.kill("SIGTERM");
     const result = await stage;
@@ -139,11 +213,31 @@ describe("compiled binary", () => {
   });
 
   test("daemons run with the JIT off (one re-exec, same pid); a BUN_JSC_useJIT the operator sets wins", async () => {
-    const jitOf = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").find((e) => e.startsWith("BUN_JSC_useJIT="));
-    for (const [env, expected] of [[{}, "BUN_JSC_useJIT=0"], [{ BUN_JSC_useJIT: "1" }, "BUN_JSC_useJIT=1"]] as const) {
+    const jitOf = (pid: number) =>
+      readFileSync(`/proc/${pid}/environ`, "utf8")
+        .split("\0")
+        .find((e) => e.startsWith("BUN_JSC_useJIT="));
+    for (const [env, expected] of [
+      [{}, "BUN_JSC_useJIT=0"],
+      [{ BUN_JSC_useJIT: "1" }, "BUN_JSC_useJIT=1"],
+    ] as const) {
       const sock = `${dir}/jit-${expected.slice(-1)}/csi.sock`;
-      const node = daemon(["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "jit", "--state-dir", `${dir}/jit-state-${expected.slice(-1)}`,
-        "--kubelet-dir", `${dir}/kubelet`, "--endpoint", `unix://${sock}`], env);
+      const node = daemon(
+        [
+          "csi-node",
+          "--nqn-prefix",
+          "nqn.2000-02.com.mikrotik:pvc-",
+          "--node-id",
+          "jit",
+          "--state-dir",
+          `${dir}/jit-state-${expected.slice(-1)}`,
+          "--kubelet-dir",
+          `${dir}/kubelet`,
+          "--endpoint",
+          `unix://${sock}`,
+        ],
+        env,
+      );
       const c = await waitReady(`unix://${sock}`);
       // The pid we started is the one serving: execve replaced the image in place.
       expect(jitOf(node.pid)).toBe(expected);
@@ -154,11 +248,23 @@ describe("compiled binary", () => {
   });
 
   test("one-shot tools keep the JIT: doctor (here in --watch, so it can be looked at) is not re-executed", async () => {
-    const doc = daemon(["doctor", "--watch", "1h", "--state-dir", `${dir}/doctor-state`, "--kubelet-dir", `${dir}/kubelet`]);
+    const doc = daemon([
+      "doctor",
+      "--watch",
+      "1h",
+      "--state-dir",
+      `${dir}/doctor-state`,
+      "--kubelet-dir",
+      `${dir}/kubelet`,
+    ]);
     let environ = "";
     for (let i = 0; i < 100 && !environ.includes("PATH="); i++) {
       await Bun.sleep(50);
-      try { environ = readFileSync(`/proc/${doc.pid}/environ`, "utf8"); } catch { /* not yet */ }
+      try {
+        environ = readFileSync(`/proc/${doc.pid}/environ`, "utf8");
+      } catch {
+        /* not yet */
+      }
     }
     expect(environ).toContain("PATH=");
     expect(environ).not.toContain("BUN_JSC_useJIT");
@@ -175,15 +281,34 @@ describe("compiled binary", () => {
       if (real) symlinkSync(real, `${bin}/${tool}`);
     }
     const sock = `${dir}/partial/csi.sock`;
-    const node = daemon(["csi-node", "--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--node-id", "partial", "--state-dir", `${dir}/partial-state`,
-      "--kubelet-dir", `${dir}/kubelet`, "--endpoint", `unix://${sock}`], { PATH: bin });
+    const node = daemon(
+      [
+        "csi-node",
+        "--nqn-prefix",
+        "nqn.2000-02.com.mikrotik:pvc-",
+        "--node-id",
+        "partial",
+        "--state-dir",
+        `${dir}/partial-state`,
+        "--kubelet-dir",
+        `${dir}/kubelet`,
+        "--endpoint",
+        `unix://${sock}`,
+      ],
+      { PATH: bin },
+    );
     const c = await waitReady(`unix://${sock}`);
     expect(await c.identity.Probe({})).toEqual({ ready: { value: false } });
     c.close();
     node.kill("SIGTERM");
     expect(await node.exited).toBe(0);
-    const lines = (await new Response(node.stdout).text()).split("\n").filter(Boolean).map((l) => JSON.parse(l));
-    expect(lines.find((l) => l.msg === "required tools are missing; Probe reports not ready")?.missing).toEqual(["xfs_growfs"]);
+    const lines = (await new Response(node.stdout).text())
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+    expect(lines.find((l) => l.msg === "required tools are missing; Probe reports not ready")?.missing).toEqual([
+      "xfs_growfs",
+    ]);
   });
 
   test("no stray files were written next to the binary", () => {

@@ -25,7 +25,11 @@ describe("backend disks (file backend)", () => {
     sb = makeSandbox();
     const s = sb;
     const backend = createFileBackend({ dir: s.files, runner: createRunner(), log: silentLogger() });
-    const [kept, orphan, published] = ["kept", "orphan", "published"].map((n) => volumeIdForName(n)) as [string, string, string];
+    const [kept, orphan, published] = ["kept", "orphan", "published"].map((n) => volumeIdForName(n)) as [
+      string,
+      string,
+      string,
+    ];
     for (const id of [kept, orphan, published]) await backend.createDisk(req(id));
     await backend.setPublications(published, { publishedTo: ["node-a"] }, []);
     const refs = join(s.root, "refs.txt");
@@ -61,7 +65,9 @@ describe("backend disks (file backend)", () => {
     const r = await runGc(gcArgs(s, ["--backend", "file", "--json", "--grace", "0s", "--force"]));
     expect(r.code).toBe(0);
     expect(r.json!.candidates).toEqual([]);
-    expect(r.json!.skipped.find((x) => x.kind === "backend")!.reason).toContain("cannot tell which volumes are referenced");
+    expect(r.json!.skipped.find((x) => x.kind === "backend")!.reason).toContain(
+      "cannot tell which volumes are referenced",
+    );
     expect(existsSync(join(s.files, `${id}.img`))).toBe(true);
   }, 60_000);
 });
@@ -73,7 +79,9 @@ describe("backend disks (RouterOS simulator)", () => {
     fixture = await routerOsFixture();
     const sim = fixture.sim!;
     const b = fixture.backend;
-    const [orphan, restricted, connected, referenced] = ["o", "r", "c", "ref"].map((n) => volumeIdForName(`ros-${n}`)) as [string, string, string, string];
+    const [orphan, restricted, connected, referenced] = ["o", "r", "c", "ref"].map((n) =>
+      volumeIdForName(`ros-${n}`),
+    ) as [string, string, string, string];
     const disks = new Map<string, Awaited<ReturnType<typeof b.createDisk>>>();
     for (const id of [orphan, restricted, connected, referenced]) disks.set(id, await b.createDisk(req(id)));
     await b.setPublications(restricted, {}, ["nqn.2014-08.org.nvmexpress:uuid:host-a"]);
@@ -84,13 +92,29 @@ describe("backend disks (RouterOS simulator)", () => {
     const pw = join(s.root, "pw");
     writeFileSync(pw, sim.password + "\n");
     const args = gcArgs(s, [
-      "--backend", "routeros", "--routeros-url", sim.url, "--routeros-user", sim.user, "--routeros-password-file", pw,
-      "--routeros-ca-file", sim.caFile, "--referenced-volumes", referenced, "--grace", "0s", "--json", "--verbose",
+      "--backend",
+      "routeros",
+      "--routeros-url",
+      sim.url,
+      "--routeros-user",
+      sim.user,
+      "--routeros-password-file",
+      pw,
+      "--routeros-ca-file",
+      sim.caFile,
+      "--referenced-volumes",
+      referenced,
+      "--grace",
+      "0s",
+      "--json",
+      "--verbose",
     ]);
     const planRun = await runGc(args);
     expect(planRun.stderr).toBe("");
     // The connected disk's subsystem is itself a candidate, so its disk may go after the disconnect.
-    expect(ids(planRun.json!.candidates)).toEqual([`backend-disk ${connected}`, `backend-disk ${orphan}`, `nvme-subsystem ${nqn}`].sort());
+    expect(ids(planRun.json!.candidates)).toEqual(
+      [`backend-disk ${connected}`, `backend-disk ${orphan}`, `nvme-subsystem ${nqn}`].sort(),
+    );
     expect(planRun.json!.skipped.find((x) => x.id === restricted)!.reason).toContain("host-a");
 
     // Make the disconnect time out: the disk must then stay.
@@ -101,7 +125,10 @@ describe("backend disks (RouterOS simulator)", () => {
     expect(byId.get(nqn)).toBe("timed-out");
     expect(byId.get(connected)).toBe("skipped");
     expect(byId.get(orphan)).toBe("done");
-    const slots = sim.state.disks().map((d) => d.slot).sort();
+    const slots = sim.state
+      .disks()
+      .map((d) => d.slot)
+      .sort();
     expect(slots).toEqual([connected, referenced, restricted].sort());
   }, 90_000);
 });

@@ -2,7 +2,19 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { addSubsystem, orphan } from "../helpers/fake-sysfs.ts";
-import { forgetBlockDevice, gcArgs, ids, makeSandbox, pidAlive, PREFIX, recordFor, runGc, sh, stagingPath, type Sandbox } from "./helpers.ts";
+import {
+  forgetBlockDevice,
+  gcArgs,
+  ids,
+  makeSandbox,
+  pidAlive,
+  PREFIX,
+  recordFor,
+  runGc,
+  sh,
+  stagingPath,
+  type Sandbox,
+} from "./helpers.ts";
 
 let sb: Sandbox | undefined;
 afterEach(() => {
@@ -10,8 +22,15 @@ afterEach(() => {
   sb = undefined;
 });
 
-const mounted = (at: string) => readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === at);
-const attached = (device: string) => sh("losetup", ["--list", "--noheadings", "--output", "NAME"]).split("\n").map((s) => s.trim()).includes(device);
+const mounted = (at: string) =>
+  readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .some((l) => l.split(" ")[4] === at);
+const attached = (device: string) =>
+  sh("losetup", ["--list", "--noheadings", "--output", "NAME"])
+    .split("\n")
+    .map((s) => s.trim())
+    .includes(device);
 
 describe("gc end to end (bun src/main.ts gc)", () => {
   test("finds every candidate kind, leaves protected/foreign/system/live ones alone, and --force cleans exactly the candidates", async () => {
@@ -34,7 +53,12 @@ describe("gc end to end (bun src/main.ts gc)", () => {
     s.registerLoopInSysfs(live.device, live.dev);
     addSubsystem(s.sysfs, { nqn: `${PREFIX}fff`, namespaces: [{ dev: live.dev }] });
     s.mount(live.device, stagingPath(s, "livehash"));
-    const liveRecord = recordFor(s, { volume_id: "pvc-fff", transport: "nvme-tcp", nqn: `${PREFIX}fff`, staging_path: stagingPath(s, "livehash") });
+    const liveRecord = recordFor(s, {
+      volume_id: "pvc-fff",
+      transport: "nvme-tcp",
+      nqn: `${PREFIX}fff`,
+      staging_path: stagingPath(s, "livehash"),
+    });
     // Staged volume whose NVMe namespace vanished: dead mount + orphaned subsystem + stale record.
     const gone = s.loop(join(s.other, "gone.img"));
     s.registerLoopInSysfs(gone.device, "7:99999"); // sysfs knows the loop under another number: its own is gone
@@ -42,25 +66,37 @@ describe("gc end to end (bun src/main.ts gc)", () => {
     s.mount(gone.device, stagingPath(s, "gonehash"));
     orphan(s.sysfs, `${PREFIX}ggg`);
     forgetBlockDevice(s.sysfs, ggg.namespaces[0]!);
-    const goneRecord = recordFor(s, { volume_id: "pvc-ggg", transport: "nvme-tcp", nqn: `${PREFIX}ggg`, staging_path: stagingPath(s, "gonehash") });
+    const goneRecord = recordFor(s, {
+      volume_id: "pvc-ggg",
+      transport: "nvme-tcp",
+      nqn: `${PREFIX}ggg`,
+      staging_path: stagingPath(s, "gonehash"),
+    });
     // A loop device of the file backend that nothing mounts → loop-device.
     const leaked = s.loop(join(s.files, "pvc-leaked.img"));
     s.registerLoopInSysfs(leaked.device, leaked.dev);
     // A record of a volume that is not staged and not attached → stale-record.
-    const staleRecord = recordFor(s, { volume_id: "pvc-hhh", transport: "loop", backing_file: join(s.files, "pvc-hhh.img"), staging_path: stagingPath(s, "hhhhash") });
+    const staleRecord = recordFor(s, {
+      volume_id: "pvc-hhh",
+      transport: "loop",
+      backing_file: join(s.files, "pvc-hhh.img"),
+      staging_path: stagingPath(s, "hhhhash"),
+    });
 
     const planRun = await runGc(gcArgs(s, ["--json", "--verbose"]));
     expect(planRun.stderr).toBe("");
     expect(planRun.code).toBe(1);
-    expect(ids(planRun.json!.candidates)).toEqual([
-      `dead-mount ${stagingPath(s, "gonehash")}`,
-      `loop-device ${leaked.device}`,
-      `nvme-subsystem ${PREFIX}aaa`,
-      `orphaned-subsystem ${PREFIX}bbb`,
-      `orphaned-subsystem ${PREFIX}ggg`,
-      "stale-record pvc-ggg",
-      "stale-record pvc-hhh",
-    ].sort());
+    expect(ids(planRun.json!.candidates)).toEqual(
+      [
+        `dead-mount ${stagingPath(s, "gonehash")}`,
+        `loop-device ${leaked.device}`,
+        `nvme-subsystem ${PREFIX}aaa`,
+        `orphaned-subsystem ${PREFIX}bbb`,
+        `orphaned-subsystem ${PREFIX}ggg`,
+        "stale-record pvc-ggg",
+        "stale-record pvc-hhh",
+      ].sort(),
+    );
     const skipped = new Map(planRun.json!.skipped.map((x) => [x.id, x.reason]));
     expect(skipped.get("nqn.2000-02.com.mikrotik:nixos-root")).toContain("outside-prefix");
     expect(skipped.get("nqn.2014-08.org.example:disk1")).toContain("outside-prefix");
@@ -76,9 +112,19 @@ describe("gc end to end (bun src/main.ts gc)", () => {
     expect(force.json!.results!.map((r) => r.status)).toEqual(Array(7).fill("done"));
     // The safe order: unmount first, disconnects before the records they protect, records last.
     expect(force.json!.results!.map((r) => r.kind)).toEqual([
-      "dead-mount", "nvme-subsystem", "orphaned-subsystem", "orphaned-subsystem", "loop-device", "stale-record", "stale-record",
+      "dead-mount",
+      "nvme-subsystem",
+      "orphaned-subsystem",
+      "orphaned-subsystem",
+      "loop-device",
+      "stale-record",
+      "stale-record",
     ]);
-    expect(s.nvmeCalls().sort()).toEqual([`disconnect -n ${PREFIX}aaa`, `disconnect -n ${PREFIX}bbb`, `disconnect -n ${PREFIX}ggg`]);
+    expect(s.nvmeCalls().sort()).toEqual([
+      `disconnect -n ${PREFIX}aaa`,
+      `disconnect -n ${PREFIX}bbb`,
+      `disconnect -n ${PREFIX}ggg`,
+    ]);
     expect(mounted(stagingPath(s, "gonehash"))).toBe(false);
     expect(mounted(stagingPath(s, "livehash"))).toBe(true);
     expect(mounted(join(s.root, "system-mnt"))).toBe(true);
@@ -120,7 +166,11 @@ describe("gc end to end (bun src/main.ts gc)", () => {
       s.hang(`${PREFIX}${n}`);
     }
     let pid = 0;
-    const running = runGc(gcArgs(s, ["--json", "--force", "--step-timeout", "3s"]), { onStart: (p) => { pid = p; } });
+    const running = runGc(gcArgs(s, ["--json", "--force", "--step-timeout", "3s"]), {
+      onStart: (p) => {
+        pid = p;
+      },
+    });
     // Wait until the first step is under way, then ask the run to stop.
     for (let i = 0; i < 200 && s.nvmeCalls().length === 0; i++) await Bun.sleep(50);
     expect(s.nvmeCalls().length).toBe(1);
@@ -144,7 +194,9 @@ describe("locks", () => {
     addSubsystem(s.sysfs, { nqn: `${PREFIX}keep-1`, namespaces: [{ dev: "259:9004" }] });
     const r = await runGc(gcArgs(s, ["--json", "--force", "--protected-nqn", `${PREFIX}keep-*`]));
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`rds-csi gc: option --protected-nqn "${PREFIX}keep-*" overlaps --nqn-prefix "${PREFIX}": some NQN would be both managed and protected; protected NQNs must lie outside the managed prefix\n`);
+    expect(r.stderr).toBe(
+      `rds-csi gc: option --protected-nqn "${PREFIX}keep-*" overlaps --nqn-prefix "${PREFIX}": some NQN would be both managed and protected; protected NQNs must lie outside the managed prefix\n`,
+    );
     expect(s.nvmeCalls()).toEqual([]);
   }, 60_000);
 
@@ -207,7 +259,11 @@ describe("locks", () => {
     addSubsystem(s.sysfs, { nqn: `${PREFIX}one`, namespaces: [{ dev: "259:9401" }] });
     s.hang(`${PREFIX}one`);
     let pid = 0;
-    const first = runGc(gcArgs(s, ["--json", "--force", "--step-timeout", "3s"]), { onStart: (p) => { pid = p; } });
+    const first = runGc(gcArgs(s, ["--json", "--force", "--step-timeout", "3s"]), {
+      onStart: (p) => {
+        pid = p;
+      },
+    });
     for (let i = 0; i < 200 && s.nvmeCalls().length === 0; i++) await Bun.sleep(50);
     expect(s.nvmeCalls().length).toBe(1);
     const second = await runGc(gcArgs(s, ["--json"]));

@@ -55,30 +55,52 @@ let mountId = 0;
 function mount(dev: string, mountPoint: string): MountEntry {
   const [major, minor] = dev.split(":").map(Number) as [number, number];
   mountId++;
-  return { id: mountId, parentId: 1, major, minor, dev, root: "/", mountPoint, options: "rw", optionalFields: [], fsType: "ext4", source: "/dev/x", superOptions: "rw" };
+  return {
+    id: mountId,
+    parentId: 1,
+    major,
+    minor,
+    dev,
+    root: "/",
+    mountPoint,
+    options: "rw",
+    optionalFields: [],
+    fsType: "ext4",
+    source: "/dev/x",
+    superOptions: "rw",
+  };
 }
 
 async function randomTree(seed: number): Promise<Tree> {
   const r = rng(seed);
   let prefix = "";
-  do prefix = `${r.pick(DOMAINS)}:${r.pick(["pvc-", "k8s-", "csi-", "p", "pvc-a", ""])}${r.word(2)}`; while (nqnPrefixProblem(prefix));
+  do prefix = `${r.pick(DOMAINS)}:${r.pick(["pvc-", "k8s-", "csi-", "p", "pvc-a", ""])}${r.word(2)}`;
+  while (nqnPrefixProblem(prefix));
   const nqns = new Set<string>();
   const count = 1 + r.int(12);
   for (let i = 0; i < count; i++) {
     const shape = r.int(5);
-    nqns.add(shape === 0 ? `${r.pick(DOMAINS)}:nixos-${r.word()}`
-      : shape === 1 ? `${r.pick(DOMAINS)}:${r.word()}`
-      : `${prefix}${r.word()}`);
+    nqns.add(
+      shape === 0
+        ? `${r.pick(DOMAINS)}:nixos-${r.word()}`
+        : shape === 1
+          ? `${r.pick(DOMAINS)}:${r.word()}`
+          : `${prefix}${r.word()}`,
+    );
   }
   const allNqns = [...nqns];
   const protectedPatterns: string[] = [];
   for (let i = r.int(4); i > 0; i--) {
     const k = r.int(3);
-    protectedPatterns.push(k === 0 ? r.pick(allNqns) : k === 1 ? `${prefix}${r.word(1)}*` : `${r.pick(DOMAINS)}:nixos-*`);
+    protectedPatterns.push(
+      k === 0 ? r.pick(allNqns) : k === 1 ? `${prefix}${r.word(1)}*` : `${r.pick(DOMAINS)}:nixos-*`,
+    );
   }
   let minor = 0;
   const subsystems: NvmeSubsystem[] = allNqns.map((nqn, i) => ({
-    name: `nvme-subsys${i}`, nqn, controllers: [],
+    name: `nvme-subsys${i}`,
+    nqn,
+    controllers: [],
     namespaces: Array.from({ length: r.int(3) }, (_, j) => ({ name: `nvme${i}n${j + 1}`, dev: `259:${minor++}` })),
   }));
   const mounts: MountEntry[] = [];
@@ -98,22 +120,54 @@ async function randomTree(seed: number): Promise<Tree> {
     }
     if (r.int(3) === 0) {
       const id = `pvc-${r.word()}`;
-      records.push({ volume_id: id, transport: "nvme-tcp", nqn: s.nqn, staging_path: `${KUBELET}/x/${id}`, access_type: r.pick(["mount", "block"] as const), staged_at: "2026-01-01T00:00:00Z", path: `/state/volumes/${id}.json` });
+      records.push({
+        volume_id: id,
+        transport: "nvme-tcp",
+        nqn: s.nqn,
+        staging_path: `${KUBELET}/x/${id}`,
+        access_type: r.pick(["mount", "block"] as const),
+        staged_at: "2026-01-01T00:00:00Z",
+        path: `/state/volumes/${id}.json`,
+      });
     }
   }
   const now = Date.now();
   const disks: Disk[] = allNqns.map((nqn, i) => ({
-    id: `pvc-disk${i}`, sizeBytes: 1 << 30, filePath: `/pool/pvc-disk${i}.img`, nqn, exported: true,
-    allowedHosts: r.int(4) === 0 ? ["nqn.host"] : [], copying: false, createdAt: now - r.int(3_600_000), meta: {},
+    id: `pvc-disk${i}`,
+    sizeBytes: 1 << 30,
+    filePath: `/pool/pvc-disk${i}.img`,
+    nqn,
+    exported: true,
+    allowedHosts: r.int(4) === 0 ? ["nqn.host"] : [],
+    copying: false,
+    createdAt: now - r.int(3_600_000),
+    meta: {},
   }));
   const referenced = new Set(disks.filter(() => r.int(2) === 0).map((d) => d.id));
   const graceMs = 5 * 60_000;
-  const backend = withDiskList({ kind: "routeros", address: "sim", strayFiles: async () => [] } as unknown as Backend, disks);
+  const backend = withDiskList(
+    { kind: "routeros", address: "sim", strayFiles: async () => [] } as unknown as Backend,
+    disks,
+  );
   const orphans = await findOrphans(backend, { referencedVolumeIds: referenced, slotPrefix: "pvc-", graceMs, now });
   const facts: GcFacts = {
-    now, policy: { prefix, protectedPatterns }, driverName: "rds.csi.srvlab.io", kubeletDir: KUBELET, stateDir: "/var/lib/rds-csi",
-    ownedFileDirs: [], subsystems, systemNqns: systemByTest, mounts, blockDevs: new Set(subsystems.flatMap((s) => s.namespaces.map((n) => n.dev))),
-    loopDevices: [], stackedDevs: new Map(), loopHolders: new Map(), records, unreadableRecords: [], probes: new Map(), volDataMounts: new Set(),
+    now,
+    policy: { prefix, protectedPatterns },
+    driverName: "rds.csi.srvlab.io",
+    kubeletDir: KUBELET,
+    stateDir: "/var/lib/rds-csi",
+    ownedFileDirs: [],
+    subsystems,
+    systemNqns: systemByTest,
+    mounts,
+    blockDevs: new Set(subsystems.flatMap((s) => s.namespaces.map((n) => n.dev))),
+    loopDevices: [],
+    stackedDevs: new Map(),
+    loopHolders: new Map(),
+    records,
+    unreadableRecords: [],
+    probes: new Map(),
+    volDataMounts: new Set(),
     backend: { state: "ok", address: "sim", disks, orphans },
     referenced: { state: "known", source: "test", volumeIds: referenced },
   };
@@ -122,10 +176,13 @@ async function randomTree(seed: number): Promise<Tree> {
 
 /** The rule, restated: inside the prefix, no protected pattern, not backing a system mount. */
 function mayTouch(t: Tree, nqn: string): boolean {
-  return nqn.startsWith(t.prefix) && !t.protectedPatterns.some((p) => globToRegExp(p).test(nqn)) && !t.systemByTest.has(nqn);
+  return (
+    nqn.startsWith(t.prefix) && !t.protectedPatterns.some((p) => globToRegExp(p).test(nqn)) && !t.systemByTest.has(nqn)
+  );
 }
 
-const nqnOf = (c: Candidate) => (c.action.type === "nvme-disconnect" ? c.action.nqn : c.action.type === "delete-disk" ? c.action.nqn : undefined);
+const nqnOf = (c: Candidate) =>
+  c.action.type === "nvme-disconnect" ? c.action.nqn : c.action.type === "delete-disk" ? c.action.nqn : undefined;
 
 const dir = mkdtempSync(join(tmpdir(), "rds-csi-gc-prop-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -140,7 +197,10 @@ describe("the NQN gate holds on random trees", () => {
         const nqn = nqnOf(c);
         if (nqn === undefined) continue;
         candidatesSeen++;
-        if (!mayTouch(t, nqn)) throw new Error(`seed ${seed}: ${c.kind} ${nqn} proposed although outside the gate (prefix ${t.prefix}, protected ${t.protectedPatterns.join(",")})`);
+        if (!mayTouch(t, nqn))
+          throw new Error(
+            `seed ${seed}: ${c.kind} ${nqn} proposed although outside the gate (prefix ${t.prefix}, protected ${t.protectedPatterns.join(",")})`,
+          );
       }
       // Every subsystem outside the gate is listed as skipped, with a reason.
       for (const nqn of t.allNqns.filter((n) => !mayTouch(t, n))) {
@@ -162,10 +222,19 @@ describe("the NQN gate holds on random trees", () => {
       if (existsSync(log)) rmSync(log);
       const t = await randomTree(seed);
       const planned = plan(t.facts).candidates.filter((c) => c.action.type === "nvme-disconnect");
-      const forged: Candidate[] = t.allNqns.filter((n) => !mayTouch(t, n))
-        .map((nqn) => ({ kind: "nvme-subsystem", id: nqn, reason: "forged", action: { type: "nvme-disconnect", nqn } }));
+      const forged: Candidate[] = t.allNqns
+        .filter((n) => !mayTouch(t, n))
+        .map((nqn) => ({
+          kind: "nvme-subsystem",
+          id: nqn,
+          reason: "forged",
+          action: { type: "nvme-disconnect", nqn },
+        }));
       const results = await executePlan([...forged, ...planned], {
-        runner, log: silentLogger(), stepTimeoutMs: 5_000, nvmeBin: bin,
+        runner,
+        log: silentLogger(),
+        stepTimeoutMs: 5_000,
+        nvmeBin: bin,
         recheck: async () => ({ ok: true, facts: t.facts }),
       });
       const calls = existsSync(log) ? readFileSync(log, "utf8").split("\n").filter(Boolean) : [];

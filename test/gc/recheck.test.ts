@@ -26,24 +26,45 @@ test("items that became mounted between plan and act are skipped, not collected"
 
   const runner = createRunner();
   const deps: FactDeps = {
-    runner, log: silentLogger(), policy: { prefix: PREFIX, protectedPatterns: [] }, driverName: DRIVER,
-    sysfsRoot: s.sysfs, procRoot: "/proc", kubeletDir: s.kubelet, stateDir: s.state, ownedFileDirs: [s.files],
-    timeoutMs: 10_000, probeTimeoutMs: 5_000, slotPrefix: "pvc-", graceMs: 300_000,
+    runner,
+    log: silentLogger(),
+    policy: { prefix: PREFIX, protectedPatterns: [] },
+    driverName: DRIVER,
+    sysfsRoot: s.sysfs,
+    procRoot: "/proc",
+    kubeletDir: s.kubelet,
+    stateDir: s.state,
+    ownedFileDirs: [s.files],
+    timeoutMs: 10_000,
+    probeTimeoutMs: 5_000,
+    slotPrefix: "pvc-",
+    graceMs: 300_000,
   };
   const facts = await gatherFacts(deps);
   const p = plan(facts);
-  expect(p.candidates.map((c) => `${c.kind} ${c.id}`).sort()).toEqual([`loop-device ${leaked.device}`, `nvme-subsystem ${PREFIX}race`]);
+  expect(p.candidates.map((c) => `${c.kind} ${c.id}`).sort()).toEqual([
+    `loop-device ${leaked.device}`,
+    `nvme-subsystem ${PREFIX}race`,
+  ]);
 
   // The world changes: someone mounts both devices.
   s.mount(ns.device, join(s.kubelet, "pods", "p1", "volumes", "kubernetes.io~csi", "pv1", "mount"));
   s.mount(leaked.device, join(s.root, "elsewhere"));
 
   const results = await executePlan(p.candidates, {
-    runner, log: silentLogger(), stepTimeoutMs: 10_000, nvmeBin: s.nvmeBin, recheck: freshPlanRecheck(deps, facts.referenced),
+    runner,
+    log: silentLogger(),
+    stepTimeoutMs: 10_000,
+    nvmeBin: s.nvmeBin,
+    recheck: freshPlanRecheck(deps, facts.referenced),
   });
   expect(results.map((r) => r.status)).toEqual(["skipped", "skipped"]);
   expect(results.find((r) => r.kind === "nvme-subsystem")!.detail).toContain("mounted at");
   expect(results.find((r) => r.kind === "loop-device")!.detail).toContain("mounted at");
   expect(s.nvmeCalls()).toEqual([]);
-  expect(sh("losetup", ["--list", "--noheadings", "--output", "NAME"]).split("\n").map((x) => x.trim())).toContain(leaked.device);
+  expect(
+    sh("losetup", ["--list", "--noheadings", "--output", "NAME"])
+      .split("\n")
+      .map((x) => x.trim()),
+  ).toContain(leaked.device);
 }, 60_000);

@@ -6,11 +6,13 @@ import { progressLine, renderPlanText } from "../../src/gc/render.ts";
 
 describe("losetup --json", () => {
   test("trims padded device numbers, strips the deleted marker, ignores unbound devices", () => {
-    const text = JSON.stringify({ loopdevices: [
-      { name: "/dev/loop0", "maj:min": "  7:0  ", "back-file": "/var/lib/rds-csi/volumes/pvc-a.img (deleted)" },
-      { name: "/dev/loop1", "maj:min": "7:1", "back-file": "/srv/x.img" },
-      { name: "/dev/loop2", "maj:min": "7:2", "back-file": null },
-    ] });
+    const text = JSON.stringify({
+      loopdevices: [
+        { name: "/dev/loop0", "maj:min": "  7:0  ", "back-file": "/var/lib/rds-csi/volumes/pvc-a.img (deleted)" },
+        { name: "/dev/loop1", "maj:min": "7:1", "back-file": "/srv/x.img" },
+        { name: "/dev/loop2", "maj:min": "7:2", "back-file": null },
+      ],
+    });
     expect(parseLosetupJson(text)).toEqual([
       { device: "/dev/loop0", dev: "7:0", backingFile: "/var/lib/rds-csi/volumes/pvc-a.img", backingFileDeleted: true },
       { device: "/dev/loop1", dev: "7:1", backingFile: "/srv/x.img", backingFileDeleted: false },
@@ -27,12 +29,16 @@ describe("referenced volumes", () => {
   });
 
   const pages: Record<string, unknown> = {
-    "": { items: [{ spec: { csi: { volumeHandle: "pvc-1", driver: "rds.csi.srvlab.io" } } }, { spec: { hostPath: {} } }], metadata: { continue: "p2" } },
+    "": {
+      items: [{ spec: { csi: { volumeHandle: "pvc-1", driver: "rds.csi.srvlab.io" } } }, { spec: { hostPath: {} } }],
+      metadata: { continue: "p2" },
+    },
     p2: { items: [{ spec: { csi: { volumeHandle: "pvc-2", driver: "other" } } }], metadata: {} },
   };
   const seenAuth: string[] = [];
   const server = Bun.serve({
-    hostname: "127.0.0.1", port: 0,
+    hostname: "127.0.0.1",
+    port: 0,
     fetch(req) {
       const url = new URL(req.url);
       seenAuth.push(req.headers.get("authorization") ?? "");
@@ -44,28 +50,49 @@ describe("referenced volumes", () => {
   afterAll(() => server.stop(true));
 
   test("the PV list is read page by page and every CSI handle counts", async () => {
-    const r = await referencedFromKubernetes(createKubeClient({ access: { server: `http://127.0.0.1:${server.port}`, token: "t0ken", source: "test" }, timeoutMs: 5_000 }));
+    const r = await referencedFromKubernetes(
+      createKubeClient({
+        access: { server: `http://127.0.0.1:${server.port}`, token: "t0ken", source: "test" },
+        timeoutMs: 5_000,
+      }),
+    );
     expect(r.state).toBe("known");
     expect([...(r.state === "known" ? r.volumeIds : [])].sort()).toEqual(["pvc-1", "pvc-2"]);
     expect(seenAuth.every((a) => a === "Bearer t0ken")).toBe(true);
   });
 
   test("a refused request is an error, never an empty list", async () => {
-    await expect(referencedFromKubernetes(createKubeClient({ access: { server: `http://127.0.0.1:${server.port}`, token: "wrong", source: "test" }, timeoutMs: 5_000 }))).rejects.toThrow(/HTTP 401/);
+    await expect(
+      referencedFromKubernetes(
+        createKubeClient({
+          access: { server: `http://127.0.0.1:${server.port}`, token: "wrong", source: "test" },
+          timeoutMs: 5_000,
+        }),
+      ),
+    ).rejects.toThrow(/HTTP 401/);
   });
 });
 
 describe("output", () => {
   test("the table shows kind, id, the action and the reason; skipped items only with --verbose", () => {
     const p = {
-      candidates: [{ kind: "nvme-subsystem" as const, id: "nqn.x:pvc-1", reason: "not mounted", action: { type: "nvme-disconnect" as const, nqn: "nqn.x:pvc-1" } }],
+      candidates: [
+        {
+          kind: "nvme-subsystem" as const,
+          id: "nqn.x:pvc-1",
+          reason: "not mounted",
+          action: { type: "nvme-disconnect" as const, nqn: "nqn.x:pvc-1" },
+        },
+      ],
       skipped: [{ kind: "nvme-subsystem" as const, id: "nqn.y:root", reason: "outside-prefix: …" }],
     };
     const quiet = renderPlanText(p, { verbose: false, notes: { warnings: [] } });
     expect(quiet).toContain("nvme-subsystem  nqn.x:pvc-1  nvme disconnect -n nqn.x:pvc-1  not mounted");
     expect(quiet).not.toContain("nqn.y:root");
     expect(quiet).toContain("1 item(s) left alone (--verbose lists them)");
-    expect(renderPlanText(p, { verbose: true, notes: { warnings: ["stale lock"] } })).toMatch(/warning: stale lock[\s\S]*nqn\.y:root\s+outside-prefix/);
+    expect(renderPlanText(p, { verbose: true, notes: { warnings: ["stale lock"] } })).toMatch(
+      /warning: stale lock[\s\S]*nqn\.y:root\s+outside-prefix/,
+    );
   });
 
   test("the progress line is written only to a terminal", () => {

@@ -23,7 +23,13 @@ export interface Daemon {
 const spawned: Bun.Subprocess[] = [];
 
 export function spawnBinary(args: string[], env: Record<string, string> = {}, cwd = REPO): Daemon {
-  const proc = Bun.spawn([BIN, ...args], { cwd, env: { PATH: process.env.PATH!, ...env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn([BIN, ...args], {
+    cwd,
+    env: { PATH: process.env.PATH!, ...env },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   spawned.push(proc);
   return {
     proc,

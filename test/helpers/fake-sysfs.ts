@@ -6,8 +6,15 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-export interface FakeControllerSpec { state?: string; transport?: string; address?: string }
-export interface FakeNamespaceSpec { dev: string; sizeBytes?: number }
+export interface FakeControllerSpec {
+  state?: string;
+  transport?: string;
+  address?: string;
+}
+export interface FakeNamespaceSpec {
+  dev: string;
+  sizeBytes?: number;
+}
 export interface FakeSubsystemSpec {
   nqn: string;
   controllers?: FakeControllerSpec[];
@@ -32,7 +39,12 @@ const classNvme = (root: string) => join(root, "class", "nvme");
 const classSubsys = (root: string) => join(root, "class", "nvme-subsystem");
 
 function nextIndex(dir: string, re: RegExp): number {
-  const used = existsSync(dir) ? readdirSync(dir).map((n) => re.exec(n)?.[1]).filter((x) => x !== undefined).map(Number) : [];
+  const used = existsSync(dir)
+    ? readdirSync(dir)
+        .map((n) => re.exec(n)?.[1])
+        .filter((x) => x !== undefined)
+        .map(Number)
+    : [];
   return used.length ? Math.max(...used) + 1 : 0;
 }
 
@@ -100,7 +112,8 @@ export function makeFakeSysfs(root: string, specs: FakeSubsystemSpec[]): FakeSub
 
 function subsystemDirs(root: string, nqn: string): string[] {
   if (!existsSync(classSubsys(root))) return [];
-  return readdirSync(classSubsys(root)).map((n) => join(classSubsys(root), n))
+  return readdirSync(classSubsys(root))
+    .map((n) => join(classSubsys(root), n))
     .filter((d) => existsSync(join(d, "subsysnqn")) && readFileSync(join(d, "subsysnqn"), "utf8").trim() === nqn);
 }
 
@@ -121,7 +134,10 @@ function readSpec(root: string, nqn: string): FakeSubsystemSpec {
       const f = join(dir, e, "dev");
       if (/^nvme\d+n\d+$/.test(e) && existsSync(f)) {
         const dev = readFileSync(f, "utf8").trim();
-        if (!seen.has(dev)) { seen.add(dev); devs.push({ dev, sizeBytes: Number(readFileSync(join(dir, e, "size"), "utf8")) * 512 }); }
+        if (!seen.has(dev)) {
+          seen.add(dev);
+          devs.push({ dev, sizeBytes: Number(readFileSync(join(dir, e, "size"), "utf8")) * 512 });
+        }
       }
     }
   };
@@ -140,11 +156,13 @@ function readSpec(root: string, nqn: string): FakeSubsystemSpec {
 export function removeSubsystem(root: string, nqn: string): void {
   for (const c of controllersOf(root, nqn)) {
     const cdir = join(classNvme(root), c);
-    for (const e of readdirSync(cdir)) if (/^nvme\d+n\d+$/.test(e)) rmSync(join(root, "block", e), { recursive: true, force: true });
+    for (const e of readdirSync(cdir))
+      if (/^nvme\d+n\d+$/.test(e)) rmSync(join(root, "block", e), { recursive: true, force: true });
     rmSync(cdir, { recursive: true, force: true });
   }
   for (const d of subsystemDirs(root, nqn)) {
-    for (const e of readdirSync(d)) if (/^nvme\d+n\d+$/.test(e)) rmSync(join(root, "block", e), { recursive: true, force: true });
+    for (const e of readdirSync(d))
+      if (/^nvme\d+n\d+$/.test(e)) rmSync(join(root, "block", e), { recursive: true, force: true });
     rmSync(d, { recursive: true, force: true });
   }
 }
@@ -161,7 +179,10 @@ export function renumber(root: string, nqn: string, newDevs?: string[]): FakeSub
   const keepSub = join(classSubsys(root), `nvme-subsys${nextIndex(classSubsys(root), /^nvme-subsys(\d+)$/) + 10}`);
   mkdirSync(keepSub, { recursive: true });
   removeSubsystem(root, nqn);
-  const added = addSubsystem(root, { ...spec, namespaces: spec.namespaces!.map((ns, i) => ({ ...ns, dev: newDevs?.[i] ?? ns.dev })) });
+  const added = addSubsystem(root, {
+    ...spec,
+    namespaces: spec.namespaces!.map((ns, i) => ({ ...ns, dev: newDevs?.[i] ?? ns.dev })),
+  });
   rmSync(placeholder, { recursive: true, force: true });
   rmSync(keepSub, { recursive: true, force: true });
   return added;
@@ -184,17 +205,26 @@ export function orphan(root: string, nqn: string): void {
 if (import.meta.main) {
   const [cmd, root, nqn, ...rest] = process.argv.slice(2);
   if (!cmd || !root || !nqn) {
-    console.error("usage: fake-sysfs.ts connect <root> <nqn> [dev] [sizeBytes] [address] | disconnect <root> <nqn> | orphan <root> <nqn> | renumber <root> <nqn>");
+    console.error(
+      "usage: fake-sysfs.ts connect <root> <nqn> [dev] [sizeBytes] [address] | disconnect <root> <nqn> | orphan <root> <nqn> | renumber <root> <nqn>",
+    );
     process.exit(2);
   }
   if (cmd === "connect") {
     const [dev, size, address] = rest;
-    const s = addSubsystem(root, { nqn, controllers: [{ address: address || DEFAULT_ADDRESS }], namespaces: [{ dev: dev || `259:${process.pid % 1000}`, sizeBytes: size ? Number(size) : undefined }] });
+    const s = addSubsystem(root, {
+      nqn,
+      controllers: [{ address: address || DEFAULT_ADDRESS }],
+      namespaces: [{ dev: dev || `259:${process.pid % 1000}`, sizeBytes: size ? Number(size) : undefined }],
+    });
     console.log(s.namespaces[0] ?? "");
   } else if (cmd === "connect-orphan") {
     addSubsystem(root, { nqn, namespaces: [] });
   } else if (cmd === "disconnect") removeSubsystem(root, nqn);
   else if (cmd === "orphan") orphan(root, nqn);
   else if (cmd === "renumber") console.log(renumber(root, nqn).namespaces[0] ?? "");
-  else { console.error(`unknown command ${cmd}`); process.exit(2); }
+  else {
+    console.error(`unknown command ${cmd}`);
+    process.exit(2);
+  }
 }

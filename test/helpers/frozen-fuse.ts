@@ -15,14 +15,22 @@ export interface FrozenFuse {
 }
 
 const mounted = (mp: string) =>
-  readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === mp);
+  readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .some((l) => l.split(" ")[4] === mp);
 
 const run = (cmd: string, args: string[]) =>
   new Promise<number | null>((resolve) => {
     const c = spawn(cmd, args, { stdio: "ignore" });
     const t = setTimeout(() => c.kill("SIGKILL"), 5000);
-    c.on("close", (code) => { clearTimeout(t); resolve(code); });
-    c.on("error", () => { clearTimeout(t); resolve(null); });
+    c.on("close", (code) => {
+      clearTimeout(t);
+      resolve(code);
+    });
+    c.on("error", () => {
+      clearTimeout(t);
+      resolve(null);
+    });
   });
 
 /** `under`: where the mount point is made (a node test's kubelet dir: node RPCs act only inside it). */
@@ -35,7 +43,13 @@ export async function createFrozenFuse(under: string = tmpdir()): Promise<Frozen
   const cleanup = async () => {
     if (cleaned) return;
     cleaned = true;
-    if (daemon.pid !== undefined) { try { process.kill(daemon.pid, "SIGCONT"); } catch { /* gone */ } }
+    if (daemon.pid !== undefined) {
+      try {
+        process.kill(daemon.pid, "SIGCONT");
+      } catch {
+        /* gone */
+      }
+    }
     await run("fusermount", ["-u", "-z", mountPoint]);
     if (mounted(mountPoint)) await run("umount", ["-l", mountPoint]);
     if (daemon.exitCode === null) daemon.kill("SIGTERM");
@@ -49,7 +63,9 @@ export async function createFrozenFuse(under: string = tmpdir()): Promise<Frozen
   }
   const pid = daemon.pid;
   return {
-    source, mountPoint, pid,
+    source,
+    mountPoint,
+    pid,
     freeze: () => process.kill(pid, "SIGSTOP"),
     thaw: () => process.kill(pid, "SIGCONT"),
     cleanup,
@@ -64,7 +80,9 @@ export function processesMentioning(needle: string): number[] {
     try {
       const cmd = readFileSync(`/proc/${d}/cmdline`, "utf8");
       if (cmd.includes(needle)) out.push(Number(d));
-    } catch { /* exited */ }
+    } catch {
+      /* exited */
+    }
   }
   return out;
 }

@@ -8,9 +8,17 @@ import { rmSync } from "node:fs";
 
 const ROOT = `${import.meta.dir}/../..`;
 const outdir = `/tmp/rds-csi-loading-test-${process.pid}`;
-const build = await Bun.build({ entrypoints: [`${ROOT}/src/main.ts`], target: "bun", metafile: true, splitting: true, outdir });
+const build = await Bun.build({
+  entrypoints: [`${ROOT}/src/main.ts`],
+  target: "bun",
+  metafile: true,
+  splitting: true,
+  outdir,
+});
 afterAll(() => rmSync(outdir, { recursive: true, force: true }));
-const inputs = (build as unknown as { metafile: { inputs: Record<string, { imports: { path: string; kind: string }[] }> } }).metafile.inputs;
+const inputs = (
+  build as unknown as { metafile: { inputs: Record<string, { imports: { path: string; kind: string }[] }> } }
+).metafile.inputs;
 
 /** Every module reachable from `entry` without crossing a dynamic import(). */
 function staticClosure(entry: string): string[] {
@@ -33,16 +41,25 @@ test("the module graph was read (sanity: csi-node does reach grpc-js)", () => {
 
 test("gc and doctor never load gRPC, protobuf or the proto", () => {
   for (const mode of ["src/modes/gc.ts", "src/modes/doctor.ts"]) {
-    for (const lib of ["@grpc/grpc-js", "protobufjs", "src/csi/"]) expect({ mode, lib, found: reaches(mode, lib) }).toEqual({ mode, lib, found: [] });
+    for (const lib of ["@grpc/grpc-js", "protobufjs", "src/csi/"])
+      expect({ mode, lib, found: reaches(mode, lib) }).toEqual({ mode, lib, found: [] });
   }
 });
 
 test("csi-node never loads the RouterOS client or the file backend", () => {
-  for (const lib of ["src/backends/routeros/", "src/backends/file/"]) expect(reaches("src/modes/csi-node.ts", lib)).toEqual([]);
+  for (const lib of ["src/backends/routeros/", "src/backends/file/"])
+    expect(reaches("src/modes/csi-node.ts", lib)).toEqual([]);
 });
 
 test("prom-client loads only where /metrics is served (dynamically), never with a mode or the CLI", () => {
-  for (const entry of ["src/main.ts", "src/cli.ts", "src/modes/csi-node.ts", "src/modes/csi-controller.ts", "src/modes/doctor.ts", "src/modes/gc.ts"]) {
+  for (const entry of [
+    "src/main.ts",
+    "src/cli.ts",
+    "src/modes/csi-node.ts",
+    "src/modes/csi-controller.ts",
+    "src/modes/doctor.ts",
+    "src/modes/gc.ts",
+  ]) {
     expect({ entry, found: reaches(entry, "prom-client") }).toEqual({ entry, found: [] });
   }
 });

@@ -12,8 +12,17 @@ describe("parseMountinfo", () => {
   test("shared root with one optional field", () => {
     const [e] = parseMountinfo("22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro\n");
     expect(e).toEqual({
-      id: 22, parentId: 1, major: 259, minor: 2, dev: "259:2", root: "/", mountPoint: "/",
-      options: "rw,relatime", optionalFields: ["shared:1"], fsType: "ext4", source: "/dev/nvme0n1p2",
+      id: 22,
+      parentId: 1,
+      major: 259,
+      minor: 2,
+      dev: "259:2",
+      root: "/",
+      mountPoint: "/",
+      options: "rw,relatime",
+      optionalFields: ["shared:1"],
+      fsType: "ext4",
+      source: "/dev/nvme0n1p2",
       superOptions: "rw,errors=remount-ro",
     });
   });
@@ -21,7 +30,7 @@ describe("parseMountinfo", () => {
   test("no optional fields, then several", () => {
     const es = parseMountinfo(
       "30 22 0:26 / /proc rw,nosuid - proc proc rw\n" +
-      "31 22 0:27 / /mnt/x rw shared:5 master:3 propagate_from:2 unbindable - tmpfs none rw,size=10k\n",
+        "31 22 0:27 / /mnt/x rw shared:5 master:3 propagate_from:2 unbindable - tmpfs none rw,size=10k\n",
     );
     expect(es[0]!.optionalFields).toEqual([]);
     expect(es[0]!.fsType).toBe("proc");
@@ -56,8 +65,9 @@ describe("parseMountinfo", () => {
   });
 
   test("a line without the separator is reported with its line number", () => {
-    expect(() => parseMountinfo("30 22 0:26 / /proc rw - proc proc rw\n31 22 0:27 / /sys rw sysfs sysfs rw\n"))
-      .toThrow(/line 2/);
+    expect(() => parseMountinfo("30 22 0:26 / /proc rw - proc proc rw\n31 22 0:27 / /sys rw sysfs sysfs rw\n")).toThrow(
+      /line 2/,
+    );
     expect(() => parseMountinfo("31 22 0:27 / /sys rw -\n")).toThrow(/line 1/);
     expect(() => parseMountinfo("garbage\n")).toThrow(/line 1/);
   });
@@ -65,9 +75,16 @@ describe("parseMountinfo", () => {
   test("agrees with findmnt on this machine's real mount table", async () => {
     const text = readFileSync("/proc/self/mountinfo", "utf8");
     const ours = parseMountinfo(text);
-    const r = await runner("findmnt", ["--raw", "--noheadings", "-o", "ID,TARGET,FSTYPE", "-F", "/proc/self/mountinfo"], { timeoutMs: 10_000 });
+    const r = await runner(
+      "findmnt",
+      ["--raw", "--noheadings", "-o", "ID,TARGET,FSTYPE", "-F", "/proc/self/mountinfo"],
+      { timeoutMs: 10_000 },
+    );
     expect(r.exitCode).toBe(0);
-    const theirs = r.stdout.trim().split("\n").map((l) => l.split(" "));
+    const theirs = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => l.split(" "));
     expect(ours.length).toBe(theirs.length);
     // findmnt --raw escapes unusual characters as \x..; compare ids and types which never need escaping.
     expect(ours.map((e) => `${e.id} ${e.fsType}`).sort()).toEqual(theirs.map((t) => `${t[0]} ${t[2]}`).sort());
@@ -87,11 +104,15 @@ describe("readMountinfo", () => {
       writeFileSync(join(dir, "42", "mountinfo"), "30 22 0:26 / /x\\040y rw - proc proc rw\n");
       const es = await readMountinfo({ runner, procRoot: dir, pid: 42 });
       expect(es[0]!.mountPoint).toBe("/x y");
-    } finally { rmSync(dir, { recursive: true }); }
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
   });
 
   test("a missing file is an error naming the path", async () => {
-    await expect(readMountinfo({ runner, procRoot: "/nonexistent-proc", pid: 1 })).rejects.toThrow(/nonexistent-proc\/1\/mountinfo/);
+    await expect(readMountinfo({ runner, procRoot: "/nonexistent-proc", pid: 1 })).rejects.toThrow(
+      /nonexistent-proc\/1\/mountinfo/,
+    );
   });
 
   test("a read that blocks is abandoned at the deadline", async () => {
@@ -105,6 +126,8 @@ describe("readMountinfo", () => {
       const err = await readMountinfo({ runner, procRoot: dir, pid: 7, timeoutMs: 300 }).catch((e) => e);
       expect(err).toBeInstanceOf(DeadlineError);
       expect(performance.now() - started).toBeLessThan(3000);
-    } finally { rmSync(dir, { recursive: true }); }
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
   });
 });

@@ -30,12 +30,16 @@ describe("probe registry on healthy paths", () => {
     try {
       expect((await reg.probe(dir)).state).toBe("ok");
       expect((await reg.probe("-f")).state).toBe("error");
-    } finally { rmSync(dir, { recursive: true }); }
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
   });
 
   test("many paths in one tick are batched under the concurrency cap, each answered in order", async () => {
     const before = reg.children().started;
-    const paths = Array.from({ length: 600 }, (_, i) => (i % 3 === 0 ? `/nonexistent/p${i}` : i % 3 === 1 ? "/tmp" : "/proc"));
+    const paths = Array.from({ length: 600 }, (_, i) =>
+      i % 3 === 0 ? `/nonexistent/p${i}` : i % 3 === 1 ? "/tmp" : "/proc",
+    );
     const rs = await Promise.all(paths.map((p) => reg.probe(p)));
     rs.forEach((r, i) => expect(r.state).toBe(i % 3 === 0 ? "error" : "ok"));
     // "/tmp" and "/proc" join the one in-flight probe of the same path; the 200 missing paths are batched.
@@ -68,7 +72,9 @@ describe("probe registry with a frozen FUSE mount", () => {
     fuse.freeze();
     const started = performance.now();
     const round = [healthy, fuse.mountPoint, "/tmp", "/proc", "/sys"];
-    const rs = await Promise.all(round.map(async (p) => ({ p, r: await reg.probe(p), ms: performance.now() - started })));
+    const rs = await Promise.all(
+      round.map(async (p) => ({ p, r: await reg.probe(p), ms: performance.now() - started })),
+    );
     const dead = rs.find((x) => x.p === fuse.mountPoint)!;
     expect(dead.r.state).toBe("dead");
     expect(dead.ms).toBeLessThan(1500 + 1000);

@@ -2,8 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { assertNoStorm, assertTableSane, countMounts } from "../../src/mount/storm-guard.ts";
 import type { MountEntry } from "../../src/mount/mountinfo.ts";
 
-const entry = (dev: string, mountPoint: string): MountEntry => ({ dev, mountPoint } as MountEntry);
-const table = (n: number, dev: string, at: (i: number) => string) => Array.from({ length: n }, (_, i) => entry(dev, at(i)));
+const entry = (dev: string, mountPoint: string): MountEntry => ({ dev, mountPoint }) as MountEntry;
+const table = (n: number, dev: string, at: (i: number) => string) =>
+  Array.from({ length: n }, (_, i) => entry(dev, at(i)));
 
 describe("storm guard", () => {
   test("counts entries by device and by mount point", () => {
@@ -18,12 +19,26 @@ describe("storm guard", () => {
     ["100 entries of other devices elsewhere", table(100, "8:1", (i) => `/m/${i}`), "ok"],
   ])("%s → %s", (_, t, want) => {
     let got = "ok";
-    try { assertNoStorm(t, { dev: "7:1", target: "/t", source: "/dev/loop1" }, 100); } catch (e) { got = (e as { kind: string }).kind; }
+    try {
+      assertNoStorm(t, { dev: "7:1", target: "/t", source: "/dev/loop1" }, 100);
+    } catch (e) {
+      got = (e as { kind: string }).kind;
+    }
     expect(got).toBe(want);
   });
 
   test("a table at the total limit refuses all mount work (UNAVAILABLE) and says what to run", () => {
-    expect(() => assertTableSane(table(20, "1:1", (i) => `/x/${i}`), 20)).toThrow(/rds-csi gc/);
-    expect(() => assertTableSane(table(19, "1:1", (i) => `/x/${i}`), 20)).not.toThrow();
+    expect(() =>
+      assertTableSane(
+        table(20, "1:1", (i) => `/x/${i}`),
+        20,
+      ),
+    ).toThrow(/rds-csi gc/);
+    expect(() =>
+      assertTableSane(
+        table(19, "1:1", (i) => `/x/${i}`),
+        20,
+      ),
+    ).not.toThrow();
   });
 });

@@ -17,10 +17,19 @@ describe("never format unless certain", () => {
     execFileSync("dd", ["if=/dev/zero", `of=${file}`, "bs=1024", "seek=1", "count=1", "conv=notrunc", "status=none"]);
     const before = readFileSync(file);
     const { staging } = h.paths(id);
-    const req = { volume_id: id, staging_target_path: staging, volume_capability: mountCap("ext4"), volume_context: { transport: "loop", backingFile: file } };
+    const req = {
+      volume_id: id,
+      staging_target_path: staging,
+      volume_capability: mountCap("ext4"),
+      volume_context: { transport: "loop", backingFile: file },
+    };
     const errors = [];
     for (let i = 0; i < 4; i++) errors.push(await h.service.NodeStageVolume(req).catch((e) => e));
-    expect(errors.slice(0, 3).map((e) => e.kind)).toEqual(["failed-precondition", "failed-precondition", "failed-precondition"]);
+    expect(errors.slice(0, 3).map((e) => e.kind)).toEqual([
+      "failed-precondition",
+      "failed-precondition",
+      "failed-precondition",
+    ]);
     expect(errors[0].message).toContain("refusing to format");
     expect(errors[0].message).toMatch(/fsck\.ext4 -n/);
     expect(errors[3].kind).toBe("unavailable");
@@ -39,9 +48,24 @@ describe("never format unless certain", () => {
   test("an unknown signature (data, no filesystem) is never formatted", async () => {
     const id = "pvc-data";
     const file = h.backingFile(32 * MiB);
-    execFileSync("dd", ["if=/dev/urandom", `of=${file}`, "bs=4096", "count=16", "seek=1024", "conv=notrunc", "status=none"]);
+    execFileSync("dd", [
+      "if=/dev/urandom",
+      `of=${file}`,
+      "bs=4096",
+      "count=16",
+      "seek=1024",
+      "conv=notrunc",
+      "status=none",
+    ]);
     const { staging } = h.paths(id);
-    const e = await h.service.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: mountCap("ext4"), volume_context: { transport: "loop", backingFile: file } }).catch((x) => x);
+    const e = await h.service
+      .NodeStageVolume({
+        volume_id: id,
+        staging_target_path: staging,
+        volume_capability: mountCap("ext4"),
+        volume_context: { transport: "loop", backingFile: file },
+      })
+      .catch((x) => x);
     expect(e.kind).toBe("failed-precondition");
     expect(e.message).toContain("holds data but no recognisable filesystem");
     h.deps.breakers.reset(`volume:${id}`);
@@ -55,20 +79,41 @@ describe("storm guard", () => {
     const file = h.backingFile(32 * MiB);
     const { staging, target } = h.paths(id);
     const ctx = { transport: "loop", backingFile: file };
-    await h.service.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: mountCap(), volume_context: ctx });
+    await h.service.NodeStageVolume({
+      volume_id: id,
+      staging_target_path: staging,
+      volume_capability: mountCap(),
+      volume_context: ctx,
+    });
     const binds = join(h.base, "binds");
     for (let i = 0; i < 150; i++) {
       const d = join(binds, String(i));
       mkdirSync(d, { recursive: true });
       execFileSync("mount", ["--bind", staging, d]);
     }
-    const e = await h.service.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: mountCap(), readonly: false }).catch((x) => x);
+    const e = await h.service
+      .NodePublishVolume({
+        volume_id: id,
+        staging_target_path: staging,
+        target_path: target,
+        volume_capability: mountCap(),
+        readonly: false,
+      })
+      .catch((x) => x);
     expect(e.kind).toBe("resource-exhausted");
     expect(e.message).toContain("rds-csi doctor");
     expect(e.message).toContain("rds-csi gc");
     expect(mountsAt(target)).toEqual([]);
     for (let i = 0; i < 150; i++) execFileSync("umount", [join(binds, String(i))]);
-    expect(await h.service.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: mountCap(), readonly: false })).toEqual({});
+    expect(
+      await h.service.NodePublishVolume({
+        volume_id: id,
+        staging_target_path: staging,
+        target_path: target,
+        volume_capability: mountCap(),
+        readonly: false,
+      }),
+    ).toEqual({});
     await h.service.NodeUnpublishVolume({ volume_id: id, target_path: target });
     await h.service.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
   }, 60_000);
@@ -81,9 +126,18 @@ describe("dead mounts", () => {
       const id = "pvc-frozen";
       // Fabricate a staged volume whose published path is the FUSE mount.
       await h.deps.records.write({
-        volume_id: id, transport: "loop", backing_file: join(h.base, "none.img"), staging_path: join(h.base, "frozen-staging"),
-        fs_type: "ext4", access_type: "mount", access_mode: "SINGLE_NODE_WRITER", mount_flags: [], staged_at: new Date().toISOString(),
-        state: "staged", created_staging_dir: false, publications: [{ target_path: fuse.mountPoint, readonly: false, access_mode: "SINGLE_NODE_WRITER" }],
+        volume_id: id,
+        transport: "loop",
+        backing_file: join(h.base, "none.img"),
+        staging_path: join(h.base, "frozen-staging"),
+        fs_type: "ext4",
+        access_type: "mount",
+        access_mode: "SINGLE_NODE_WRITER",
+        mount_flags: [],
+        staged_at: new Date().toISOString(),
+        state: "staged",
+        created_staging_dir: false,
+        publications: [{ target_path: fuse.mountPoint, readonly: false, access_mode: "SINGLE_NODE_WRITER" }],
       });
       const healthy = await h.service.NodeGetVolumeStats({ volume_id: id, volume_path: fuse.mountPoint });
       expect(healthy.volume_condition.abnormal).toBe(false);
@@ -117,10 +171,19 @@ describe("a mount option the kernel refuses", () => {
     const id = "pvc-bad-option";
     const file = h.backingFile(64 * 1024 * 1024);
     const { staging } = h.paths(id);
-    const req = { volume_id: id, staging_target_path: staging, volume_capability: mountCap("ext4", "SINGLE_NODE_WRITER", ["nosuchoption"]), volume_context: { transport: "loop", backingFile: file } };
+    const req = {
+      volume_id: id,
+      staging_target_path: staging,
+      volume_capability: mountCap("ext4", "SINGLE_NODE_WRITER", ["nosuchoption"]),
+      volume_context: { transport: "loop", backingFile: file },
+    };
     for (let i = 0; i < 4; i++) {
       const e = await h.service.NodeStageVolume(req).catch((x) => x);
-      expect({ i, kind: e.kind, field: e.field }).toEqual({ i, kind: "invalid-argument", field: "volume_capability.mount.mount_flags" });
+      expect({ i, kind: e.kind, field: e.field }).toEqual({
+        i,
+        kind: "invalid-argument",
+        field: "volume_capability.mount.mount_flags",
+      });
     }
     expect(h.deps.breakers.isOpen(`volume:${id}`)).toBe(false);
     expect(mountsAt(staging)).toEqual([]);

@@ -13,24 +13,67 @@ const PVC = "nqn.2000-02.com.mikrotik:pvc-5f0e6a55-0000-4000-8000-00000000beef";
 const started: ChildProcess[] = [];
 const dirs: string[] = [];
 afterAll(() => {
-  for (const c of started) if (c.exitCode === null && c.pid) { try { process.kill(c.pid, "SIGKILL"); } catch { /* gone */ } }
+  for (const c of started)
+    if (c.exitCode === null && c.pid) {
+      try {
+        process.kill(c.pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
   dirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
 });
 
 async function startNode(extra: string[] = []) {
-  const base = mkdtempSync(join(tmpdir(), "rds-node-grpc-")); dirs.push(base);
-  const sysfs = join(base, "sys"), fake = join(base, "fake"), state = join(base, "state");
-  mkdirSync(fake); makeFakeSysfs(sysfs, []);
+  const base = mkdtempSync(join(tmpdir(), "rds-node-grpc-"));
+  dirs.push(base);
+  const sysfs = join(base, "sys"),
+    fake = join(base, "fake"),
+    state = join(base, "state");
+  mkdirSync(fake);
+  makeFakeSysfs(sysfs, []);
   const endpoint = `unix://${join(base, "csi.sock")}`;
   let out = "";
-  const child = spawn(process.execPath, [MAIN, "csi-node", "--endpoint", endpoint, "--state-dir", state, "--node-id", "node-g",
-    "--sysfs-root", sysfs, "--dev-root", join(base, "dev"), "--kubelet-dir", join(base, "kubelet"), "--nvme-command", FAKE_NVME,
-    "--host-nqn-file", join(base, "hostnqn"), "--probe-timeout", "2s", "--shutdown-grace", "20s", ...(extra.includes("--nqn-prefix") ? [] : ["--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-"]), ...extra], {
-    env: { ...process.env, FAKE_NVME_DIR: fake, FAKE_SYSFS_ROOT: sysfs, BUN_BIN: process.execPath }, stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      MAIN,
+      "csi-node",
+      "--endpoint",
+      endpoint,
+      "--state-dir",
+      state,
+      "--node-id",
+      "node-g",
+      "--sysfs-root",
+      sysfs,
+      "--dev-root",
+      join(base, "dev"),
+      "--kubelet-dir",
+      join(base, "kubelet"),
+      "--nvme-command",
+      FAKE_NVME,
+      "--host-nqn-file",
+      join(base, "hostnqn"),
+      "--probe-timeout",
+      "2s",
+      "--shutdown-grace",
+      "20s",
+      ...(extra.includes("--nqn-prefix") ? [] : ["--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-"]),
+      ...extra,
+    ],
+    {
+      env: { ...process.env, FAKE_NVME_DIR: fake, FAKE_SYSFS_ROOT: sysfs, BUN_BIN: process.execPath },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   started.push(child);
-  child.stdout!.on("data", (d) => { out += d; });
-  child.stderr!.on("data", (d) => { out += d; });
+  child.stdout!.on("data", (d) => {
+    out += d;
+  });
+  child.stderr!.on("data", (d) => {
+    out += d;
+  });
   const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
   for (let i = 0; i < 100 && !existsSync(join(base, "csi.sock")); i++) await Bun.sleep(50);
   const client = csiClient(endpoint, { defaultDeadlineMs: 30_000 });
@@ -45,7 +88,8 @@ describe("csi-node over gRPC", () => {
     expect((await n.client.identity.Probe!({})).ready.value).toBe(true);
     const staging = join(n.base, "kubelet", "plugins", "x", "globalmount");
     const stage = n.client.node.NodeStageVolume!({
-      volume_id: "pvc-slow", staging_target_path: staging,
+      volume_id: "pvc-slow",
+      staging_target_path: staging,
       volume_capability: { block: {}, access_mode: { mode: "SINGLE_NODE_WRITER" } },
       volume_context: { nqn: PVC, nvmeAddress: "10.42.0.1", nvmePort: "4420" },
     });
@@ -65,11 +109,23 @@ describe("csi-node over gRPC", () => {
     const fuse = await createFrozenFuse(join(n.base, "kubelet"));
     try {
       mkdirSync(join(n.state, "volumes"), { recursive: true });
-      writeFileSync(join(n.state, "volumes", "pvc-fz.json"), JSON.stringify({
-        volume_id: "pvc-fz", transport: "loop", backing_file: "/nonexistent.img", staging_path: join(n.base, "st"), fs_type: "ext4",
-        access_type: "mount", access_mode: "SINGLE_NODE_WRITER", mount_flags: [], staged_at: new Date().toISOString(), state: "staged",
-        created_staging_dir: false, publications: [{ target_path: fuse.mountPoint, readonly: false, access_mode: "SINGLE_NODE_WRITER" }],
-      }));
+      writeFileSync(
+        join(n.state, "volumes", "pvc-fz.json"),
+        JSON.stringify({
+          volume_id: "pvc-fz",
+          transport: "loop",
+          backing_file: "/nonexistent.img",
+          staging_path: join(n.base, "st"),
+          fs_type: "ext4",
+          access_type: "mount",
+          access_mode: "SINGLE_NODE_WRITER",
+          mount_flags: [],
+          staged_at: new Date().toISOString(),
+          state: "staged",
+          created_staging_dir: false,
+          publications: [{ target_path: fuse.mountPoint, readonly: false, access_mode: "SINGLE_NODE_WRITER" }],
+        }),
+      );
       fuse.freeze();
       const stats = n.client.node.NodeGetVolumeStats!({ volume_id: "pvc-fz", volume_path: fuse.mountPoint });
       await Bun.sleep(300);
@@ -94,19 +150,35 @@ describe("csi-node over gRPC", () => {
   test("upgrade from the Go driver: unstaging a volume it staged (no record) disconnects the NQN its id implies, and only that", async () => {
     // A protected pattern inside the prefix is refused at start (test/deploy/nix-module.test.ts), so the
     // node is started with a disjoint one; its own Go-driver NQN must still be the only one touched.
-    const n = await startNode(["--nqn-prefix", "nqn.2000-02.com.mikrotik:pvc-", "--protected-nqn", "nqn.2000-02.com.mikrotik:nixos-*"]);
+    const n = await startNode([
+      "--nqn-prefix",
+      "nqn.2000-02.com.mikrotik:pvc-",
+      "--protected-nqn",
+      "nqn.2000-02.com.mikrotik:nixos-*",
+    ]);
     try {
       const goVolume = "pvc-5f0e6a55-1111-4000-8000-00000000cafe";
       const goNqn = `nqn.2000-02.com.mikrotik:${goVolume}`;
       const otherVolume = "pvc-00000000-2222-4000-8000-00000000cafe";
-      addSubsystem(n.sysfs, { nqn: goNqn, controllers: [{ state: "live", transport: "tcp", address: "traddr=10.0.0.5,trsvcid=4420" }], namespaces: [{ dev: "259:71" }] });
-      addSubsystem(n.sysfs, { nqn: `nqn.2000-02.com.mikrotik:${otherVolume}`, controllers: [{ state: "live" }], namespaces: [{ dev: "259:72" }] });
+      addSubsystem(n.sysfs, {
+        nqn: goNqn,
+        controllers: [{ state: "live", transport: "tcp", address: "traddr=10.0.0.5,trsvcid=4420" }],
+        namespaces: [{ dev: "259:71" }],
+      });
+      addSubsystem(n.sysfs, {
+        nqn: `nqn.2000-02.com.mikrotik:${otherVolume}`,
+        controllers: [{ state: "live" }],
+        namespaces: [{ dev: "259:72" }],
+      });
       const staging = join(n.base, "kubelet", "plugins", "go", "globalmount");
       expect(await n.client.node.NodeUnstageVolume({ volume_id: goVolume, staging_target_path: staging })).toEqual({});
-      const calls = () => (existsSync(join(n.fake, "calls.log")) ? readFileSync(join(n.fake, "calls.log"), "utf8") : "");
+      const calls = () =>
+        existsSync(join(n.fake, "calls.log")) ? readFileSync(join(n.fake, "calls.log"), "utf8") : "";
       expect(calls()).toContain(`disconnect -n ${goNqn}`);
       // Ids the Go driver could not have made are left alone.
-      expect(await n.client.node.NodeUnstageVolume({ volume_id: "some-other-volume", staging_target_path: staging })).toEqual({});
+      expect(
+        await n.client.node.NodeUnstageVolume({ volume_id: "some-other-volume", staging_target_path: staging }),
+      ).toEqual({});
       expect(calls().trim().split("\n")).toHaveLength(1);
     } finally {
       if (n.child.pid) process.kill(n.child.pid, "SIGTERM");

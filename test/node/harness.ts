@@ -21,16 +21,26 @@ export function nodeHarness(over: Partial<NodeServiceDeps> = {}) {
   const probes = createProbeRegistry({ timeoutMs: 2_000, log });
   const loop = createLoopConnector({ runner, log });
   const unusable: Connector = {
-    attach: async () => { throw new Error("nvme-tcp not used in this test"); },
+    attach: async () => {
+      throw new Error("nvme-tcp not used in this test");
+    },
     find: async () => null,
     detach: async () => {},
   };
   const deps: NodeServiceDeps = {
-    runner, log, nodeName: "node-a", hostNqn: "nqn.2014-08.org.nvmexpress:uuid:node-a", maxVolumes: 0,
+    runner,
+    log,
+    nodeName: "node-a",
+    hostNqn: "nqn.2014-08.org.nvmexpress:uuid:node-a",
+    maxVolumes: 0,
     connectors: { loop, "nvme-tcp": unusable },
     records: stagingRecords(join(base, "state")),
     breakers: createBreakerRegistry({ threshold: 3, initialOpenMs: 60_000 }),
-    locks: createKeyLock(), probes, procRoot: "/proc", stormThreshold: 100, stormTotal: 20_000,
+    locks: createKeyLock(),
+    probes,
+    procRoot: "/proc",
+    stormThreshold: 100,
+    stormTotal: 20_000,
     timeouts: { probeMs: 2_000 },
     paths: kubeletPaths({ kubeletDir: join(base, "kubelet"), runner, log, timeoutMs: 5_000 }),
     fileDir: base,
@@ -54,23 +64,45 @@ export function nodeHarness(over: Partial<NodeServiceDeps> = {}) {
   /** Leaves nothing behind: every mount below base, then every loop device backed by our files. */
   function cleanup() {
     probes.close();
-    const mine = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4] ?? "")
-      .filter((mp) => mp.startsWith(base + "/")).reverse();
-    for (const mp of mine) { try { execFileSync("umount", ["-l", mp], { stdio: "ignore" }); } catch { /* gone */ } }
-    const loops = execFileSync("losetup", ["--list", "--noheadings", "--output", "NAME,BACK-FILE"], { encoding: "utf8" });
+    const mine = readFileSync("/proc/self/mountinfo", "utf8")
+      .split("\n")
+      .map((l) => l.split(" ")[4] ?? "")
+      .filter((mp) => mp.startsWith(base + "/"))
+      .reverse();
+    for (const mp of mine) {
+      try {
+        execFileSync("umount", ["-l", mp], { stdio: "ignore" });
+      } catch {
+        /* gone */
+      }
+    }
+    const loops = execFileSync("losetup", ["--list", "--noheadings", "--output", "NAME,BACK-FILE"], {
+      encoding: "utf8",
+    });
     for (const line of loops.split("\n")) {
       const [dev, file] = line.trim().split(/\s+/);
-      if (dev && file?.startsWith(base + "/")) { try { execFileSync("losetup", ["-d", dev], { stdio: "ignore" }); } catch { /* gone */ } }
+      if (dev && file?.startsWith(base + "/")) {
+        try {
+          execFileSync("losetup", ["-d", dev], { stdio: "ignore" });
+        } catch {
+          /* gone */
+        }
+      }
     }
     rmSync(base, { recursive: true, force: true });
   }
   return { base, deps, service, runner, probes, backingFile, paths, cleanup };
 }
 
-export const mountCap = (fs_type = "ext4", mode = "SINGLE_NODE_WRITER", mount_flags: string[] = []) =>
-  ({ access_type: "mount", mount: { fs_type, mount_flags }, access_mode: { mode } });
+export const mountCap = (fs_type = "ext4", mode = "SINGLE_NODE_WRITER", mount_flags: string[] = []) => ({
+  access_type: "mount",
+  mount: { fs_type, mount_flags },
+  access_mode: { mode },
+});
 export const blockCap = (mode = "SINGLE_NODE_WRITER") => ({ access_type: "block", block: {}, access_mode: { mode } });
 
 export function mountsAt(path: string): string[] {
-  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.split(" ")[4] === path);
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => l.split(" ")[4] === path);
 }

@@ -5,17 +5,40 @@ import { readStagingRecords } from "../../src/gc/records.ts";
 import { parseStagingRecord, stagingRecords } from "../../src/node/staging-records.ts";
 
 const good = {
-  volume_id: "pvc-1", transport: "nvme-tcp", nqn: "nqn.2000-02.com.mikrotik:pvc-1", staging_path: "/var/lib/kubelet/plugins/x/globalmount",
-  fs_type: "ext4", access_type: "mount", access_mode: "SINGLE_NODE_WRITER", mount_flags: [], staged_at: "2026-11-22T00:00:00Z",
-  state: "staged", created_staging_dir: true, publications: [],
+  volume_id: "pvc-1",
+  transport: "nvme-tcp",
+  nqn: "nqn.2000-02.com.mikrotik:pvc-1",
+  staging_path: "/var/lib/kubelet/plugins/x/globalmount",
+  fs_type: "ext4",
+  access_type: "mount",
+  access_mode: "SINGLE_NODE_WRITER",
+  mount_flags: [],
+  staged_at: "2026-11-22T00:00:00Z",
+  state: "staged",
+  created_staging_dir: true,
+  publications: [],
 };
-const problemOf = (value: unknown, id = "pvc-1") => { const r = parseStagingRecord(value, id); return typeof r === "string" ? r : "ok"; };
+const problemOf = (value: unknown, id = "pvc-1") => {
+  const r = parseStagingRecord(value, id);
+  return typeof r === "string" ? r : "ok";
+};
 
 describe("one staging record schema, validated by every reader", () => {
   test.each([
     ["a record the node writes", good, "ok"],
     ["a newer node's extra field is kept out of the way", { ...good, future_field: 1 }, "ok"],
-    ["an older record without the optional fields", { volume_id: "pvc-1", transport: "loop", backing_file: "/d/pvc-1.img", staging_path: "/k/s", access_type: "block", staged_at: "t" }, "ok"],
+    [
+      "an older record without the optional fields",
+      {
+        volume_id: "pvc-1",
+        transport: "loop",
+        backing_file: "/d/pvc-1.img",
+        staging_path: "/k/s",
+        access_type: "block",
+        staged_at: "t",
+      },
+      "ok",
+    ],
     ["not an object", [good], "not a JSON object"],
     ["nvme-tcp without its NQN", { ...good, nqn: undefined }, "transport nvme-tcp without nqn"],
     ["loop without its backing file", { ...good, transport: "loop" }, "transport loop without backing_file"],
@@ -37,7 +60,9 @@ describe("one staging record schema, validated by every reader", () => {
     mkdirSync(join(state, "volumes"), { mode: 0o700 });
     const bad = JSON.stringify({ ...good, transport: "iscsi" });
     writeFileSync(join(state, "volumes", "pvc-1.json"), bad);
-    const e = await stagingRecords(state).read("pvc-1").catch((x) => x);
+    const e = await stagingRecords(state)
+      .read("pvc-1")
+      .catch((x) => x);
     expect(e.kind).toBe("internal");
     expect(e.message).toContain("pvc-1");
     expect(readFileSync(join(state, "volumes", "pvc-1.json"), "utf8")).toBe(bad);
@@ -47,10 +72,16 @@ describe("one staging record schema, validated by every reader", () => {
     const state = mkdtempSync("/tmp/rds-records-");
     mkdirSync(join(state, "volumes"), { mode: 0o700 });
     writeFileSync(join(state, "volumes", "pvc-1.json"), JSON.stringify(good));
-    writeFileSync(join(state, "volumes", "pvc-2.json"), JSON.stringify({ ...good, volume_id: "pvc-2", nqn: undefined }));
+    writeFileSync(
+      join(state, "volumes", "pvc-2.json"),
+      JSON.stringify({ ...good, volume_id: "pvc-2", nqn: undefined }),
+    );
     writeFileSync(join(state, "volumes", "pvc-3.json"), "{not json");
     const scan = await readStagingRecords(state, { timeoutMs: 5_000 });
     expect(scan.records.map((r) => r.volume_id)).toEqual(["pvc-1"]);
-    expect(scan.unreadable.map((u) => u.reason.split(":")[0])).toEqual(["transport nvme-tcp without nqn", "cannot read"]);
+    expect(scan.unreadable.map((u) => u.reason.split(":")[0])).toEqual([
+      "transport nvme-tcp without nqn",
+      "cannot read",
+    ]);
   });
 });

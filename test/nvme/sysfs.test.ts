@@ -10,22 +10,35 @@ import { makeFakeSysfs, orphan, renumber } from "../helpers/fake-sysfs.ts";
 const PVC = "nqn.2000-02.com.mikrotik:pvc-11111111-2222-3333-4444-555555555555";
 const ROOT_VOL = "nqn.2000-02.com.mikrotik:nixos-node1-root";
 let dirs: string[] = [];
-const tmp = () => { const d = mkdtempSync(join(tmpdir(), "rds-sysfs-")); dirs.push(d); return d; };
-afterEach(() => { dirs.forEach((d) => rmSync(d, { recursive: true, force: true })); dirs = []; });
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), "rds-sysfs-"));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  dirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
+  dirs = [];
+});
 
 describe("sysfs discovery", () => {
   test("lists subsystems with controllers and namespaces", async () => {
     const root = tmp();
     makeFakeSysfs(root, [
       { nqn: ROOT_VOL, namespaces: [{ dev: "259:0", sizeBytes: 8 * 2 ** 30 }] },
-      { nqn: PVC, controllers: [{ state: "live", transport: "tcp", address: "traddr=10.0.0.5,trsvcid=4420" }], namespaces: [{ dev: "259:7" }] },
+      {
+        nqn: PVC,
+        controllers: [{ state: "live", transport: "tcp", address: "traddr=10.0.0.5,trsvcid=4420" }],
+        namespaces: [{ dev: "259:7" }],
+      },
     ]);
     const subs = await listSubsystems(root, { timeoutMs: 2000 });
     expect(subs.map((s) => s.nqn)).toEqual([ROOT_VOL, PVC]);
     const pvc = subs[1]!;
     expect(pvc.name).toBe("nvme-subsys1");
     expect(pvc.iopolicy).toBe("numa");
-    expect(pvc.controllers).toEqual([{ name: "nvme1", state: "live", transport: "tcp", address: "traddr=10.0.0.5,trsvcid=4420", subsysnqn: PVC }]);
+    expect(pvc.controllers).toEqual([
+      { name: "nvme1", state: "live", transport: "tcp", address: "traddr=10.0.0.5,trsvcid=4420", subsysnqn: PVC },
+    ]);
     expect(pvc.namespaces).toEqual([{ name: "nvme1n1", dev: "259:7", sizeBytes: 1 << 30 }]);
     expect(subs[0]!.namespaces[0]!.sizeBytes).toBe(8 * 2 ** 30);
   });
@@ -67,7 +80,8 @@ describe("sysfs discovery", () => {
 });
 
 describe("system volumes", () => {
-  const line = (id: number, dev: string, mp: string, src: string) => `${id} 1 ${dev} / ${mp} rw,relatime shared:1 - ext4 ${src} rw`;
+  const line = (id: number, dev: string, mp: string, src: string) =>
+    `${id} 1 ${dev} / ${mp} rw,relatime shared:1 - ext4 ${src} rw`;
   test("a namespace mounted outside the kubelet tree is a system volume; one under it is not", async () => {
     const root = tmp();
     makeFakeSysfs(root, [
@@ -75,11 +89,13 @@ describe("system volumes", () => {
       { nqn: PVC, namespaces: [{ dev: "259:1" }] },
       { nqn: "nqn.2000-02.com.mikrotik:pvc-idle", namespaces: [{ dev: "259:2" }] },
     ]);
-    const mounts = parseMountinfo([
-      line(20, "259:0", "/var", "/dev/nvme0n1"),
-      line(21, "259:1", "/var/lib/kubelet/plugins/kubernetes.io/csi/rds/abc/globalmount", "/dev/nvme1n1"),
-      line(22, "259:1", "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/pvc/mount", "/dev/nvme1n1"),
-    ].join("\n") + "\n");
+    const mounts = parseMountinfo(
+      [
+        line(20, "259:0", "/var", "/dev/nvme0n1"),
+        line(21, "259:1", "/var/lib/kubelet/plugins/kubernetes.io/csi/rds/abc/globalmount", "/dev/nvme1n1"),
+        line(22, "259:1", "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/pvc/mount", "/dev/nvme1n1"),
+      ].join("\n") + "\n",
+    );
     const sys = await systemVolumeNqns(root, mounts, { workloadTrees: ["/var/lib/kubelet"] });
     expect([...sys]).toEqual([ROOT_VOL]);
   });
@@ -91,6 +107,6 @@ describe("system volumes", () => {
     mkdirSync(join(root, "block", "nvme0n1", "nvme0n1p2"), { recursive: true });
     writeFileSync(join(root, "block", "nvme0n1", "nvme0n1p2", "dev"), "259:5\n");
     const mounts = parseMountinfo(line(20, "259:5", "/", "/dev/nvme0n1p2") + "\n");
-    expect([...await systemVolumeNqns(root, mounts, { workloadTrees: ["/var/lib/kubelet"] })]).toEqual([ROOT_VOL]);
+    expect([...(await systemVolumeNqns(root, mounts, { workloadTrees: ["/var/lib/kubelet"] }))]).toEqual([ROOT_VOL]);
   });
 });

@@ -4,15 +4,25 @@ import { createMetrics, syncBreakerGauges } from "../../src/runtime/metrics.ts";
 import { recordBreakerState } from "../../src/runtime/metric-sink.ts";
 import { DomainError, invalidArgument } from "../../src/runtime/errors.ts";
 
-const fail = async () => { throw new Error("mkfs failed"); };
+const fail = async () => {
+  throw new Error("mkfs failed");
+};
 
 describe("breaker registry", () => {
   test("opens after the threshold of consecutive failures and fails fast as unavailable naming the key", async () => {
     const changes: string[] = [];
-    const reg = createBreakerRegistry({ threshold: 3, initialOpenMs: 60_000, onStateChange: (k, s) => changes.push(`${k}=${s}`) });
+    const reg = createBreakerRegistry({
+      threshold: 3,
+      initialOpenMs: 60_000,
+      onStateChange: (k, s) => changes.push(`${k}=${s}`),
+    });
     for (let i = 0; i < 3; i++) await expect(reg.execute("volume:a", fail)).rejects.toThrow("mkfs failed");
     let calls = 0;
-    const err = await reg.execute("volume:a", async () => { calls++; }).catch((e) => e);
+    const err = await reg
+      .execute("volume:a", async () => {
+        calls++;
+      })
+      .catch((e) => e);
     expect(err).toBeInstanceOf(DomainError);
     expect(err.kind).toBe("unavailable");
     expect(err.message).toContain("volume:a");
@@ -37,7 +47,12 @@ describe("breaker registry", () => {
 
   test("caller mistakes do not count as failures", async () => {
     const reg = createBreakerRegistry({ threshold: 2 });
-    for (let i = 0; i < 5; i++) await reg.execute("k", async () => { throw invalidArgument("volume_id", "missing"); }).catch(() => {});
+    for (let i = 0; i < 5; i++)
+      await reg
+        .execute("k", async () => {
+          throw invalidArgument("volume_id", "missing");
+        })
+        .catch(() => {});
     expect(reg.isOpen("k")).toBe(false);
   });
 
@@ -92,9 +107,16 @@ describe("breaker state is the real state (issue 11)", () => {
 
   test("metrics at scrape time show the real state too: open, then half-open once the period is over", async () => {
     const metrics = createMetrics();
-    const reg = createBreakerRegistry({ threshold: 1, initialOpenMs: 80, onStateChange: (k, s) => recordBreakerState(metrics, k, s) });
+    const reg = createBreakerRegistry({
+      threshold: 1,
+      initialOpenMs: 80,
+      onStateChange: (k, s) => recordBreakerState(metrics, k, s),
+    });
     await reg.execute("backend:m", fail).catch(() => {});
-    const gauge = async () => (await metrics.registry.getSingleMetric("rds_csi_breaker_state")!.get()).values.find((v) => v.labels.key === "backend:m")?.value;
+    const gauge = async () =>
+      (await metrics.registry.getSingleMetric("rds_csi_breaker_state")!.get()).values.find(
+        (v) => v.labels.key === "backend:m",
+      )?.value;
     syncBreakerGauges(metrics, reg);
     expect(await gauge()).toBe(2);
     await Bun.sleep(120);

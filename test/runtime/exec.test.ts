@@ -29,7 +29,9 @@ describe("command runner", () => {
     const run = createRunner();
     const dir = `/tmp/exec-test-${process.pid}-${Date.now()}`;
     // The grandchild writes its pid, then both sleep far past the deadline.
-    const r = await run("sh", ["-c", `mkdir -p ${dir}; sh -c 'echo $$ > ${dir}/gc.pid; sleep 100' & sleep 100`], { timeoutMs: 400 });
+    const r = await run("sh", ["-c", `mkdir -p ${dir}; sh -c 'echo $$ > ${dir}/gc.pid; sleep 100' & sleep 100`], {
+      timeoutMs: 400,
+    });
     expect(r.timedOut).toBe(true);
     expect(r.signal).toBe("SIGKILL");
     expect(r.durationMs).toBeLessThan(5000);
@@ -50,7 +52,10 @@ describe("command runner", () => {
 
   test("bounds captured output", async () => {
     const run = createRunner();
-    const r = await run("sh", ["-c", "head -c 200000 /dev/zero | tr '\\0' x"], { timeoutMs: 5000, maxOutputBytes: 1000 });
+    const r = await run("sh", ["-c", "head -c 200000 /dev/zero | tr '\\0' x"], {
+      timeoutMs: 5000,
+      maxOutputBytes: 1000,
+    });
     expect(r.stdout.length).toBe(1000);
     expect(r.truncated).toBe(true);
   });
@@ -64,7 +69,9 @@ describe("command runner", () => {
   test("logs before and after with duration and exit code, secrets redacted from the command line", async () => {
     const cap = captureLogger();
     const run = createRunner({ log: cap.log });
-    await run("echo", ["connect", "--dhchap-secret", "DHHC-1:00:c2VjcmV0c2VjcmV0c2VjcmV0Cg==:", "password=hunter2"], { timeoutMs: 2000 });
+    await run("echo", ["connect", "--dhchap-secret", "DHHC-1:00:c2VjcmV0c2VjcmV0c2VjcmV0Cg==:", "password=hunter2"], {
+      timeoutMs: 2000,
+    });
     const lines = cap.lines();
     expect(lines.map((l) => l.msg)).toEqual(["exec start", "exec end"]);
     expect(lines[1]).toMatchObject({ command: "echo", exit_code: 0, timed_out: false });
@@ -75,7 +82,9 @@ describe("command runner", () => {
 
   test("multi-byte characters survive chunking; the bound counts bytes", async () => {
     const run = createRunner();
-    const r = await run("sh", ["-c", "i=0; while [ $i -lt 5000 ]; do printf 'é€'; i=$((i+1)); done"], { timeoutMs: 5000 });
+    const r = await run("sh", ["-c", "i=0; while [ $i -lt 5000 ]; do printf 'é€'; i=$((i+1)); done"], {
+      timeoutMs: 5000,
+    });
     expect(r.stdout).toBe("é€".repeat(5000));
     const bounded = await run("printf", ["ééé"], { timeoutMs: 5000, maxOutputBytes: 4 });
     expect(Buffer.byteLength(bounded.stdout)).toBe(4);
@@ -104,9 +113,14 @@ describe("a cut output is never parsed", () => {
     const { mkdtempSync, writeFileSync, chmodSync } = await import("node:fs");
     const dir = mkdtempSync("/tmp/rds-cut-");
     // A stand-in losetup printing 17 MiB of valid-looking JSON rows.
-    writeFileSync(`${dir}/losetup`, `#!/bin/sh\nprintf '{"loopdevices":['\nyes '{"name":"/dev/loop9","maj:min":"7:9","back-file":"/x"},' | head -c 17825792\nprintf '{"name":"/dev/loop8","maj:min":"7:8","back-file":"/y"}]}'\n`);
+    writeFileSync(
+      `${dir}/losetup`,
+      `#!/bin/sh\nprintf '{"loopdevices":['\nyes '{"name":"/dev/loop9","maj:min":"7:9","back-file":"/x"},' | head -c 17825792\nprintf '{"name":"/dev/loop8","maj:min":"7:8","back-file":"/y"}]}'\n`,
+    );
     chmodSync(`${dir}/losetup`, 0o755);
-    const e = await listLoopDevices(createRunner(), { timeoutMs: 20_000, losetupBin: `${dir}/losetup` }).catch((x) => x);
+    const e = await listLoopDevices(createRunner(), { timeoutMs: 20_000, losetupBin: `${dir}/losetup` }).catch(
+      (x) => x,
+    );
     expect(e.kind).toBe("unavailable");
     expect(e.message).toContain("cut");
   });

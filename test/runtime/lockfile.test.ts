@@ -7,7 +7,9 @@ describe("lock files", () => {
     const dir = mkdtempSync("/tmp/rds-csi-lock-");
     const held = acquireLock(`${dir}/csi-node.lock`, { command: "csi-node" });
     expect(readLock(`${dir}/csi-node.lock`)).toMatchObject({ pid: process.pid, command: "csi-node", alive: true });
-    expect(() => acquireLock(`${dir}/csi-node.lock`, { command: "gc" })).toThrow(new RegExp(`held by pid ${process.pid} \\(csi-node`));
+    expect(() => acquireLock(`${dir}/csi-node.lock`, { command: "gc" })).toThrow(
+      new RegExp(`held by pid ${process.pid} \\(csi-node`),
+    );
     held.release();
     expect(readLock(`${dir}/csi-node.lock`)).toBeNull();
   });
@@ -16,7 +18,10 @@ describe("lock files", () => {
     const dir = mkdtempSync("/tmp/rds-csi-lock-");
     const child = Bun.spawn(["true"]);
     await child.exited;
-    writeFileSync(`${dir}/gc.lock`, JSON.stringify({ pid: child.pid, startedAt: "2026-01-01T00:00:00Z", command: "gc" }));
+    writeFileSync(
+      `${dir}/gc.lock`,
+      JSON.stringify({ pid: child.pid, startedAt: "2026-01-01T00:00:00Z", command: "gc" }),
+    );
     expect(readLock(`${dir}/gc.lock`)?.alive).toBe(false);
     const held = acquireLock(`${dir}/gc.lock`, { command: "gc" });
     expect(held.replacedStale?.pid).toBe(child.pid);

@@ -8,14 +8,24 @@ test("children and mount-table reads are counted into the profile of the RPC the
   const runner = profilingRunner(base);
   expect(runner.stuck()).toBe(0); // the runner's own extras survive the wrapping
   const got: Record<string, RpcProfile> = {};
-  const a = profiled(async () => {
-    await runner("true", [], { timeoutMs: 5_000 });
-    await Bun.sleep(20);
-    await readMountinfo({ runner, timeoutMs: 5_000 });
-  }, (p) => { got.a = p; });
-  const b = profiled(async () => {
-    await runner("sh", ["-c", "exit 3"], { timeoutMs: 5_000 });
-  }, (p) => { got.b = p; });
+  const a = profiled(
+    async () => {
+      await runner("true", [], { timeoutMs: 5_000 });
+      await Bun.sleep(20);
+      await readMountinfo({ runner, timeoutMs: 5_000 });
+    },
+    (p) => {
+      got.a = p;
+    },
+  );
+  const b = profiled(
+    async () => {
+      await runner("sh", ["-c", "exit 3"], { timeoutMs: 5_000 });
+    },
+    (p) => {
+      got.b = p;
+    },
+  );
   await Promise.all([a, b]);
   // Outside any RPC: runs, counted nowhere.
   await runner("true", [], { timeoutMs: 5_000 });
@@ -29,10 +39,15 @@ test("children and mount-table reads are counted into the profile of the RPC the
 test("a failing RPC still hands over its profile", async () => {
   const runner = profilingRunner(createRunner());
   let seen: RpcProfile | undefined;
-  const e = await profiled(async () => {
-    await runner("true", [], { timeoutMs: 5_000 });
-    throw new Error("boom");
-  }, (p) => { seen = p; }).catch((x) => x);
+  const e = await profiled(
+    async () => {
+      await runner("true", [], { timeoutMs: 5_000 });
+      throw new Error("boom");
+    },
+    (p) => {
+      seen = p;
+    },
+  ).catch((x) => x);
   expect((e as Error).message).toBe("boom");
   expect(seen?.children.length).toBe(1);
 });

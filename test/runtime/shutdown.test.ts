@@ -10,7 +10,11 @@ describe("shutdown coordinator", () => {
     sd.onClose(() => void order.push("first-registered"));
     sd.onClose(() => void order.push("last-registered"));
     let finished = false;
-    const slow = sd.track("NodeStageVolume", "vol-1", async () => { await Bun.sleep(200); finished = true; return "done"; });
+    const slow = sd.track("NodeStageVolume", "vol-1", async () => {
+      await Bun.sleep(200);
+      finished = true;
+      return "done";
+    });
     expect(sd.inFlight().map((o) => o.key)).toEqual(["vol-1"]);
     const code = sd.shutdown("SIGTERM");
     expect(sd.draining).toBe(true);

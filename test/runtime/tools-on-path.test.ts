@@ -27,7 +27,11 @@ describe("findOnPath: execvp's lookup, no shell", () => {
   });
   test("a non-executable file, a directory and a dangling link are not tools", () => {
     const path = [join(dir, "a"), join(dir, "b")].join(":");
-    expect(missingTools(["not-executable", "a-directory", "dangling", "tool"], path)).toEqual(["not-executable", "a-directory", "dangling"]);
+    expect(missingTools(["not-executable", "a-directory", "dangling", "tool"], path)).toEqual([
+      "not-executable",
+      "a-directory",
+      "dangling",
+    ]);
   });
   test("a name with a slash is taken as it is; an empty PATH finds nothing else", () => {
     expect(findOnPath(join(dir, "a", "tool"), "")).toBe(join(dir, "a", "tool"));

@@ -1,4 +1,17 @@
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, symlinkSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  rmdirSync,
+  rmSync,
+  symlinkSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 
 /**
@@ -105,18 +118,32 @@ export function createRealExport(opts: RealExportOptions): RealExport {
   function unlink(nqn: string, port: number) {
     const l = join(portDir(port), "subsystems", nqn);
     // Dropping the link makes nvmet delete the controllers of this subsystem on the port.
-    try { unlinkSync(l); } catch { /* not linked */ }
+    try {
+      unlinkSync(l);
+    } catch {
+      /* not linked */
+    }
   }
 
   function setAllowedHosts(nqn: string, allow: string) {
     const dir = subsysDir(nqn);
-    const wanted = allow.split(",").map((s) => s.trim()).filter(Boolean);
-    for (const h of readdirSync(join(dir, "allowed_hosts"))) if (!wanted.includes(h)) unlinkSync(join(dir, "allowed_hosts", h));
+    const wanted = allow
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    for (const h of readdirSync(join(dir, "allowed_hosts")))
+      if (!wanted.includes(h)) unlinkSync(join(dir, "allowed_hosts", h));
     // nvmet refuses host links (EINVAL) while allow_any_host is set, and the switch back while links exist.
-    if (wanted.length === 0) { write(join(dir, "attr_allow_any_host"), "1"); return; }
+    if (wanted.length === 0) {
+      write(join(dir, "attr_allow_any_host"), "1");
+      return;
+    }
     write(join(dir, "attr_allow_any_host"), "0");
     for (const h of wanted) {
-      if (!existsSync(hostDir(h))) { mkdirSync(hostDir(h)); ourHosts.add(h); }
+      if (!existsSync(hostDir(h))) {
+        mkdirSync(hostDir(h));
+        ourHosts.add(h);
+      }
       const l = join(dir, "allowed_hosts", h);
       if (!existsSync(l)) symlinkSync(hostDir(h), l);
     }
@@ -142,7 +169,11 @@ export function createRealExport(opts: RealExportOptions): RealExport {
     if (!existsSync(dir)) return;
     const nsRoot = join(dir, "namespaces");
     for (const n of readdirSync(nsRoot)) {
-      try { write(join(nsRoot, n, "enable"), "0"); } catch { /* already disabled */ }
+      try {
+        write(join(nsRoot, n, "enable"), "0");
+      } catch {
+        /* already disabled */
+      }
       rmdirSync(join(nsRoot, n));
     }
     for (const h of readdirSync(join(dir, "allowed_hosts"))) unlinkSync(join(dir, "allowed_hosts", h));
@@ -187,14 +218,19 @@ export function createRealExport(opts: RealExportOptions): RealExport {
       if (size !== Number(before["file-size"])) {
         truncateSync(fileOf(row), size);
         // revalidate_size re-reads the file's size and queues the namespace-changed AEN to hosts.
-        if (exported.has(nqn) && !quietGrow.delete(nqn)) write(join(subsysDir(nqn), "namespaces", "1", "revalidate_size"), "1");
+        if (exported.has(nqn) && !quietGrow.delete(nqn))
+          write(join(subsysDir(nqn), "namespaces", "1", "revalidate_size"), "1");
       }
       const wasExported = truthy(before["nvme-tcp-export"]);
       const isExported = truthy(row["nvme-tcp-export"]);
       if (wasExported && !isExported) unexport(nqn);
       else if (!wasExported && isExported) exportRow(row);
       else if (isExported) {
-        if (portOf(row) !== portOf(before)) { unlink(nqn, portOf(before)); exported.set(nqn, portOf(row)); link(nqn, portOf(row)); }
+        if (portOf(row) !== portOf(before)) {
+          unlink(nqn, portOf(before));
+          exported.set(nqn, portOf(row));
+          link(nqn, portOf(row));
+        }
         if ((row["nvme-tcp-server-allow-host-name"] ?? "") !== (before["nvme-tcp-server-allow-host-name"] ?? "")) {
           setAllowedHosts(nqn, row["nvme-tcp-server-allow-host-name"] ?? "");
         }
@@ -207,7 +243,9 @@ export function createRealExport(opts: RealExportOptions): RealExport {
       files.delete(row.slot!);
     },
 
-    growWithoutAen(nqn) { quietGrow.add(nqn); },
+    growWithoutAen(nqn) {
+      quietGrow.add(nqn);
+    },
 
     removePort(port) {
       downPorts.add(port);
@@ -240,7 +278,11 @@ export function createRealExport(opts: RealExportOptions): RealExport {
       for (const nqn of [...exported.keys()]) unexport(nqn);
       removeEmptyPorts();
       for (const h of ourHosts) {
-        try { rmdirSync(hostDir(h)); } catch { /* still referenced */ }
+        try {
+          rmdirSync(hostDir(h));
+        } catch {
+          /* still referenced */
+        }
       }
       for (const f of files.values()) rmSync(f, { force: true });
       files.clear();

@@ -103,10 +103,26 @@ export interface RouterOsSim {
 }
 
 const DISK_FIELDS = new Set([
-  "type", "file-path", "file-size", "slot", "nvme-tcp-export", "nvme-tcp-server-port", "nvme-tcp-server-nqn",
-  "nvme-tcp-server-allow-host-name", "nvme-tcp-server-password", "copy-from", "comment",
+  "type",
+  "file-path",
+  "file-size",
+  "slot",
+  "nvme-tcp-export",
+  "nvme-tcp-server-port",
+  "nvme-tcp-server-nqn",
+  "nvme-tcp-server-allow-host-name",
+  "nvme-tcp-server-password",
+  "copy-from",
+  "comment",
 ]);
-const SET_FIELDS = new Set(["file-size", "nvme-tcp-export", "nvme-tcp-server-allow-host-name", "nvme-tcp-server-password", "comment", "nvme-tcp-server-port"]);
+const SET_FIELDS = new Set([
+  "file-size",
+  "nvme-tcp-export",
+  "nvme-tcp-server-allow-host-name",
+  "nvme-tcp-server-password",
+  "comment",
+  "nvme-tcp-server-port",
+]);
 
 /** Bytes from RouterOS size syntax: plain bytes or a K/M/G/T (binary) suffix. */
 function parseSize(s: string): number | null {
@@ -119,10 +135,27 @@ function parseSize(s: string): number | null {
 function makeCert(dir: string) {
   const key = join(dir, "key.pem");
   const cert = join(dir, "cert.pem");
-  execFileSync("openssl", [
-    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-  ], { stdio: "ignore", timeout: 30_000 });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+    ],
+    { stdio: "ignore", timeout: 30_000 },
+  );
   return { key, cert };
 }
 
@@ -132,7 +165,11 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
   const poolMount = opts.poolMount ?? "storage-pool";
   const copyMs = opts.copyMs ?? 50;
   const serverTimeoutMs = opts.serverTimeoutMs ?? 60_000;
-  const has = { comment: opts.fields?.comment ?? true, creationTime: opts.fields?.creationTime ?? true, status: opts.fields?.status ?? true };
+  const has = {
+    comment: opts.fields?.comment ?? true,
+    creationTime: opts.fields?.creationTime ?? true,
+    status: opts.fields?.status ?? true,
+  };
   const fileTimes = opts.fileTimes ?? true;
   const duplicateDetail = opts.duplicateDetail ?? "failure: already have such slot";
   const dir = mkdtempSync(join(tmpdir(), "routeros-sim-"));
@@ -141,7 +178,12 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
   let nextId = 0x10;
   const newId = () => `*${(nextId++).toString(16).toUpperCase()}`;
   const pool: Row = {
-    ".id": "*1", slot: poolMount, type: "partition", "mount-point": poolMount, size: String(opts.poolBytes ?? 2 ** 40), free: "0",
+    ".id": "*1",
+    slot: poolMount,
+    type: "partition",
+    "mount-point": poolMount,
+    size: String(opts.poolBytes ?? 2 ** 40),
+    free: "0",
     ...(has.status ? { status: "ready" } : {}),
   };
   const disks: Row[] = [pool];
@@ -153,17 +195,32 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
 
   const used = () => files.reduce((n, f) => n + Number(f.size), 0);
   const free = () => Number(pool.size) - used();
-  const refreshPool = () => { pool.free = String(Math.max(0, free())); };
+  const refreshPool = () => {
+    pool.free = String(Math.max(0, free()));
+  };
   const fileName = (filePath: string) => filePath.replace(/^\/+/, "");
   const now = () => new Date().toISOString().replace("T", " ").slice(0, 19);
 
-  const err = (status: number, message: string, detail: string) => ({ status, body: { error: status, message, detail } });
+  const err = (status: number, message: string, detail: string) => ({
+    status,
+    body: { error: status, message, detail },
+  });
   const badRequest = (detail: string) => err(400, "Bad Request", detail);
 
   function addFile(path: string, size: number) {
     const existing = files.find((f) => f.name === fileName(path));
-    if (existing) { existing.size = String(size); if (fileTimes) existing["last-modified"] = now(); return; }
-    files.push({ ".id": newId(), name: fileName(path), type: ".img file", size: String(size), ...(fileTimes ? { "last-modified": now() } : {}) });
+    if (existing) {
+      existing.size = String(size);
+      if (fileTimes) existing["last-modified"] = now();
+      return;
+    }
+    files.push({
+      ".id": newId(),
+      name: fileName(path),
+      type: ".img file",
+      size: String(size),
+      ...(fileTimes ? { "last-modified": now() } : {}),
+    });
   }
   /** Fields the `/disk` reference does not list, only where this router has them. */
   const optional = (row: Row): Row => {
@@ -174,12 +231,15 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
   };
 
   function addDisk(body: Row): { status: number; body: unknown } {
-    for (const k of Object.keys(body)) if (!DISK_FIELDS.has(k) || (k === "comment" && !has.comment)) return badRequest(`unknown parameter ${k}`);
-    for (const [k, v] of Object.entries(body)) if (typeof v !== "string") return badRequest(`value of ${k} must be a string`);
+    for (const k of Object.keys(body))
+      if (!DISK_FIELDS.has(k) || (k === "comment" && !has.comment)) return badRequest(`unknown parameter ${k}`);
+    for (const [k, v] of Object.entries(body))
+      if (typeof v !== "string") return badRequest(`value of ${k} must be a string`);
     if (body.type !== "file") return badRequest("only type=file is supported here");
     if (!body.slot || !body["file-path"]) return badRequest("missing slot or file-path");
     if (disks.some((d) => d.slot === body.slot)) return badRequest(duplicateDetail);
-    if (!fileName(body["file-path"]).startsWith(`${poolMount}/`)) return badRequest("file-path is not on a storage pool");
+    if (!fileName(body["file-path"]).startsWith(`${poolMount}/`))
+      return badRequest("file-path is not on a storage pool");
     let size: number | null;
     let source: Row | undefined;
     if (body["copy-from"]) {
@@ -192,12 +252,18 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
     }
     if (size > free()) return badRequest("failure: not enough space on storage pool");
     const row: Row = optional({
-      ".id": newId(), slot: body.slot, type: "file", "file-path": body["file-path"], "file-size": String(size), size: String(size),
+      ".id": newId(),
+      slot: body.slot,
+      type: "file",
+      "file-path": body["file-path"],
+      "file-size": String(size),
+      size: String(size),
       "nvme-tcp-export": body["nvme-tcp-export"] === "yes" || body["nvme-tcp-export"] === "true" ? "true" : "false",
       "nvme-tcp-server-port": body["nvme-tcp-server-port"] ?? "4420",
       "nvme-tcp-server-nqn": body["nvme-tcp-server-nqn"] ?? body.slot,
       "nvme-tcp-server-allow-host-name": body["nvme-tcp-server-allow-host-name"] ?? "",
-      status: source ? "copying" : "ready", "creation-time": now(),
+      status: source ? "copying" : "ready",
+      "creation-time": now(),
       ...(body.comment !== undefined ? { comment: body.comment } : {}),
     });
     disks.push(row);
@@ -224,24 +290,40 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       row["file-size"] = row.size = String(size);
       addFile(row["file-path"]!, size);
     }
-    for (const k of ["nvme-tcp-export", "nvme-tcp-server-allow-host-name", "nvme-tcp-server-password", "comment", "nvme-tcp-server-port"]) {
-      if (body[k] !== undefined) row[k] = k === "nvme-tcp-export" ? (body[k] === "yes" || body[k] === "true" ? "true" : "false") : body[k]!;
+    for (const k of [
+      "nvme-tcp-export",
+      "nvme-tcp-server-allow-host-name",
+      "nvme-tcp-server-password",
+      "comment",
+      "nvme-tcp-server-port",
+    ]) {
+      if (body[k] !== undefined)
+        row[k] = k === "nvme-tcp-export" ? (body[k] === "yes" || body[k] === "true" ? "true" : "false") : body[k]!;
     }
     refreshPool();
     opts.exporter?.changed(row, before);
     return { status: 200, body: row };
   }
 
-  const matches = (row: Row, q: URLSearchParams) => [...q.entries()].every(([k, v]) => k.startsWith(".proplist") || row[k] === v);
+  const matches = (row: Row, q: URLSearchParams) =>
+    [...q.entries()].every(([k, v]) => k.startsWith(".proplist") || row[k] === v);
 
   /** Applies the request to the state; returns the answer. Pure with respect to the socket. */
-  function handle(method: string, path: string, q: URLSearchParams, body: Row | undefined): { status: number; body?: unknown } {
+  function handle(
+    method: string,
+    path: string,
+    q: URLSearchParams,
+    body: Row | undefined,
+  ): { status: number; body?: unknown } {
     const parts = path.split("/").filter(Boolean); // ["rest", "disk", "*1A"]
     if (parts[0] !== "rest") return err(404, "Not Found", "no such command prefix");
     const [, menu, ...rest] = parts;
     const id = rest.length ? decodeURIComponent(rest.join("/")) : undefined;
     if (menu === "system" && id === "resource" && method === "GET") {
-      return { status: 200, body: { uptime: "1d2h", version: "7.16 (stable)", "board-name": "RDS2216", platform: "MikroTik" } };
+      return {
+        status: 200,
+        body: { uptime: "1d2h", version: "7.16 (stable)", "board-name": "RDS2216", platform: "MikroTik" },
+      };
     }
     const table = menu === "disk" ? disks : menu === "file" ? files : undefined;
     if (!table) return err(404, "Not Found", "no such command prefix");
@@ -268,15 +350,23 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
   }
 
   function takeFault(method: string, path: string): FaultSpec | undefined {
-    const f = faults.find((x) => x.left > 0 && (!x.method || x.method === method) &&
-      (!x.path || (typeof x.path === "string" ? path.startsWith(x.path) : x.path.test(path))));
+    const f = faults.find(
+      (x) =>
+        x.left > 0 &&
+        (!x.method || x.method === method) &&
+        (!x.path || (typeof x.path === "string" ? path.startsWith(x.path) : x.path.test(path))),
+    );
     if (f) f.left--;
     return f;
   }
 
   const send = (res: ServerResponse, status: number, body?: unknown) => {
     if (res.destroyed || res.writableEnded) return;
-    if (status === 204 || body === undefined) { res.writeHead(status); res.end(); return; }
+    if (status === 204 || body === undefined) {
+      res.writeHead(status);
+      res.end();
+      return;
+    }
     const text = JSON.stringify(body);
     res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
     res.end(text);
@@ -291,25 +381,47 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
     for await (const c of req) chunks.push(c as Buffer);
     const auth = req.headers.authorization ?? "";
     const expected = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
-    if (auth !== expected) { entry.status = 401; return send(res, 401, { error: 401, message: "Unauthorized" }); }
+    if (auth !== expected) {
+      entry.status = 401;
+      return send(res, 401, { error: 401, message: "Unauthorized" });
+    }
     let body: Row | undefined;
     if (chunks.length) {
-      try { body = JSON.parse(Buffer.concat(chunks).toString("utf8")); } catch {
-        entry.status = 400; return send(res, 400, { error: 400, message: "Bad Request", detail: "JSON parse error" });
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+      } catch {
+        entry.status = 400;
+        return send(res, 400, { error: 400, message: "Bad Request", detail: "JSON parse error" });
       }
     }
     const fault = takeFault(method, u.pathname);
     if (fault?.kind === "latency") await new Promise((r) => setTimeout(r, fault.ms ?? 1000));
-    if (fault?.kind === "hang") { entry.status = "hang"; hanging.add(res); return; }
-    if (fault?.kind === "reset") { entry.status = "reset"; req.socket.destroy(); return; }
+    if (fault?.kind === "hang") {
+      entry.status = "hang";
+      hanging.add(res);
+      return;
+    }
+    if (fault?.kind === "reset") {
+      entry.status = "reset";
+      req.socket.destroy();
+      return;
+    }
     if (fault?.kind === "status") {
       const s = fault.status ?? 500;
       entry.status = s;
-      return send(res, s, { error: s, message: s >= 500 ? "Internal Server Error" : "Bad Request", detail: "injected fault" });
+      return send(res, s, {
+        error: s,
+        message: s >= 500 ? "Internal Server Error" : "Bad Request",
+        detail: "injected fault",
+      });
     }
     if (fault?.kind === "pool-full" && (method === "PUT" || method === "PATCH")) {
       entry.status = 400;
-      return send(res, 400, { error: 400, message: "Bad Request", detail: "failure: not enough space on storage pool" });
+      return send(res, 400, {
+        error: 400,
+        message: "Bad Request",
+        detail: "failure: not enough space on storage pool",
+      });
     }
     const answer = handle(method, u.pathname, u.searchParams, body);
     const created = method === "PUT" && answer.status === 200 ? (answer.body as Row) : undefined;
@@ -318,20 +430,35 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       // page: 60 s, `400 Session closed`), after which the copy still finishes.
       const late = opts.copyRowAppears === "when-done";
       if (late) disks.splice(disks.indexOf(created), 1);
-      const done = new Promise<void>((r) => setTimeout(() => {
-        if (late) disks.push(created);
-        const row = disks.find((d) => d[".id"] === created[".id"]);
-        if (row) {
-          if (has.status) row.status = "ready";
-          addFile(row["file-path"]!, Number(row["file-size"]));
-        }
-        r();
-      }, copyMs));
-      const timedOut = await Promise.race([done.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), serverTimeoutMs))]);
-      if (timedOut) { entry.status = 400; return send(res, 400, { error: 400, message: "Bad Request", detail: "Session closed" }); }
+      const done = new Promise<void>((r) =>
+        setTimeout(() => {
+          if (late) disks.push(created);
+          const row = disks.find((d) => d[".id"] === created[".id"]);
+          if (row) {
+            if (has.status) row.status = "ready";
+            addFile(row["file-path"]!, Number(row["file-size"]));
+          }
+          r();
+        }, copyMs),
+      );
+      const timedOut = await Promise.race([
+        done.then(() => false),
+        new Promise<boolean>((r) => setTimeout(() => r(true), serverTimeoutMs)),
+      ]);
+      if (timedOut) {
+        entry.status = 400;
+        return send(res, 400, { error: 400, message: "Bad Request", detail: "Session closed" });
+      }
     }
-    if (fault?.kind === "lost-response") { entry.status = "reset"; req.socket.destroy(); return; }
-    if (fault?.kind === "session-closed") { entry.status = 400; return send(res, 400, { error: 400, message: "Bad Request", detail: "Session closed" }); }
+    if (fault?.kind === "lost-response") {
+      entry.status = "reset";
+      req.socket.destroy();
+      return;
+    }
+    if (fault?.kind === "session-closed") {
+      entry.status = 400;
+      return send(res, 400, { error: 400, message: "Bad Request", detail: "Session closed" });
+    }
     entry.status = answer.status;
     send(res, answer.status, answer.body);
   }
@@ -339,8 +466,14 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
   const server: Server = createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (req, res) => {
     serve(req, res).catch((e) => send(res, 500, { error: 500, message: "Internal Server Error", detail: String(e) }));
   });
-  server.on("connection", (s: Socket) => { sockets.add(s); s.on("close", () => sockets.delete(s)); });
-  server.on("secureConnection", (s: Socket) => { sockets.add(s); s.on("close", () => sockets.delete(s)); });
+  server.on("connection", (s: Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  server.on("secureConnection", (s: Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const port = (server.address() as { port: number }).port;
   refreshPool();
@@ -355,17 +488,32 @@ export async function startRouterOsSim(opts: SimOptions = {}): Promise<RouterOsS
       add(f) {
         const entry = { ...f, left: f.times ?? Number.POSITIVE_INFINITY };
         faults.push(entry);
-        return () => { const i = faults.indexOf(entry); if (i >= 0) faults.splice(i, 1); };
+        return () => {
+          const i = faults.indexOf(entry);
+          if (i >= 0) faults.splice(i, 1);
+        };
       },
-      clear() { faults.length = 0; },
+      clear() {
+        faults.length = 0;
+      },
     },
     state: {
       disks: () => disks.filter((d) => d !== pool).map((d) => ({ ...d })),
       files: () => files.map((f) => ({ ...f })),
       requests: () => log.map((e) => ({ ...e })),
-      setPoolBytes(n) { pool.size = String(n); refreshPool(); },
+      setPoolBytes(n) {
+        pool.size = String(n);
+        refreshPool();
+      },
       seedDisk(fields) {
-        const row: Row = optional({ ".id": newId(), type: "file", status: "ready", "creation-time": now(), "nvme-tcp-server-allow-host-name": "", ...fields });
+        const row: Row = optional({
+          ".id": newId(),
+          type: "file",
+          status: "ready",
+          "creation-time": now(),
+          "nvme-tcp-server-allow-host-name": "",
+          ...fields,
+        });
         disks.push(row);
         if (row["file-path"]) addFile(row["file-path"], Number(row["file-size"] ?? 0));
         refreshPool();

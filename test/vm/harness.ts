@@ -23,13 +23,19 @@ const RESULTS = "/tmp/vm-out";
 
 /** Fails loudly outside the VM: these tests need the VM's kernel (nvmet, nvme-tcp). */
 export function requireVm() {
-  if (process.env.RDS_CSI_VM !== "1") throw new Error("test/vm runs inside the NVMe/TCP VM: scripts/vm/run -- bun test test/vm/");
+  if (process.env.RDS_CSI_VM !== "1")
+    throw new Error("test/vm runs inside the NVMe/TCP VM: scripts/vm/run -- bun test test/vm/");
   for (const m of ["nvmet_tcp", "nvme_tcp"]) {
     if (!existsSync(`/sys/module/${m}`)) throw new Error(`kernel module ${m} is not loaded in this VM`);
   }
 }
 
-export interface Outcome<T = any> { code: number; details: string; value?: T; ms: number }
+export interface Outcome<T = any> {
+  code: number;
+  details: string;
+  value?: T;
+  ms: number;
+}
 
 /**
  * Runs one RPC, logging its duration (the figures the closing note asks for) to the console and to
@@ -42,11 +48,21 @@ export async function rpc<T = any>(scenario: string, name: string, p: Promise<T>
     out = { code: 0, details: "", value: await p, ms: 0 };
   } catch (e) {
     const err = e as { code?: number; details?: string; message?: string };
-    out = { code: typeof err.code === "number" ? err.code : -1, details: err.details ?? err.message ?? String(e), ms: 0 };
+    out = {
+      code: typeof err.code === "number" ? err.code : -1,
+      details: err.details ?? err.message ?? String(e),
+      ms: 0,
+    };
   }
   out.ms = Math.round(performance.now() - t0);
-  console.log(`[rpc] ${scenario} ${name} ${out.ms} ms code=${out.code}${out.details ? ` ${out.details.slice(0, 200)}` : ""}`);
-  if (existsSync(RESULTS)) appendFileSync(join(RESULTS, "rpc.jsonl"), `${JSON.stringify({ scenario, rpc: name, ms: out.ms, code: out.code })}\n`);
+  console.log(
+    `[rpc] ${scenario} ${name} ${out.ms} ms code=${out.code}${out.details ? ` ${out.details.slice(0, 200)}` : ""}`,
+  );
+  if (existsSync(RESULTS))
+    appendFileSync(
+      join(RESULTS, "rpc.jsonl"),
+      `${JSON.stringify({ scenario, rpc: name, ms: out.ms, code: out.code })}\n`,
+    );
   return out;
 }
 
@@ -56,14 +72,25 @@ export function okValue<T>(o: Outcome<T>): T {
   return o.value as T;
 }
 
-export const Code = { OK: 0, NOT_FOUND: 5, FAILED_PRECONDITION: 9, OUT_OF_RANGE: 11, UNAVAILABLE: 14, DEADLINE_EXCEEDED: 4 } as const;
+export const Code = {
+  OK: 0,
+  NOT_FOUND: 5,
+  FAILED_PRECONDITION: 9,
+  OUT_OF_RANGE: 11,
+  UNAVAILABLE: 14,
+  DEADLINE_EXCEEDED: 4,
+} as const;
 
-export const mountCap = (fs_type = "ext4") => ({ mount: { fs_type, mount_flags: [] }, access_mode: { mode: "SINGLE_NODE_WRITER" } });
+export const mountCap = (fs_type = "ext4") => ({
+  mount: { fs_type, mount_flags: [] },
+  access_mode: { mode: "SINGLE_NODE_WRITER" },
+});
 
 export function sh(cmd: string[], opts: { timeoutMs?: number; allowFail?: boolean } = {}) {
   const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout: opts.timeoutMs ?? 60_000 });
   const out = { code: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
-  if (!opts.allowFail && out.code !== 0) throw new Error(`${cmd.join(" ")} exited ${out.code}: ${out.stderr.trim() || out.stdout.trim()}`);
+  if (!opts.allowFail && out.code !== 0)
+    throw new Error(`${cmd.join(" ")} exited ${out.code}: ${out.stderr.trim() || out.stdout.trim()}`);
   return out;
 }
 
@@ -101,7 +128,12 @@ export interface Cluster {
 }
 
 function spawn(args: string[], log: string) {
-  return Bun.spawn([BIN, ...args], { stdin: "ignore", stdout: Bun.file(log), stderr: Bun.file(`${log}.err`), env: { PATH: process.env.PATH! } });
+  return Bun.spawn([BIN, ...args], {
+    stdin: "ignore",
+    stdout: Bun.file(log),
+    stderr: Bun.file(`${log}.err`),
+    env: { PATH: process.env.PATH! },
+  });
 }
 
 async function waitReady(c: CsiClient, what: string, proc: Bun.Subprocess, log: string) {
@@ -112,11 +144,15 @@ async function waitReady(c: CsiClient, what: string, proc: Bun.Subprocess, log: 
       const r = await c.identity.Probe({}, { deadlineMs: 2_000 });
       if (r?.ready?.value === true) return;
       last = JSON.stringify(r);
-    } catch (e) { last = (e as Error).message; }
+    } catch (e) {
+      last = (e as Error).message;
+    }
     await Bun.sleep(100);
   }
   const err = existsSync(`${log}.err`) ? readFileSync(`${log}.err`, "utf8").slice(-2000) : "";
-  throw new Error(`${what} did not become ready (exit ${proc.exitCode}, last: ${last}):\n${err}\n${existsSync(log) ? readFileSync(log, "utf8").slice(-2000) : ""}`);
+  throw new Error(
+    `${what} did not become ready (exit ${proc.exitCode}, last: ${last}):\n${err}\n${existsSync(log) ? readFileSync(log, "utf8").slice(-2000) : ""}`,
+  );
 }
 
 async function stopProc(p: Bun.Subprocess, signal: "SIGTERM" | "SIGKILL" = "SIGTERM") {
@@ -138,7 +174,8 @@ export interface ClusterOptions {
 export async function startCluster(tag: string, opts: ClusterOptions = {}): Promise<Cluster> {
   requireVm();
   const dir = mkdtempSync(`/tmp/rds-vm-${tag}-`);
-  for (const d of ["ctl", "node", "kubelet/plugins/kubernetes.io/csi", "kubelet/pods", "data"]) mkdirSync(join(dir, d), { recursive: true });
+  for (const d of ["ctl", "node", "kubelet/plugins/kubernetes.io/csi", "kubelet/pods", "data"])
+    mkdirSync(join(dir, d), { recursive: true });
   // The pool: an ext4 image on the VM's tmpfs, so nvmet gets O_DIRECT and ZERO_RANGE as on the RDS's Btrfs.
   const dataDir = join(dir, "data");
   sh(["truncate", "-s", "64G", join(dir, "pool.img")]);
@@ -151,15 +188,43 @@ export async function startCluster(tag: string, opts: ClusterOptions = {}): Prom
   const ctlSock = `unix://${dir}/ctl.sock`;
   const nodeSock = `unix://${dir}/node.sock`;
   const ctlArgs = [
-    "csi-controller", "--backend", "routeros", "--routeros-url", sim.url, "--routeros-user", sim.user,
-    "--routeros-password-file", join(dir, "password"), "--routeros-ca-file", sim.caFile, "--nqn-prefix", NQN_PREFIX,
-    "--nvme-port", String(NVME_PORT), "--state-dir", join(dir, "ctl"), "--endpoint", ctlSock,
+    "csi-controller",
+    "--backend",
+    "routeros",
+    "--routeros-url",
+    sim.url,
+    "--routeros-user",
+    sim.user,
+    "--routeros-password-file",
+    join(dir, "password"),
+    "--routeros-ca-file",
+    sim.caFile,
+    "--nqn-prefix",
+    NQN_PREFIX,
+    "--nvme-port",
+    String(NVME_PORT),
+    "--state-dir",
+    join(dir, "ctl"),
+    "--endpoint",
+    ctlSock,
     ...(opts.ctrlLossTmo !== undefined ? ["--ctrl-loss-tmo", String(opts.ctrlLossTmo)] : []),
     ...(opts.reconnectDelay !== undefined ? ["--reconnect-delay", String(opts.reconnectDelay)] : []),
   ];
   const nodeArgs = [
-    "csi-node", "--nqn-prefix", NQN_PREFIX, "--node-id", "vm-node", "--state-dir", join(dir, "node"),
-    "--kubelet-dir", join(dir, "kubelet"), "--host-nqn-file", join(dir, "hostnqn"), "--endpoint", nodeSock, ...(opts.nodeFlags ?? []),
+    "csi-node",
+    "--nqn-prefix",
+    NQN_PREFIX,
+    "--node-id",
+    "vm-node",
+    "--state-dir",
+    join(dir, "node"),
+    "--kubelet-dir",
+    join(dir, "kubelet"),
+    "--host-nqn-file",
+    join(dir, "hostnqn"),
+    "--endpoint",
+    nodeSock,
+    ...(opts.nodeFlags ?? []),
   ];
   const ctlProc = spawn(ctlArgs, join(dir, "ctl.log"));
   let nodeProc = spawn(nodeArgs, join(dir, "node.log"));
@@ -171,7 +236,12 @@ export async function startCluster(tag: string, opts: ClusterOptions = {}): Prom
   const kubelet = join(dir, "kubelet");
 
   return {
-    dir, sim, target, ctl, node, nodeId: info.node_id,
+    dir,
+    sim,
+    target,
+    ctl,
+    node,
+    nodeId: info.node_id,
     stagingPath(name) {
       const p = join(kubelet, "plugins/kubernetes.io/csi", DRIVER, name, "globalmount");
       mkdirSync(p, { recursive: true });
@@ -195,8 +265,11 @@ export async function startCluster(tag: string, opts: ClusterOptions = {}): Prom
       node.close();
       await Promise.all([stopProc(ctlProc), stopProc(nodeProc)]);
       // Only what lives under our directory: mounts deepest first, then managed NVMe connections.
-      const mine = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4] ?? "")
-        .filter((mp) => mp.startsWith(`${dir}/`) && mp !== dataDir).reverse();
+      const mine = readFileSync("/proc/self/mountinfo", "utf8")
+        .split("\n")
+        .map((l) => l.split(" ")[4] ?? "")
+        .filter((mp) => mp.startsWith(`${dir}/`) && mp !== dataDir)
+        .reverse();
       for (const mp of mine) sh(["umount", "-l", mp], { allowFail: true });
       for (const d of sim.state.disks()) {
         const nqn = d["nvme-tcp-server-nqn"];
@@ -222,8 +295,11 @@ export async function deviceOf(nqn: string): Promise<{ path: string; sizeBytes: 
 
 /** Mount points exactly at `path`, with their sources. */
 export function mountsAt(path: string): { source: string; dev: string }[] {
-  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" "))
-    .filter((f) => f[4] === path).map((f) => ({ dev: f[2]!, source: f[f.indexOf("-") + 2] ?? "" }));
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((l) => l.split(" "))
+    .filter((f) => f[4] === path)
+    .map((f) => ({ dev: f[2]!, source: f[f.indexOf("-") + 2] ?? "" }));
 }
 
 export interface Staged {
@@ -237,38 +313,98 @@ export interface Staged {
 }
 
 /** Create → ControllerPublish → NodeStage → NodePublish (ext4 unless told), each RPC logged. */
-export async function provision(c: Cluster, scenario: string, what: string, opts: { fsType?: string; parameters?: Record<string, string> } = {}): Promise<Staged> {
+export async function provision(
+  c: Cluster,
+  scenario: string,
+  what: string,
+  opts: { fsType?: string; parameters?: Record<string, string> } = {},
+): Promise<Staged> {
   const cap = mountCap(opts.fsType ?? "ext4");
   const name = volName(what);
-  const v = okValue(await rpc(scenario, "CreateVolume", c.ctl.controller.CreateVolume({
-    name, capacity_range: { required_bytes: GiB }, volume_capabilities: [cap], parameters: opts.parameters ?? {},
-  }))).volume;
-  const pub = okValue(await rpc(scenario, "ControllerPublishVolume", c.ctl.controller.ControllerPublishVolume({
-    volume_id: v.volume_id, node_id: c.nodeId, volume_capability: cap, readonly: false, volume_context: v.volume_context,
-  })));
+  const v = okValue(
+    await rpc(
+      scenario,
+      "CreateVolume",
+      c.ctl.controller.CreateVolume({
+        name,
+        capacity_range: { required_bytes: GiB },
+        volume_capabilities: [cap],
+        parameters: opts.parameters ?? {},
+      }),
+    ),
+  ).volume;
+  const pub = okValue(
+    await rpc(
+      scenario,
+      "ControllerPublishVolume",
+      c.ctl.controller.ControllerPublishVolume({
+        volume_id: v.volume_id,
+        node_id: c.nodeId,
+        volume_capability: cap,
+        readonly: false,
+        volume_context: v.volume_context,
+      }),
+    ),
+  );
   const s: Staged = {
-    name, volumeId: v.volume_id, nqn: v.volume_context.nqn, volumeContext: v.volume_context, publishContext: pub.publish_context ?? {},
-    staging: c.stagingPath(name), target: c.targetPath(name),
+    name,
+    volumeId: v.volume_id,
+    nqn: v.volume_context.nqn,
+    volumeContext: v.volume_context,
+    publishContext: pub.publish_context ?? {},
+    staging: c.stagingPath(name),
+    target: c.targetPath(name),
   };
   okValue(await rpc(scenario, "NodeStageVolume", stage(c, s, cap)));
-  okValue(await rpc(scenario, "NodePublishVolume", c.node.node.NodePublishVolume({
-    volume_id: s.volumeId, staging_target_path: s.staging, target_path: s.target, volume_capability: cap, readonly: false,
-    volume_context: s.volumeContext, publish_context: s.publishContext,
-  })));
+  okValue(
+    await rpc(
+      scenario,
+      "NodePublishVolume",
+      c.node.node.NodePublishVolume({
+        volume_id: s.volumeId,
+        staging_target_path: s.staging,
+        target_path: s.target,
+        volume_capability: cap,
+        readonly: false,
+        volume_context: s.volumeContext,
+        publish_context: s.publishContext,
+      }),
+    ),
+  );
   return s;
 }
 
 /** The NodeStageVolume call for a provisioned volume (for restage and failure scenarios). */
 export function stage(c: Cluster, s: Staged, cap = mountCap("ext4"), deadlineMs?: number) {
-  return c.node.node.NodeStageVolume({
-    volume_id: s.volumeId, staging_target_path: s.staging, volume_capability: cap, volume_context: s.volumeContext, publish_context: s.publishContext,
-  }, deadlineMs ? { deadlineMs } : {});
+  return c.node.node.NodeStageVolume(
+    {
+      volume_id: s.volumeId,
+      staging_target_path: s.staging,
+      volume_capability: cap,
+      volume_context: s.volumeContext,
+      publish_context: s.publishContext,
+    },
+    deadlineMs ? { deadlineMs } : {},
+  );
 }
 
 /** NodeUnpublish + NodeUnstage, logged; returns the unstage outcome. */
 export async function teardown(c: Cluster, scenario: string, s: Staged, deadlineMs?: number) {
-  okValue(await rpc(scenario, "NodeUnpublishVolume", c.node.node.NodeUnpublishVolume({ volume_id: s.volumeId, target_path: s.target })));
-  return rpc(scenario, "NodeUnstageVolume", c.node.node.NodeUnstageVolume({ volume_id: s.volumeId, staging_target_path: s.staging }, deadlineMs ? { deadlineMs } : {}));
+  okValue(
+    await rpc(
+      scenario,
+      "NodeUnpublishVolume",
+      c.node.node.NodeUnpublishVolume({ volume_id: s.volumeId, target_path: s.target }),
+    ),
+  );
+  return rpc(
+    scenario,
+    "NodeUnstageVolume",
+    c.node.node.NodeUnstageVolume(
+      { volume_id: s.volumeId, staging_target_path: s.staging },
+      deadlineMs ? { deadlineMs } : {},
+    ),
+  );
 }
 
 /** sha256 of a file read with O_DIRECT after dropping the page cache: what the target really holds. */
@@ -287,19 +423,48 @@ export async function connectByHand(nqn: string, port = NVME_PORT, extra: string
 /** A disk the operator exported outside the driver (a diskless node's root, say), straight into the simulator. */
 export function seedExport(c: Cluster, slot: string, nqn: string, port = NVME_PORT) {
   return c.sim.state.seedDisk({
-    slot, "file-path": `storage-pool/system/${slot}.img`, "file-size": String(GiB), size: String(GiB),
-    "nvme-tcp-export": "true", "nvme-tcp-server-nqn": nqn, "nvme-tcp-server-port": String(port),
+    slot,
+    "file-path": `storage-pool/system/${slot}.img`,
+    "file-size": String(GiB),
+    size: String(GiB),
+    "nvme-tcp-export": "true",
+    "nvme-tcp-server-nqn": nqn,
+    "nvme-tcp-server-port": String(port),
   });
 }
 
 /** rds-csi doctor --json on this cluster's node directories. */
 /** `kernelLogSince`: count only kernel log lines from then on (other scenarios in the same VM boot leave real I/O errors). */
 export function doctor(c: Cluster, opts: { kernelLogSince?: number } = {}) {
-  const window = opts.kernelLogSince === undefined ? [] : ["--kernel-log-window", `${Math.ceil((Date.now() - opts.kernelLogSince) / 1000) + 1}s`];
-  const r = c.runBin(["doctor", "--json", "--nqn-prefix", NQN_PREFIX, "--kubelet-dir", join(c.dir, "kubelet"), "--state-dir", join(c.dir, "node"),
-    "--host-nqn-file", join(c.dir, "hostnqn"), "--sample-interval", "200ms", ...window], 120_000);
-  let report: { findings: { check: string; class: string; severity: string; message: string; details?: any }[] } | undefined;
-  try { report = JSON.parse(r.stdout); } catch { /* reported below */ }
+  const window =
+    opts.kernelLogSince === undefined
+      ? []
+      : ["--kernel-log-window", `${Math.ceil((Date.now() - opts.kernelLogSince) / 1000) + 1}s`];
+  const r = c.runBin(
+    [
+      "doctor",
+      "--json",
+      "--nqn-prefix",
+      NQN_PREFIX,
+      "--kubelet-dir",
+      join(c.dir, "kubelet"),
+      "--state-dir",
+      join(c.dir, "node"),
+      "--host-nqn-file",
+      join(c.dir, "hostnqn"),
+      "--sample-interval",
+      "200ms",
+      ...window,
+    ],
+    120_000,
+  );
+  let report:
+    { findings: { check: string; class: string; severity: string; message: string; details?: any }[] } | undefined;
+  try {
+    report = JSON.parse(r.stdout);
+  } catch {
+    /* reported below */
+  }
   if (!report) throw new Error(`doctor printed no JSON (exit ${r.code}): ${r.stderr.slice(-1500)}`);
   const byClass = (cls: string) => report!.findings.find((f) => f.class === cls);
   return { code: r.code, report, byClass, stderr: r.stderr };
@@ -307,10 +472,37 @@ export function doctor(c: Cluster, opts: { kernelLogSince?: number } = {}) {
 
 /** rds-csi gc --json on this cluster's node (csi-node may be running: --ignore-lock), plan or --force. */
 export function gc(c: Cluster, opts: { force?: boolean; referenced?: string[] } = {}) {
-  const r = c.runBin(["gc", "--json", "--ignore-lock", "--nqn-prefix", NQN_PREFIX, "--kubelet-dir", join(c.dir, "kubelet"), "--state-dir", join(c.dir, "node"),
-    "--step-timeout", "20s", "--referenced-volumes", ...(opts.referenced?.length ? opts.referenced : [""]), ...(opts.force ? ["--force"] : [])], 180_000);
-  let out: { candidates: { kind: string; id: string; reason: string }[]; skipped: { kind: string; id: string; reason: string }[]; results?: { status: string; kind: string; id: string; detail?: string }[] } | undefined;
-  try { out = JSON.parse(r.stdout); } catch { /* reported below */ }
+  const r = c.runBin(
+    [
+      "gc",
+      "--json",
+      "--ignore-lock",
+      "--nqn-prefix",
+      NQN_PREFIX,
+      "--kubelet-dir",
+      join(c.dir, "kubelet"),
+      "--state-dir",
+      join(c.dir, "node"),
+      "--step-timeout",
+      "20s",
+      "--referenced-volumes",
+      ...(opts.referenced?.length ? opts.referenced : [""]),
+      ...(opts.force ? ["--force"] : []),
+    ],
+    180_000,
+  );
+  let out:
+    | {
+        candidates: { kind: string; id: string; reason: string }[];
+        skipped: { kind: string; id: string; reason: string }[];
+        results?: { status: string; kind: string; id: string; detail?: string }[];
+      }
+    | undefined;
+  try {
+    out = JSON.parse(r.stdout);
+  } catch {
+    /* reported below */
+  }
   if (!out) throw new Error(`gc printed no JSON (exit ${r.code}): ${r.stderr.slice(-1500)}`);
   return { code: r.code, ...out, stderr: r.stderr };
 }

@@ -5,7 +5,21 @@
  * again; an unstage during an outage fails within its deadline and the process keeps answering.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Code, controllerStates, directSha, NVME_PORT, okValue, provision, rpc, sh, startCluster, teardown, waitFor, type Cluster, type Staged } from "./harness.ts";
+import {
+  Code,
+  controllerStates,
+  directSha,
+  NVME_PORT,
+  okValue,
+  provision,
+  rpc,
+  sh,
+  startCluster,
+  teardown,
+  waitFor,
+  type Cluster,
+  type Staged,
+} from "./harness.ts";
 
 const S = "scenario5";
 let c: Cluster;
@@ -17,14 +31,28 @@ beforeAll(async () => {
   // Short mount deadline: an umount stuck behind a dead target must come back as an error quickly.
   c = await startCluster("outage", { reconnectDelay: 2, nodeFlags: ["--mount-timeout", "5s"] });
   v = await provision(c, S, "outage");
-  sh(["dd", "if=/dev/urandom", `of=${v.target}/before`, "bs=1M", "count=2", "oflag=direct", "conv=fsync", "status=none"]);
+  sh([
+    "dd",
+    "if=/dev/urandom",
+    `of=${v.target}/before`,
+    "bs=1M",
+    "count=2",
+    "oflag=direct",
+    "conv=fsync",
+    "status=none",
+  ]);
 });
 afterAll(async () => {
   c?.target.restorePort(NVME_PORT);
   await c?.stop();
 });
 
-const stats = () => rpc(S, "NodeGetVolumeStats", c.node.node.NodeGetVolumeStats({ volume_id: v.volumeId, volume_path: v.target }, { deadlineMs: STATS_DEADLINE_MS }));
+const stats = () =>
+  rpc(
+    S,
+    "NodeGetVolumeStats",
+    c.node.node.NodeGetVolumeStats({ volume_id: v.volumeId, volume_path: v.target }, { deadlineMs: STATS_DEADLINE_MS }),
+  );
 const notLive = async () => (await controllerStates(v.nqn)).every((s) => !s.endsWith(":live"));
 
 describe("scenario 5: outage of the target under a published volume (ctrl_loss_tmo=-1)", () => {
@@ -43,11 +71,18 @@ describe("scenario 5: outage of the target under a published volume (ctrl_loss_t
   test("I/O issued during the outage waits, completes after the port returns; stats healthy again", async () => {
     sh(["dd", "if=/dev/urandom", `of=${c.dir}/during`, "bs=1M", "count=1", "status=none"]);
     const want = sh(["sha256sum", `${c.dir}/during`]).stdout.split(" ")[0]!;
-    const writer = Bun.spawn(["dd", `if=${c.dir}/during`, `of=${v.target}/during`, "bs=1M", "oflag=direct", "conv=fsync", "status=none"], { stdout: "ignore", stderr: "pipe" });
+    const writer = Bun.spawn(
+      ["dd", `if=${c.dir}/during`, `of=${v.target}/during`, "bs=1M", "oflag=direct", "conv=fsync", "status=none"],
+      { stdout: "ignore", stderr: "pipe" },
+    );
     await Bun.sleep(3_000);
     expect(writer.exitCode).toBeNull(); // still waiting on the dead transport
     c.target.restorePort(NVME_PORT);
-    await waitFor("the controller to reconnect", async () => (await controllerStates(v.nqn)).some((s) => s.endsWith(":live")), 60_000);
+    await waitFor(
+      "the controller to reconnect",
+      async () => (await controllerStates(v.nqn)).some((s) => s.endsWith(":live")),
+      60_000,
+    );
     const code = await Promise.race([writer.exited, Bun.sleep(60_000).then(() => "still blocked")]);
     expect(code).toBe(0);
     expect(directSha(`${v.target}/during`)).toBe(want);
@@ -64,15 +99,32 @@ describe("scenario 5: outage of the target under a published volume (ctrl_loss_t
     expect(r.code).not.toBe(4); // DEADLINE_EXCEEDED would mean the node itself ran past the CO's deadline
     okValue(await rpc(S, "Probe(node, stuck umount)", c.node.identity.Probe({}, { deadlineMs: 2_000 })));
     // The umount child could not be killed (D state): no more mount work until it is gone.
-    const again = await rpc(S, "NodeUnstageVolume(umount stuck)", c.node.node.NodeUnstageVolume({ volume_id: v.volumeId, staging_target_path: v.staging }, { deadlineMs: 10_000 }));
+    const again = await rpc(
+      S,
+      "NodeUnstageVolume(umount stuck)",
+      c.node.node.NodeUnstageVolume({ volume_id: v.volumeId, staging_target_path: v.staging }, { deadlineMs: 10_000 }),
+    );
     expect(again.code).toBe(Code.UNAVAILABLE);
     expect(again.details).toContain("could not be killed");
     c.target.restorePort(NVME_PORT);
-    await waitFor("the controller to reconnect", async () => (await controllerStates(v.nqn)).some((s) => s.endsWith(":live")), 60_000);
-    await waitFor("the unstage to succeed on retry", async () => {
-      const again = await rpc(S, "NodeUnstageVolume(retry)", c.node.node.NodeUnstageVolume({ volume_id: v.volumeId, staging_target_path: v.staging }));
-      return again.code === 0;
-    }, 90_000, 3_000);
+    await waitFor(
+      "the controller to reconnect",
+      async () => (await controllerStates(v.nqn)).some((s) => s.endsWith(":live")),
+      60_000,
+    );
+    await waitFor(
+      "the unstage to succeed on retry",
+      async () => {
+        const again = await rpc(
+          S,
+          "NodeUnstageVolume(retry)",
+          c.node.node.NodeUnstageVolume({ volume_id: v.volumeId, staging_target_path: v.staging }),
+        );
+        return again.code === 0;
+      },
+      90_000,
+      3_000,
+    );
     expect(await controllerStates(v.nqn)).toEqual([]);
   });
 });

@@ -4,7 +4,22 @@
  * NQN every time and the data survives.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { connectByHand, directSha, lookup, mountsAt, okValue, provision, rpc, seedExport, sh, stage, startCluster, teardown, type Cluster, type Staged } from "./harness.ts";
+import {
+  connectByHand,
+  directSha,
+  lookup,
+  mountsAt,
+  okValue,
+  provision,
+  rpc,
+  seedExport,
+  sh,
+  stage,
+  startCluster,
+  teardown,
+  type Cluster,
+  type Staged,
+} from "./harness.ts";
 
 const S = "scenario2";
 let c: Cluster;
@@ -28,7 +43,16 @@ async function controllerOf(nqn: string) {
 
 describe("scenario 2: restage ×3 over real NVMe/TCP", () => {
   test("each restage gets a new controller number; the mount is always the device of this NQN; the data survives", async () => {
-    sh(["dd", "if=/dev/urandom", `of=${v.target}/data`, "bs=1M", "count=2", "oflag=direct", "conv=fsync", "status=none"]);
+    sh([
+      "dd",
+      "if=/dev/urandom",
+      `of=${v.target}/data`,
+      "bs=1M",
+      "count=2",
+      "oflag=direct",
+      "conv=fsync",
+      "status=none",
+    ]);
     const want = directSha(`${v.target}/data`);
     const uuid = sh(["blkid", "-o", "value", "-s", "UUID", (await controllerOf(v.nqn)).device]).stdout.trim();
     const seen = [(await controllerOf(v.nqn)).controller];
@@ -41,10 +65,24 @@ describe("scenario 2: restage ×3 over real NVMe/TCP", () => {
       await connectByHand(filler);
       fillers.push(filler);
       okValue(await rpc(S, `NodeStageVolume(restage ${round})`, stage(c, v)));
-      okValue(await rpc(S, `NodePublishVolume(restage ${round})`, c.node.node.NodePublishVolume({
-        volume_id: v.volumeId, staging_target_path: v.staging, target_path: v.target, volume_capability: { mount: { fs_type: "ext4", mount_flags: [] }, access_mode: { mode: "SINGLE_NODE_WRITER" } }, readonly: false,
-        volume_context: v.volumeContext, publish_context: v.publishContext,
-      })));
+      okValue(
+        await rpc(
+          S,
+          `NodePublishVolume(restage ${round})`,
+          c.node.node.NodePublishVolume({
+            volume_id: v.volumeId,
+            staging_target_path: v.staging,
+            target_path: v.target,
+            volume_capability: {
+              mount: { fs_type: "ext4", mount_flags: [] },
+              access_mode: { mode: "SINGLE_NODE_WRITER" },
+            },
+            readonly: false,
+            volume_context: v.volumeContext,
+            publish_context: v.publishContext,
+          }),
+        ),
+      );
       const now = await controllerOf(v.nqn);
       expect(seen).not.toContain(now.controller);
       seen.push(now.controller);

@@ -7,7 +7,23 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { Code, connectByHand, controllerStates, gc, mountCap, mountsAt, NQN_PREFIX, okValue, provision, rpc, seedExport, sh, startCluster, teardown, type Cluster } from "./harness.ts";
+import {
+  Code,
+  connectByHand,
+  controllerStates,
+  gc,
+  mountCap,
+  mountsAt,
+  NQN_PREFIX,
+  okValue,
+  provision,
+  rpc,
+  seedExport,
+  sh,
+  startCluster,
+  teardown,
+  type Cluster,
+} from "./harness.ts";
 
 const S = "scenario3";
 const OUTSIDE = "nqn.2000-02.com.mikrotik:nixos-node1-root";
@@ -17,7 +33,10 @@ const mounts: Record<string, string> = {};
 
 beforeAll(async () => {
   c = await startCluster("system");
-  for (const [slot, nqn] of [["nixos-node1-root", OUTSIDE], ["system-node1-nix-store", INSIDE]] as const) {
+  for (const [slot, nqn] of [
+    ["nixos-node1-root", OUTSIDE],
+    ["system-node1-nix-store", INSIDE],
+  ] as const) {
     seedExport(c, slot, nqn);
     const dev = await connectByHand(nqn);
     sh(["mkfs.ext4", "-q", dev.path]);
@@ -53,10 +72,17 @@ describe("scenario 3: system volumes of a diskless node are never touched", () =
 
   test("a stage naming the system NQN inside the prefix is refused and connects nothing", async () => {
     const name = "pvc-vm-system-impostor";
-    const r = await rpc(S, "NodeStageVolume(system NQN)", c.node.node.NodeStageVolume({
-      volume_id: "pvc-00000000-0000-4000-8000-000000000003", staging_target_path: c.stagingPath(name), volume_capability: mountCap(),
-      volume_context: { nqn: INSIDE, nvmeAddress: "127.0.0.1", nvmePort: "4420" }, publish_context: {},
-    }));
+    const r = await rpc(
+      S,
+      "NodeStageVolume(system NQN)",
+      c.node.node.NodeStageVolume({
+        volume_id: "pvc-00000000-0000-4000-8000-000000000003",
+        staging_target_path: c.stagingPath(name),
+        volume_capability: mountCap(),
+        volume_context: { nqn: INSIDE, nvmeAddress: "127.0.0.1", nvmePort: "4420" },
+        publish_context: {},
+      }),
+    );
     expect(r.code).toBe(Code.FAILED_PRECONDITION);
     expect(r.details).toContain(INSIDE);
     expect(mountsAt(c.stagingPath(name))).toEqual([]);
@@ -65,9 +91,13 @@ describe("scenario 3: system volumes of a diskless node are never touched", () =
 
   test("gc --force collects nothing of theirs", () => {
     const plan = gc(c);
-    expect(plan.candidates.map((x) => x.id).filter((id) => id.includes("system-node1") || id.includes("nixos-node1"))).toEqual([]);
+    expect(
+      plan.candidates.map((x) => x.id).filter((id) => id.includes("system-node1") || id.includes("nixos-node1")),
+    ).toEqual([]);
     const forced = gc(c, { force: true });
-    expect((forced.results ?? []).map((x) => x.id).filter((id) => id.includes("system-node1") || id.includes("nixos-node1"))).toEqual([]);
+    expect(
+      (forced.results ?? []).map((x) => x.id).filter((id) => id.includes("system-node1") || id.includes("nixos-node1")),
+    ).toEqual([]);
     return untouched();
   });
 

@@ -1,7 +1,15 @@
 import { open, readdir, rename, stat, truncate, unlink, mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { withDeadline } from "../../runtime/deadline.ts";
-import { DomainError, isDomainError, internal, notFound, resourceExhausted, unavailable, errorMessage } from "../../runtime/errors.ts";
+import {
+  DomainError,
+  isDomainError,
+  internal,
+  notFound,
+  resourceExhausted,
+  unavailable,
+  errorMessage,
+} from "../../runtime/errors.ts";
 import { completeStdout, describeFailure, ok, type Runner } from "../../runtime/exec.ts";
 import type { Logger } from "../../runtime/log.ts";
 import type { Backend, Capacity, CreateDiskRequest, Disk, DiskMeta, Snapshot, VolumeParams } from "../backend.ts";
@@ -50,16 +58,21 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
   const snapSide = (id: string) => join(snapDir, `${id}.json`);
 
   const fsCall = <T>(what: string, fn: () => Promise<T>, signal?: AbortSignal) =>
-    withDeadline(what, opMs, async () => {
-      try {
-        return await fn();
-      } catch (e) {
-        if (isDomainError(e)) throw e;
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === "ENOSPC") throw resourceExhausted(`${what}: no space left in ${dir}`);
-        throw internal(`${what}: ${errorMessage(e)}`, e);
-      }
-    }, signal);
+    withDeadline(
+      what,
+      opMs,
+      async () => {
+        try {
+          return await fn();
+        } catch (e) {
+          if (isDomainError(e)) throw e;
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === "ENOSPC") throw resourceExhausted(`${what}: no space left in ${dir}`);
+          throw internal(`${what}: ${errorMessage(e)}`, e);
+        }
+      },
+      signal,
+    );
 
   const sizeOf = async (path: string): Promise<number | null> => {
     try {
@@ -76,12 +89,27 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
       const partial = await sizeOf(`${img(id)}.partial`);
       if (partial === null) return null;
       const sc = await readJson<DiskSidecar>(side(id));
-      return { id, sizeBytes: sc?.sizeBytes ?? partial, filePath: img(id), exported: false, allowedHosts: [], copying: true, createdAt: sc?.createdAt, meta: sc?.meta ?? {} };
+      return {
+        id,
+        sizeBytes: sc?.sizeBytes ?? partial,
+        filePath: img(id),
+        exported: false,
+        allowedHosts: [],
+        copying: true,
+        createdAt: sc?.createdAt,
+        meta: sc?.meta ?? {},
+      };
     }
     const sc = await readJson<DiskSidecar>(side(id));
     return {
-      id, sizeBytes: size, filePath: img(id), exported: true, allowedHosts: sc?.allowedHosts ?? [],
-      copying: false, createdAt: sc?.createdAt, meta: sc?.meta ?? {},
+      id,
+      sizeBytes: size,
+      filePath: img(id),
+      exported: true,
+      allowedHosts: sc?.allowedHosts ?? [],
+      copying: false,
+      createdAt: sc?.createdAt,
+      meta: sc?.meta ?? {},
     };
   }
 
@@ -89,12 +117,23 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
     const size = await sizeOf(snapImg(id));
     if (size === null) return null;
     const sc = await readJson<SnapshotSidecar>(snapSide(id));
-    return { id, sourceVolumeId: sc?.sourceVolumeId ?? "", sizeBytes: size, createdAt: sc?.createdAt ?? 0, readyToUse: true };
+    return {
+      id,
+      sourceVolumeId: sc?.sourceVolumeId ?? "",
+      sizeBytes: size,
+      createdAt: sc?.createdAt ?? 0,
+      readyToUse: true,
+    };
   }
 
   /** Reflink when the filesystem can, sparse otherwise; in a child with a deadline. */
   async function copyFile(from: string, to: string, signal?: AbortSignal) {
-    const r = await opts.runner("cp", ["--reflink=auto", "--sparse=always", from, to], { timeoutMs: copyMs, signal, log, logLevel: "info" });
+    const r = await opts.runner("cp", ["--reflink=auto", "--sparse=always", from, to], {
+      timeoutMs: copyMs,
+      signal,
+      log,
+      logLevel: "info",
+    });
     if (r.timedOut) throw new DomainError("deadline-exceeded", `copy ${from} did not finish within ${copyMs} ms`);
     if (!ok(r)) {
       if (/No space left/i.test(r.stderr)) throw resourceExhausted(`copy into ${dir}: no space left`);
@@ -140,22 +179,35 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
         throw resourceExhausted(`not enough space in ${dir}: ${req.sizeBytes} bytes requested, ${cap.freeBytes} free`);
       }
       const partial = `${img(req.id)}.partial`;
-      await fsCall("prepare disk", async () => {
-        await writeJsonAtomic(side(req.id), { createdAt: Date.now(), sizeBytes: req.sizeBytes, meta: req.meta, allowedHosts: [] } satisfies DiskSidecar);
-      }, signal);
+      await fsCall(
+        "prepare disk",
+        async () => {
+          await writeJsonAtomic(side(req.id), {
+            createdAt: Date.now(),
+            sizeBytes: req.sizeBytes,
+            meta: req.meta,
+            allowedHosts: [],
+          } satisfies DiskSidecar);
+        },
+        signal,
+      );
       crashPoint("file.create.sidecar-written");
       if (sourcePath) await copyFile(sourcePath, partial, signal);
-      await fsCall("create disk", async () => {
-        if (!sourcePath) {
-          const fh = await open(partial, "w", 0o600);
-          await fh.close();
-          crashPoint("file.create.partial-made");
-        }
-        // Restores and clones may be asked bigger than their source: grow the sparse file.
-        if (((await sizeOf(partial)) ?? 0) < req.sizeBytes) await truncate(partial, req.sizeBytes);
-        crashPoint("file.create.partial-sized");
-        await rename(partial, img(req.id));
-      }, signal);
+      await fsCall(
+        "create disk",
+        async () => {
+          if (!sourcePath) {
+            const fh = await open(partial, "w", 0o600);
+            await fh.close();
+            crashPoint("file.create.partial-made");
+          }
+          // Restores and clones may be asked bigger than their source: grow the sparse file.
+          if (((await sizeOf(partial)) ?? 0) < req.sizeBytes) await truncate(partial, req.sizeBytes);
+          crashPoint("file.create.partial-sized");
+          await rename(partial, img(req.id));
+        },
+        signal,
+      );
       crashPoint("file.create.done");
       log.info({ volume_id: req.id, size_bytes: req.sizeBytes, source: req.source?.id }, "disk created");
       const disk = await fsCall("read disk", () => readDisk(req.id), signal);
@@ -165,54 +217,87 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
 
     getDisk: (id, signal) => (isVolumeId(id) ? fsCall("read disk", () => readDisk(id), signal) : Promise.resolve(null)),
 
-    listDisks: (signal) => fsCall("list disks", async () => {
-      const names = await readdir(dir).catch((e) => ((e as NodeJS.ErrnoException).code === "ENOENT" ? [] : Promise.reject(e)));
-      const ids = new Set(names.map((n) => n.replace(/\.img(\.partial)?$/, "")).filter(isVolumeId));
-      const disks = await Promise.all([...ids].sort().map(readDisk));
-      return disks.filter((d): d is Disk => d !== null);
-    }, signal),
+    listDisks: (signal) =>
+      fsCall(
+        "list disks",
+        async () => {
+          const names = await readdir(dir).catch((e) =>
+            (e as NodeJS.ErrnoException).code === "ENOENT" ? [] : Promise.reject(e),
+          );
+          const ids = new Set(names.map((n) => n.replace(/\.img(\.partial)?$/, "")).filter(isVolumeId));
+          const disks = await Promise.all([...ids].sort().map(readDisk));
+          return disks.filter((d): d is Disk => d !== null);
+        },
+        signal,
+      ),
 
-    deleteDisk: (id, signal) => fsCall("delete disk", async () => {
-      if (!isVolumeId(id)) return;
-      for (const p of [img(id), `${img(id)}.partial`, side(id)]) {
-        await unlink(p).catch((e) => ((e as NodeJS.ErrnoException).code === "ENOENT" ? undefined : Promise.reject(e)));
-        crashPoint("file.delete.unlinked");
-      }
-      log.info({ volume_id: id }, "disk deleted");
-    }, signal),
+    deleteDisk: (id, signal) =>
+      fsCall(
+        "delete disk",
+        async () => {
+          if (!isVolumeId(id)) return;
+          for (const p of [img(id), `${img(id)}.partial`, side(id)]) {
+            await unlink(p).catch((e) =>
+              (e as NodeJS.ErrnoException).code === "ENOENT" ? undefined : Promise.reject(e),
+            );
+            crashPoint("file.delete.unlinked");
+          }
+          log.info({ volume_id: id }, "disk deleted");
+        },
+        signal,
+      ),
 
-    growDisk: (id, sizeBytes, signal) => fsCall("grow disk", async () => {
-      const d = await readDisk(id);
-      if (!d || d.copying) throw notFound(`volume ${id} does not exist`);
-      if (sizeBytes > d.sizeBytes) {
-        const cap = await capacity();
-        if (sizeBytes - d.sizeBytes > cap.freeBytes) throw resourceExhausted(`not enough space in ${dir} to grow ${id}`);
-        await truncate(img(id), sizeBytes);
-        crashPoint("file.grow.truncated");
-        log.info({ volume_id: id, size_bytes: sizeBytes }, "disk grown");
-      }
-      return (await readDisk(id))!;
-    }, signal),
+    growDisk: (id, sizeBytes, signal) =>
+      fsCall(
+        "grow disk",
+        async () => {
+          const d = await readDisk(id);
+          if (!d || d.copying) throw notFound(`volume ${id} does not exist`);
+          if (sizeBytes > d.sizeBytes) {
+            const cap = await capacity();
+            if (sizeBytes - d.sizeBytes > cap.freeBytes)
+              throw resourceExhausted(`not enough space in ${dir} to grow ${id}`);
+            await truncate(img(id), sizeBytes);
+            crashPoint("file.grow.truncated");
+            log.info({ volume_id: id, size_bytes: sizeBytes }, "disk grown");
+          }
+          return (await readDisk(id))!;
+        },
+        signal,
+      ),
 
-    setPublications: (id, meta, allowedHosts, signal) => fsCall("record publication", async () => {
-      const d = await readDisk(id);
-      if (!d || d.copying) throw notFound(`volume ${id} does not exist`);
-      const sc = (await readJson<DiskSidecar>(side(id))) ?? { createdAt: Date.now(), meta: {}, allowedHosts: [] };
-      await writeJsonAtomic(side(id), { ...sc, meta, allowedHosts });
-      return (await readDisk(id))!;
-    }, signal),
+    setPublications: (id, meta, allowedHosts, signal) =>
+      fsCall(
+        "record publication",
+        async () => {
+          const d = await readDisk(id);
+          if (!d || d.copying) throw notFound(`volume ${id} does not exist`);
+          const sc = (await readJson<DiskSidecar>(side(id))) ?? { createdAt: Date.now(), meta: {}, allowedHosts: [] };
+          await writeJsonAtomic(side(id), { ...sc, meta, allowedHosts });
+          return (await readDisk(id))!;
+        },
+        signal,
+      ),
 
     capacity: () => capacity(),
 
     async createSnapshot(id, sourceVolumeId, _volumePath, signal) {
       const existing = await fsCall("read snapshot", () => readSnapshot(id), signal);
       if (existing) return existing;
-      const src = await fsCall("read disk", () => (isVolumeId(sourceVolumeId) ? readDisk(sourceVolumeId) : Promise.resolve(null)), signal);
+      const src = await fsCall(
+        "read disk",
+        () => (isVolumeId(sourceVolumeId) ? readDisk(sourceVolumeId) : Promise.resolve(null)),
+        signal,
+      );
       if (!src || src.copying) throw notFound(`source volume ${sourceVolumeId} does not exist`);
-      await fsCall("prepare snapshot", async () => {
-        await ensureDirs();
-        await writeJsonAtomic(snapSide(id), { sourceVolumeId, createdAt: Date.now() } satisfies SnapshotSidecar);
-      }, signal);
+      await fsCall(
+        "prepare snapshot",
+        async () => {
+          await ensureDirs();
+          await writeJsonAtomic(snapSide(id), { sourceVolumeId, createdAt: Date.now() } satisfies SnapshotSidecar);
+        },
+        signal,
+      );
       crashPoint("file.snapshot.sidecar-written");
       const partial = `${snapImg(id)}.partial`;
       await copyFile(img(sourceVolumeId), partial, signal);
@@ -223,22 +308,41 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
       return (await fsCall("read snapshot", () => readSnapshot(id), signal))!;
     },
 
-    getSnapshot: (id, signal) => (isSnapshotId(id) ? fsCall("read snapshot", () => readSnapshot(id), signal) : Promise.resolve(null)),
+    getSnapshot: (id, signal) =>
+      isSnapshotId(id) ? fsCall("read snapshot", () => readSnapshot(id), signal) : Promise.resolve(null),
 
-    listSnapshots: (signal) => fsCall("list snapshots", async () => {
-      const names = await readdir(snapDir).catch((e) => ((e as NodeJS.ErrnoException).code === "ENOENT" ? [] : Promise.reject(e)));
-      const ids = names.filter((n) => n.endsWith(".img")).map((n) => n.slice(0, -4)).filter(isSnapshotId).sort();
-      return (await Promise.all(ids.map(readSnapshot))).filter((s): s is Snapshot => s !== null);
-    }, signal),
+    listSnapshots: (signal) =>
+      fsCall(
+        "list snapshots",
+        async () => {
+          const names = await readdir(snapDir).catch((e) =>
+            (e as NodeJS.ErrnoException).code === "ENOENT" ? [] : Promise.reject(e),
+          );
+          const ids = names
+            .filter((n) => n.endsWith(".img"))
+            .map((n) => n.slice(0, -4))
+            .filter(isSnapshotId)
+            .sort();
+          return (await Promise.all(ids.map(readSnapshot))).filter((s): s is Snapshot => s !== null);
+        },
+        signal,
+      ),
 
-    deleteSnapshot: (id, signal) => fsCall("delete snapshot", async () => {
-      if (!isSnapshotId(id)) return;
-      for (const p of [snapImg(id), `${snapImg(id)}.partial`, snapSide(id)]) {
-        await unlink(p).catch((e) => ((e as NodeJS.ErrnoException).code === "ENOENT" ? undefined : Promise.reject(e)));
-        crashPoint("file.snapshot-delete.unlinked");
-      }
-      log.info({ snapshot_id: id }, "snapshot deleted");
-    }, signal),
+    deleteSnapshot: (id, signal) =>
+      fsCall(
+        "delete snapshot",
+        async () => {
+          if (!isSnapshotId(id)) return;
+          for (const p of [snapImg(id), `${snapImg(id)}.partial`, snapSide(id)]) {
+            await unlink(p).catch((e) =>
+              (e as NodeJS.ErrnoException).code === "ENOENT" ? undefined : Promise.reject(e),
+            );
+            crashPoint("file.snapshot-delete.unlinked");
+          }
+          log.info({ snapshot_id: id }, "snapshot deleted");
+        },
+        signal,
+      ),
 
     // Here the file is the disk: a file without a disk cannot exist.
     strayFiles: async () => [],
@@ -250,7 +354,7 @@ export function createFileBackend(opts: FileBackendOptions): Backend {
 
     /** What crashed writes left: temp files of sidecars (never read) go at start-up. */
     async recover() {
-      const removed = [...await removeTempFiles(dir), ...await removeTempFiles(snapDir)];
+      const removed = [...(await removeTempFiles(dir)), ...(await removeTempFiles(snapDir))];
       if (removed.length) log.info({ removed }, "removed temp files left by an interrupted write");
     },
 

@@ -21,7 +21,13 @@ export function encodeMeta(meta: DiskMeta): string {
 export function decodeMeta(comment: string | undefined): DiskMeta {
   if (!comment?.startsWith(COMMENT_TAG)) return {};
   try {
-    const o = JSON.parse(comment.slice(COMMENT_TAG.length)) as { src?: unknown; p?: unknown; h?: unknown; m?: unknown; t?: unknown };
+    const o = JSON.parse(comment.slice(COMMENT_TAG.length)) as {
+      src?: unknown;
+      p?: unknown;
+      h?: unknown;
+      m?: unknown;
+      t?: unknown;
+    };
     return {
       ...(typeof o.src === "string" ? { source: o.src } : {}),
       ...(typeof o.p === "string" ? { paramsDigest: o.p } : {}),

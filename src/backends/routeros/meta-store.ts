@@ -36,15 +36,17 @@ export function createSlotStore<T>(path: string): SlotStore<T> {
     async get(slot) {
       return (await load())[slot];
     },
-    set: (slot, value) => serial(async () => {
-      (await load())[slot] = value;
-      await persist();
-    }),
-    delete: (slot) => serial(async () => {
-      const m = await load();
-      if (!(slot in m)) return;
-      delete m[slot];
-      await persist();
-    }),
+    set: (slot, value) =>
+      serial(async () => {
+        (await load())[slot] = value;
+        await persist();
+      }),
+    delete: (slot) =>
+      serial(async () => {
+        const m = await load();
+        if (!(slot in m)) return;
+        delete m[slot];
+        await persist();
+      }),
   };
 }

@@ -24,7 +24,11 @@ export type Row = Record<string, string>;
 /** RouterOS refused the request (4xx): the state is known not to have changed. */
 export class RestError extends Error {
   override readonly name = "RestError";
-  constructor(readonly status: number, readonly detail: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly detail: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -52,25 +56,36 @@ export interface RestClient {
 
 /** Unreachable, timed out, reset or 5xx: a health signal for the breaker and a reason to retry reads. */
 class TransportFailure extends Error {
-  constructor(message: string, readonly timedOut = false) {
+  constructor(
+    message: string,
+    readonly timedOut = false,
+  ) {
     super(message);
   }
 }
 
 /** `GET disk`, `DELETE file`, `GET system/resource`: the method and menu, without item ids or query. */
 export const callKind = (method: string, path: string) =>
-  `${method} ${path.split("?")[0]!.split("/").filter((seg) => seg && !/^(\*|%2A)/i.test(seg)).join("/")}`;
+  `${method} ${path
+    .split("?")[0]!
+    .split("/")
+    .filter((seg) => seg && !/^(\*|%2A)/i.test(seg))
+    .join("/")}`;
 
 /**
  * The REST API page: a command that runs longer than 60 s is cut with `400 {"detail":"Session
  * closed"}` — the command may still have run, so this is an unknown outcome, not a refusal.
  */
 const isSessionClosed = (a: Answer) =>
-  a.status === 400 && !!a.body && typeof a.body === "object" && /session closed/i.test(String((a.body as { detail?: unknown }).detail ?? ""));
+  a.status === 400 &&
+  !!a.body &&
+  typeof a.body === "object" &&
+  /session closed/i.test(String((a.body as { detail?: unknown }).detail ?? ""));
 
 export function createRestClient(opts: RestClientOptions): RestClient {
   const base = new URL(opts.url);
-  if (base.protocol !== "https:") throw new DomainError("invalid-argument", `routeros-url must be https (got ${base.protocol})`, "routeros-url");
+  if (base.protocol !== "https:")
+    throw new DomainError("invalid-argument", `routeros-url must be https (got ${base.protocol})`, "routeros-url");
   const address = base.host;
   const breakerKey = `backend:${address}`;
   const auth = `Basic ${Buffer.from(`${opts.user}:${opts.password}`).toString("base64")}`;
@@ -80,33 +95,54 @@ export function createRestClient(opts: RestClientOptions): RestClient {
   const tls = { rejectUnauthorized: !opts.insecureSkipTlsVerify, ...(opts.ca ? { ca: opts.ca } : {}) };
 
   /** One HTTP exchange with a deadline; never retried here. */
-  async function exchange(method: string, path: string, body: Row | undefined, timeoutMs: number, signal?: AbortSignal): Promise<Answer> {
+  async function exchange(
+    method: string,
+    path: string,
+    body: Row | undefined,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<Answer> {
     const url = new URL(`/rest/${path}`, base);
     const what = `RouterOS ${method} /rest/${path.split("?")[0]}`;
     const started = performance.now();
     try {
-      return await withDeadline(what, timeoutMs, async (sig) => {
-        const res = await fetch(url, {
-          method,
-          headers: { authorization: auth, ...(body ? { "content-type": "application/json" } : {}) },
-          body: body ? JSON.stringify(body) : undefined,
-          signal: sig,
-          // A fresh connection per request: on a reused one, the HTTP client silently re-sends a
-          // request whose connection dropped, and a re-sent add is exactly the blind retry we forbid.
-          keepalive: false,
-          tls,
-        } as RequestInit);
-        const text = await res.text();
-        let parsed: unknown = undefined;
-        if (text) {
-          try { parsed = JSON.parse(text); } catch { parsed = text; }
-        }
-        log.debug({ method, path: url.pathname, status: res.status, duration_ms: Math.round(performance.now() - started) }, "routeros request");
-        return { status: res.status, body: parsed };
-      }, signal);
+      return await withDeadline(
+        what,
+        timeoutMs,
+        async (sig) => {
+          const res = await fetch(url, {
+            method,
+            headers: { authorization: auth, ...(body ? { "content-type": "application/json" } : {}) },
+            body: body ? JSON.stringify(body) : undefined,
+            signal: sig,
+            // A fresh connection per request: on a reused one, the HTTP client silently re-sends a
+            // request whose connection dropped, and a re-sent add is exactly the blind retry we forbid.
+            keepalive: false,
+            tls,
+          } as RequestInit);
+          const text = await res.text();
+          let parsed: unknown = undefined;
+          if (text) {
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              parsed = text;
+            }
+          }
+          log.debug(
+            { method, path: url.pathname, status: res.status, duration_ms: Math.round(performance.now() - started) },
+            "routeros request",
+          );
+          return { status: res.status, body: parsed };
+        },
+        signal,
+      );
     } catch (e) {
       if (signal?.aborted) throw e;
-      log.warn({ method, path: url.pathname, duration_ms: Math.round(performance.now() - started), err: errorMessage(e) }, "routeros request failed");
+      log.warn(
+        { method, path: url.pathname, duration_ms: Math.round(performance.now() - started), err: errorMessage(e) },
+        "routeros request failed",
+      );
       throw new TransportFailure(`${what}: ${errorMessage(e)}`, e instanceof DeadlineError);
     }
   }
@@ -116,20 +152,36 @@ export function createRestClient(opts: RestClientOptions): RestClient {
    * breaker, per kind of call: one endpoint answering does not hide another that hangs); other 4xx
    * come back as answers.
    */
-  async function guarded(method: string, path: string, body: Row | undefined, timeoutMs: number, signal?: AbortSignal, slowIsNormal = false): Promise<Answer | TransportFailure> {
-    return opts.breakers.execute(breakerKey, async () => {
-      let a: Answer;
-      try {
-        a = await exchange(method, path, body, timeoutMs, signal);
-        if (isSessionClosed(a)) throw new TransportFailure(`RouterOS ${method} /rest/${path.split("?")[0]}: HTTP ${a.status} ${detailOf(a.body)} (the router's own request timeout)`, true);
-      } catch (e) {
-        // A copy outlives its request by design: that deadline passing says nothing about health.
-        if (slowIsNormal && e instanceof TransportFailure && e.timedOut) return e;
-        throw e;
-      }
-      if (a.status >= 500) throw new TransportFailure(`RouterOS ${method} /rest/${path}: HTTP ${a.status} ${detailOf(a.body)}`);
-      return a;
-    }, callKind(method, path));
+  async function guarded(
+    method: string,
+    path: string,
+    body: Row | undefined,
+    timeoutMs: number,
+    signal?: AbortSignal,
+    slowIsNormal = false,
+  ): Promise<Answer | TransportFailure> {
+    return opts.breakers.execute(
+      breakerKey,
+      async () => {
+        let a: Answer;
+        try {
+          a = await exchange(method, path, body, timeoutMs, signal);
+          if (isSessionClosed(a))
+            throw new TransportFailure(
+              `RouterOS ${method} /rest/${path.split("?")[0]}: HTTP ${a.status} ${detailOf(a.body)} (the router's own request timeout)`,
+              true,
+            );
+        } catch (e) {
+          // A copy outlives its request by design: that deadline passing says nothing about health.
+          if (slowIsNormal && e instanceof TransportFailure && e.timedOut) return e;
+          throw e;
+        }
+        if (a.status >= 500)
+          throw new TransportFailure(`RouterOS ${method} /rest/${path}: HTTP ${a.status} ${detailOf(a.body)}`);
+        return a;
+      },
+      callKind(method, path),
+    );
   }
 
   const detailOf = (b: unknown) => {
@@ -143,7 +195,9 @@ export function createRestClient(opts: RestClientOptions): RestClient {
   function refuse(method: string, path: string, a: Answer): never {
     const detail = detailOf(a.body);
     if (a.status === 401 || a.status === 403) {
-      throw unavailable(`RouterOS refused the credentials for ${method} /rest/${path} (HTTP ${a.status}); check --routeros-user and the password`);
+      throw unavailable(
+        `RouterOS refused the credentials for ${method} /rest/${path} (HTTP ${a.status}); check --routeros-user and the password`,
+      );
     }
     throw new RestError(a.status, detail, `RouterOS ${method} /rest/${path.split("?")[0]}: HTTP ${a.status} ${detail}`);
   }
@@ -207,4 +261,3 @@ export function createRestClient(opts: RestClientOptions): RestClient {
 
 export const isRestError = (e: unknown): e is RestError => e instanceof RestError;
 export const isOutcomeUnknown = (e: unknown): e is OutcomeUnknownError => e instanceof OutcomeUnknownError;
-

@@ -3,7 +3,16 @@ import { DomainError, errorMessage, internal, notFound, resourceExhausted, unava
 import type { Logger } from "../../runtime/log.ts";
 import type { Backend, Capacity, CreateDiskRequest, Disk, DiskMeta, Snapshot, VolumeParams } from "../backend.ts";
 import { SNAPSHOT_PREFIX, VOLUME_PREFIX, isSnapshotId, isVolumeId, nqnForVolume } from "../ids.ts";
-import { decodeMeta, encodeMeta, fileTime, hasOurComment, parseCreationTime, rowToDisk, rowToSnapshot, statusSaysCopying } from "./disk-row.ts";
+import {
+  decodeMeta,
+  encodeMeta,
+  fileTime,
+  hasOurComment,
+  parseCreationTime,
+  rowToDisk,
+  rowToSnapshot,
+  statusSaysCopying,
+} from "./disk-row.ts";
 import { UNDETECTED, describeFeatures, detectFeatures, type RouterOsFeatures } from "./features.ts";
 import { createSlotStore, type MetaStore, type SlotStore } from "./meta-store.ts";
 import { isOutcomeUnknown, isRestError, type RestClient, type Row } from "./rest-client.ts";
@@ -28,7 +37,16 @@ export const DEFAULT_COPY_TIMEOUT_MS = 60_000;
 /** Without a state dir (tests of the mapping alone): the same store, in memory. */
 function memorySlotStore<T>(): SlotStore<T> {
   const m = new Map<string, T>();
-  return { path: "(memory)", get: async (k) => m.get(k), set: async (k, v) => { m.set(k, v); }, delete: async (k) => { m.delete(k); } };
+  return {
+    path: "(memory)",
+    get: async (k) => m.get(k),
+    set: async (k, v) => {
+      m.set(k, v);
+    },
+    delete: async (k) => {
+      m.delete(k);
+    },
+  };
 }
 /** A slot no disk has: reading it exercises `/disk` (what every RPC needs) at the cost of an empty answer. */
 const PROBE_SLOT = "rds-csi-probe";
@@ -54,14 +72,18 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
   const { client } = opts;
   const log = opts.log.child({ backend: "routeros", address: client.address });
   const copyTimeoutMs = opts.copyTimeoutMs ?? DEFAULT_COPY_TIMEOUT_MS;
-  const store: MetaStore | undefined = opts.stateDir ? createSlotStore(join(opts.stateDir, "routeros-meta.json")) : undefined;
+  const store: MetaStore | undefined = opts.stateDir
+    ? createSlotStore(join(opts.stateDir, "routeros-meta.json"))
+    : undefined;
   let features: RouterOsFeatures = UNDETECTED;
   let detected = false;
   /**
    * Copy adds whose outcome is unknown: slot → when sent. No second copy-from while one may run; kept
    * on the state dir so that a restarted controller does not send it again either.
    */
-  const pendingCopies: SlotStore<number> = opts.stateDir ? createSlotStore(join(opts.stateDir, "routeros-pending-copies.json")) : memorySlotStore();
+  const pendingCopies: SlotStore<number> = opts.stateDir
+    ? createSlotStore(join(opts.stateDir, "routeros-pending-copies.json"))
+    : memorySlotStore();
   /** Copies seen complete (they never become incomplete again): saves a /file read per look. */
   const completeCopies = new Set<string>();
   /** First time this process saw a snapshot that shows no time anywhere: its creation time, never 0. */
@@ -84,14 +106,20 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
   const commentsWork = () => features.comment !== "no" || !store;
 
   async function saveMetaOffRouter(slot: string, meta: DiskMeta) {
-    if (!store) throw internal(`RouterOS ${client.address} keeps no comment on /disk and no --state-dir record store is configured: metadata of ${slot} would be lost`);
+    if (!store)
+      throw internal(
+        `RouterOS ${client.address} keeps no comment on /disk and no --state-dir record store is configured: metadata of ${slot} would be lost`,
+      );
     await store.set(slot, meta);
   }
 
   function noComments(why: string) {
     if (features.comment === "no") return;
     features = { ...features, comment: "no" };
-    log.warn({ reason: why, store: store?.path }, "RouterOS /disk takes no comment: metadata (content sources, publications) is kept on the controller's state dir, which must then be on persistent storage");
+    log.warn(
+      { reason: why, store: store?.path },
+      "RouterOS /disk takes no comment: metadata (content sources, publications) is kept on the controller's state dir, which must then be on persistent storage",
+    );
   }
 
   /**
@@ -106,7 +134,9 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
     const src = meta.source ? await rowBySlot(meta.source, signal) : null;
     const sizes = [row, src].map((r) => Number(r?.["file-size"])).filter((n) => Number.isFinite(n) && n > 0);
     const want = Math.min(...sizes);
-    const f = files ? files.find((x) => x.name === fileName(row["file-path"] ?? "")) : await fileRow(row["file-path"] ?? "", signal);
+    const f = files
+      ? files.find((x) => x.name === fileName(row["file-path"] ?? ""))
+      : await fileRow(row["file-path"] ?? "", signal);
     const done = !!f && Number.isFinite(want) && Number(f.size) >= want;
     if (done) completeCopies.add(slot);
     return done;
@@ -138,13 +168,18 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
     const slot = row.slot ?? "";
     let fallback = parseCreationTime(row["creation-time"]) ?? meta.copiedAt;
     if (fallback === undefined) {
-      const f = files ? files.find((x) => x.name === fileName(row["file-path"] ?? "")) : await fileRow(row["file-path"] ?? "", signal);
+      const f = files
+        ? files.find((x) => x.name === fileName(row["file-path"] ?? ""))
+        : await fileRow(row["file-path"] ?? "", signal);
       fallback = fileTime(f);
     }
     if (fallback === undefined) {
       fallback = firstSeen.get(slot) ?? Date.now();
       firstSeen.set(slot, fallback);
-      if (!copying) await recordCopiedAt(row, meta, fallback, signal).catch((e) => log.warn({ slot, err: errorMessage(e) }, "could not record when the copy was seen complete"));
+      if (!copying)
+        await recordCopiedAt(row, meta, fallback, signal).catch((e) =>
+          log.warn({ slot, err: errorMessage(e) }, "could not record when the copy was seen complete"),
+        );
     }
     return rowToSnapshot(row, meta, copying, fallback);
   }
@@ -160,7 +195,8 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
   /** Maps a refusal of a write to a domain error; pool full is the one the CO must see as such. */
   function refusal(e: unknown, what: string): never {
     if (isRestError(e)) {
-      if (NO_SPACE.test(e.detail)) throw resourceExhausted(`${what}: RouterOS reports the storage pool is full (${e.detail})`);
+      if (NO_SPACE.test(e.detail))
+        throw resourceExhausted(`${what}: RouterOS reports the storage pool is full (${e.detail})`);
       throw internal(`${what}: RouterOS refused: ${e.message}`);
     }
     throw e;
@@ -190,15 +226,23 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
         row = await rowBySlot(slot, signal);
       } catch (readErr) {
         // Still unknown: whoever called must not take this as "not added".
-        if (isOutcomeUnknown(e)) return { unknown: `${e.message}; the read-back failed too (${errorMessage(readErr)})` };
+        if (isOutcomeUnknown(e))
+          return { unknown: `${e.message}; the read-back failed too (${errorMessage(readErr)})` };
         throw readErr;
       }
       if (isOurs(row, body)) {
-        const how = isOutcomeUnknown(e) ? "answer lost or cut" : DUPLICATE.test(e.detail) ? "a concurrent add won" : "refused, yet the slot is ours";
+        const how = isOutcomeUnknown(e)
+          ? "answer lost or cut"
+          : DUPLICATE.test(e.detail)
+            ? "a concurrent add won"
+            : "refused, yet the slot is ours";
         log.info({ slot, reason: errorMessage(e) }, `${what}: ${how}; found the slot on read-back`);
         return { row };
       }
-      if (row) throw internal(`${what}: slot ${slot} exists with another backing file (${row["file-path"]}), not ours; refusing to use it`);
+      if (row)
+        throw internal(
+          `${what}: slot ${slot} exists with another backing file (${row["file-path"]}), not ours; refusing to use it`,
+        );
       if (isOutcomeUnknown(e)) return { unknown: e.message };
       if (isRestError(e) && NO_COMMENT.test(e.detail) && body.comment !== undefined) {
         // Refused as a whole (the slot is absent): the router has no comment on /disk. Keep the metadata
@@ -233,7 +277,9 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
         await pendingCopies.delete(slot);
         return row;
       }
-      throw unavailable(`${what} for ${slot}: a copy-from sent ${Math.round((Date.now() - sentAt) / 1000)} s ago has an unknown outcome and the slot is not there; no second copy is sent before ${new Date(sentAt + 2 * copyTimeoutMs).toISOString()}`);
+      throw unavailable(
+        `${what} for ${slot}: a copy-from sent ${Math.round((Date.now() - sentAt) / 1000)} s ago has an unknown outcome and the slot is not there; no second copy is sent before ${new Date(sentAt + 2 * copyTimeoutMs).toISOString()}`,
+      );
     }
     // Recorded before the add goes out: a crash during the add must not lead to a second one.
     await pendingCopies.set(slot, Date.now());
@@ -246,7 +292,9 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
       await pendingCopies.delete(slot);
       return out.row;
     }
-    throw unavailable(`${what} for ${slot}: ${out.unknown}; the slot was not found; the copy is not sent again before ${new Date(Date.now() + 2 * copyTimeoutMs).toISOString()}`);
+    throw unavailable(
+      `${what} for ${slot}: ${out.unknown}; the slot was not found; the copy is not sent again before ${new Date(Date.now() + 2 * copyTimeoutMs).toISOString()}`,
+    );
   }
 
   /** Removes a /disk entry by .id; on a lost answer, reads back by slot. */
@@ -267,8 +315,8 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
   async function removeFiles(slot: string, knownPath: string | undefined, signal?: AbortSignal) {
     const rows = knownPath
       ? await client.get<Row[]>("file", { name: fileName(knownPath) }, signal)
-      // The disk is gone already (an earlier attempt died between the two steps): find the file by name.
-      : (await client.get<Row[]>("file", undefined, signal)).filter((f) => (f.name ?? "").endsWith(`/${slot}.img`));
+      : // The disk is gone already (an earlier attempt died between the two steps): find the file by name.
+        (await client.get<Row[]>("file", undefined, signal)).filter((f) => (f.name ?? "").endsWith(`/${slot}.img`));
     for (const f of rows) {
       try {
         await client.remove(`file/${encodeURIComponent(f[".id"]!)}`, signal);
@@ -284,7 +332,13 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
     }
   }
 
-  async function patchAndVerify(row: Row, body: Row, what: string, check: (r: Row) => boolean, signal?: AbortSignal): Promise<Row> {
+  async function patchAndVerify(
+    row: Row,
+    body: Row,
+    what: string,
+    check: (r: Row) => boolean,
+    signal?: AbortSignal,
+  ): Promise<Row> {
     try {
       return await client.patch(`disk/${encodeURIComponent(row[".id"]!)}`, body, signal);
     } catch (e) {
@@ -337,26 +391,45 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
       let row = await rowBySlot(req.id, signal);
       if (!row) {
         const base: Row = {
-          type: "file", slot: req.id, "file-path": imgPath(req.volumePath, req.id),
-          "nvme-tcp-export": "yes", "nvme-tcp-server-port": String(req.nvmePort ?? 4420),
+          type: "file",
+          slot: req.id,
+          "file-path": imgPath(req.volumePath, req.id),
+          "nvme-tcp-export": "yes",
+          "nvme-tcp-server-port": String(req.nvmePort ?? 4420),
           "nvme-tcp-server-nqn": nqnForVolume(opts.nqnPrefix, req.id),
         };
         if (req.source) {
           const src = sourceOk(req.source) ? await rowBySlot(req.source.id, signal) : null;
           const srcMeta = src ? await metaOf(src) : {};
           const srcReady = !!src && (!isCopy(src, srcMeta) || (await copyComplete(src, srcMeta, signal)));
-          if (!src || !srcReady) throw notFound(`content source ${req.source.kind} ${req.source.id} does not exist${src ? " yet (still copying)" : ""}`);
+          if (!src || !srcReady)
+            throw notFound(
+              `content source ${req.source.kind} ${req.source.id} does not exist${src ? " yet (still copying)" : ""}`,
+            );
           row = await addCopy(await withMeta({ ...base, "copy-from": src[".id"]! }, req.meta), "copy disk", signal);
         } else {
-          const out = await addDisk(await withMeta({ ...base, "file-size": String(req.sizeBytes) }, req.meta), "create disk", signal);
-          if ("unknown" in out) throw unavailable(`create disk for ${req.id}: ${out.unknown}; the slot was not found, a retry of the RPC reads it back again before adding`);
+          const out = await addDisk(
+            await withMeta({ ...base, "file-size": String(req.sizeBytes) }, req.meta),
+            "create disk",
+            signal,
+          );
+          if ("unknown" in out)
+            throw unavailable(
+              `create disk for ${req.id}: ${out.unknown}; the slot was not found, a retry of the RPC reads it back again before adding`,
+            );
           row = out.row;
         }
       }
       const disk = await toDisk(row!, signal);
       // A restore or clone may be asked bigger than its source.
       if (!disk.copying && disk.sizeBytes < req.sizeBytes && disk.meta.source) {
-        const grown = await patchAndVerify(row!, { "file-size": String(req.sizeBytes) }, `grow copy ${req.id}`, (r) => Number(r["file-size"]) >= req.sizeBytes, signal);
+        const grown = await patchAndVerify(
+          row!,
+          { "file-size": String(req.sizeBytes) },
+          `grow copy ${req.id}`,
+          (r) => Number(r["file-size"]) >= req.sizeBytes,
+          signal,
+        );
         return rowToDisk(grown, disk.meta, false);
       }
       return disk;
@@ -369,10 +442,14 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
     },
 
     async listDisks(signal) {
-      const rows = (await client.get<Row[]>("disk", { type: "file" }, signal)).filter((r) => (r.slot ?? "").startsWith(VOLUME_PREFIX) && isVolumeId(r.slot!));
+      const rows = (await client.get<Row[]>("disk", { type: "file" }, signal)).filter(
+        (r) => (r.slot ?? "").startsWith(VOLUME_PREFIX) && isVolumeId(r.slot!),
+      );
       const metas = await Promise.all(rows.map(metaOf));
       // One /file read for every copy not yet seen complete and every row without a time, instead of one per disk.
-      const needFiles = rows.some((r, i) => (isCopy(r, metas[i]!) && !completeCopies.has(r.slot!)) || !("creation-time" in r));
+      const needFiles = rows.some(
+        (r, i) => (isCopy(r, metas[i]!) && !completeCopies.has(r.slot!)) || !("creation-time" in r),
+      );
       const files = needFiles ? await client.get<Row[]>("file", undefined, signal) : [];
       const disks = await Promise.all(rows.map((r) => toDisk(r, signal, files)));
       return disks.sort((a, b) => a.id.localeCompare(b.id));
@@ -384,7 +461,13 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
       const row = isVolumeId(id) ? await rowBySlot(id, signal) : null;
       if (!row) throw notFound(`volume ${id} does not exist`);
       if (Number(row["file-size"]) >= sizeBytes) return toDisk(row, signal);
-      const done = await patchAndVerify(row, { "file-size": String(sizeBytes) }, `grow ${id}`, (r) => Number(r["file-size"]) >= sizeBytes, signal);
+      const done = await patchAndVerify(
+        row,
+        { "file-size": String(sizeBytes) },
+        `grow ${id}`,
+        (r) => Number(r["file-size"]) >= sizeBytes,
+        signal,
+      );
       log.info({ volume_id: id, size_bytes: sizeBytes }, "disk grown");
       return toDisk(done, signal);
     },
@@ -400,14 +483,25 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
       else await saveMetaOffRouter(id, meta);
       let done: Row;
       try {
-        done = await patchAndVerify(row, body, `restrict export of ${id}`,
-          (r) => (r["nvme-tcp-server-allow-host-name"] ?? "") === allow && (!onRouter || r.comment === body.comment), signal);
+        done = await patchAndVerify(
+          row,
+          body,
+          `restrict export of ${id}`,
+          (r) => (r["nvme-tcp-server-allow-host-name"] ?? "") === allow && (!onRouter || r.comment === body.comment),
+          signal,
+        );
       } catch (e) {
         if (!(onRouter && e instanceof DomainError && NO_COMMENT.test(e.message))) throw e;
         noComments(e.message);
         await saveMetaOffRouter(id, meta);
         delete body.comment;
-        done = await patchAndVerify(row, body, `restrict export of ${id}`, (r) => (r["nvme-tcp-server-allow-host-name"] ?? "") === allow, signal);
+        done = await patchAndVerify(
+          row,
+          body,
+          `restrict export of ${id}`,
+          (r) => (r["nvme-tcp-server-allow-host-name"] ?? "") === allow,
+          signal,
+        );
       }
       log.info({ volume_id: id, allowed_hosts: allowedHosts }, "export restriction set");
       return rowToDisk(done, onRouter && hasOurComment(done) ? decodeMeta(done.comment) : meta, false);
@@ -420,11 +514,17 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
       if (!row) throw notFound(`no storage pool mounted at ${pool} on the RDS`);
       const totalBytes = Number(row.size);
       const freeBytes = Number(row.free);
-      if (!Number.isFinite(totalBytes) || !Number.isFinite(freeBytes)) throw internal(`pool ${pool}: unreadable size/free (${row.size}/${row.free})`);
+      if (!Number.isFinite(totalBytes) || !Number.isFinite(freeBytes))
+        throw internal(`pool ${pool}: unreadable size/free (${row.size}/${row.free})`);
       return { totalBytes, freeBytes };
     },
 
-    async createSnapshot(id: string, sourceVolumeId: string, volumePath: string, signal?: AbortSignal): Promise<Snapshot> {
+    async createSnapshot(
+      id: string,
+      sourceVolumeId: string,
+      volumePath: string,
+      signal?: AbortSignal,
+    ): Promise<Snapshot> {
       if (!isSnapshotId(id)) throw internal(`refusing malformed snapshot id ${id}`);
       let row = await rowBySlot(id, signal);
       if (!row) {
@@ -432,9 +532,20 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
         if (!src) throw notFound(`source volume ${sourceVolumeId} does not exist`);
         const dir = posix.dirname(src["file-path"] ?? imgPath(volumePath, sourceVolumeId));
         // Snapshots are not exported: nobody should attach to them, only copy from them.
-        row = await addCopy(await withMeta({
-          type: "file", slot: id, "file-path": imgPath(dir, id), "copy-from": src[".id"]!, "nvme-tcp-export": "no",
-        }, { source: sourceVolumeId }), "snapshot", signal);
+        row = await addCopy(
+          await withMeta(
+            {
+              type: "file",
+              slot: id,
+              "file-path": imgPath(dir, id),
+              "copy-from": src[".id"]!,
+              "nvme-tcp-export": "no",
+            },
+            { source: sourceVolumeId },
+          ),
+          "snapshot",
+          signal,
+        );
       }
       return toSnapshot(row!, signal);
     },
@@ -446,7 +557,9 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
     },
 
     async listSnapshots(signal) {
-      const rows = (await client.get<Row[]>("disk", { type: "file" }, signal)).filter((r) => (r.slot ?? "").startsWith(SNAPSHOT_PREFIX) && isSnapshotId(r.slot!));
+      const rows = (await client.get<Row[]>("disk", { type: "file" }, signal)).filter(
+        (r) => (r.slot ?? "").startsWith(SNAPSHOT_PREFIX) && isSnapshotId(r.slot!),
+      );
       const files = rows.length ? await client.get<Row[]>("file", undefined, signal) : [];
       const snaps = await Promise.all(rows.map((r) => toSnapshot(r, signal, files)));
       return snaps.sort((a, b) => a.id.localeCompare(b.id));
@@ -455,13 +568,21 @@ export function createRouterOsBackend(opts: RouterOsBackendOptions): Backend & {
     deleteSnapshot: (id, signal) => deleteSlot(id, isSnapshotId, signal),
 
     async strayFiles(signal) {
-      const [files, disks] = await Promise.all([client.get<Row[]>("file", undefined, signal), client.get<Row[]>("disk", { type: "file" }, signal)]);
+      const [files, disks] = await Promise.all([
+        client.get<Row[]>("file", undefined, signal),
+        client.get<Row[]>("disk", { type: "file" }, signal),
+      ]);
       const used = new Set(disks.map((d) => fileName(d["file-path"] ?? "")));
       return files
         .filter((f) => !used.has(f.name ?? ""))
         .map((f) => ({ f, id: /\/([^/]+)\.img$/.exec(f.name ?? "")?.[1] ?? "" }))
         .filter(({ id }) => isVolumeId(id))
-        .map(({ f, id }) => ({ volumeId: id, path: `/${f.name}`, sizeBytes: Number(f.size ?? 0), createdAt: fileTime(f) }));
+        .map(({ f, id }) => ({
+          volumeId: id,
+          path: `/${f.name}`,
+          sizeBytes: Number(f.size ?? 0),
+          createdAt: fileTime(f),
+        }));
     },
 
     /**
