@@ -14,7 +14,7 @@ import {
   notFound,
   outOfRange,
 } from "../runtime/errors.ts";
-import { createKeyLock, type KeyLock } from "../runtime/key-lock.ts";
+import { createKeyLock, type KeyLock, exclusive as exclusiveKey } from "../runtime/key-lock.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { NodeExistence } from "../k8s/node-existence.ts";
 import { PV_NAME_KEY } from "../k8s/pv-index.ts";
@@ -153,15 +153,8 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
   const paramCtx = { defaults: deps.defaults, managementHost: deps.managementHost };
 
   /** One mutating operation per volume at a time; the CO retries an ABORTED call. */
-  async function exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const release = locks.tryAcquire(`volume:${id}`);
-    if (!release) throw aborted(`an operation on ${id} is already in progress`);
-    try {
-      return await fn();
-    } finally {
-      release();
-    }
-  }
+  const exclusive = <T>(id: string, fn: () => Promise<T>): Promise<T> =>
+    exclusiveKey(locks, `volume:${id}`, `an operation on ${id} is already in progress`, fn);
 
   /** pvName: the provisioner's csi.storage.k8s.io/pv/name (--extra-create-metadata), carried for the node's PV lookups. */
   function volumeMessage(d: Disk, params: VolumeParams, pvName?: string) {

@@ -1,4 +1,5 @@
 import * as v from "valibot";
+import { ACCESS_MODES, FS_TYPES, multiNodeWriteProblem, type AccessMode } from "../csi/capabilities.ts";
 import { invalidArgument } from "../runtime/errors.ts";
 import type { VolumeParams } from "../backends/backend.ts";
 
@@ -17,18 +18,7 @@ export const NameSchema = (field: string) =>
     ),
   );
 
-export const ACCESS_MODES = [
-  "SINGLE_NODE_WRITER",
-  "SINGLE_NODE_READER_ONLY",
-  "MULTI_NODE_READER_ONLY",
-  "MULTI_NODE_SINGLE_WRITER",
-  "MULTI_NODE_MULTI_WRITER",
-  "SINGLE_NODE_SINGLE_WRITER",
-  "SINGLE_NODE_MULTI_WRITER",
-] as const;
-export type AccessMode = (typeof ACCESS_MODES)[number];
-
-export const FS_TYPES = ["ext4", "xfs"] as const;
+export { ACCESS_MODES, FS_TYPES, type AccessMode } from "../csi/capabilities.ts";
 
 export interface VolumeCapability {
   access_type: "mount" | "block";
@@ -57,12 +47,9 @@ export function unsupportedCapability(c: VolumeCapability): string | null {
   if (c.access_type === "mount") {
     const fs = c.mount?.fs_type ?? "";
     if (fs && !(FS_TYPES as readonly string[]).includes(fs))
-      return `fs_type ${JSON.stringify(fs)} is not supported (ext4, xfs)`;
-    // Two hosts writing one ext4/xfs corrupts it: only block volumes (live migration) may be multi-node writable.
-    if (mode === "MULTI_NODE_MULTI_WRITER" || mode === "MULTI_NODE_SINGLE_WRITER")
-      return `${mode} is only supported for block volumes`;
+      return `fs_type ${JSON.stringify(fs)} is not supported (${FS_TYPES.join(", ")})`;
   }
-  return null;
+  return multiNodeWriteProblem(c.access_type, mode);
 }
 
 export const isMultiNode = (mode: string) => mode.startsWith("MULTI_NODE_");

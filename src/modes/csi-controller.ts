@@ -5,7 +5,7 @@ import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
 import type { COMMON_OPTIONS } from "../config/options.ts";
 import { GO_DRIVER_DEFAULT_PREFIX } from "../config/nqn.ts";
 import { AbsolutePath, DurationMs } from "../config/schemas.ts";
-import { volumePathProblem } from "../controller/validation.ts";
+import { FS_TYPES, volumePathProblem } from "../controller/validation.ts";
 import { controllerAdminSocketPath } from "../runtime/admin.ts";
 import { daemonDirsProblem } from "../runtime/daemon-dirs.ts";
 import { errorMessage } from "../runtime/errors.ts";
@@ -75,7 +75,7 @@ const OPTIONS = [
     default: 0,
     schema: Int(0, 3600),
   },
-  { name: "fs-type", type: "string", describe: "Default filesystem", default: "ext4", choices: ["ext4", "xfs"] },
+  { name: "fs-type", type: "string", describe: "Default filesystem", default: "ext4", choices: FS_TYPES },
   {
     name: "admin-socket",
     type: "string",

@@ -1,5 +1,5 @@
 import { invalidArgument } from "../runtime/errors.ts";
-import { SUPPORTED_FS, type FsType } from "../fs/mkfs.ts";
+import { FS_TYPES, isAccessMode, multiNodeWriteProblem, type FsType } from "../csi/capabilities.ts";
 
 /**
  * Validation of Node RPC requests as decoded by src/csi/proto.ts (snake_case, enums as names,
@@ -13,18 +13,6 @@ export interface Capability {
   mountFlags: string[];
 }
 
-const NODE_MODES = new Set([
-  "SINGLE_NODE_WRITER",
-  "SINGLE_NODE_READER_ONLY",
-  "SINGLE_NODE_SINGLE_WRITER",
-  "SINGLE_NODE_MULTI_WRITER",
-  "MULTI_NODE_READER_ONLY",
-  "MULTI_NODE_SINGLE_WRITER",
-  "MULTI_NODE_MULTI_WRITER",
-]);
-/** One filesystem mounted by several nodes at once corrupts it; only a raw device can be shared. */
-const MULTI_NODE_WRITE = new Set(["MULTI_NODE_SINGLE_WRITER", "MULTI_NODE_MULTI_WRITER"]);
-export const SINGLE_WRITER_MODES = new Set(["SINGLE_NODE_WRITER", "SINGLE_NODE_SINGLE_WRITER"]);
 const SAFE_FLAG = /^[A-Za-z0-9_][A-Za-z0-9_=.:-]*$/;
 
 export function requireString(req: any, field: string): string {
@@ -41,23 +29,19 @@ export function parseCapability(req: any, field = "volume_capability"): Capabili
   if (accessType !== "mount" && accessType !== "block")
     throw invalidArgument(`${field}.access_type`, "must be mount or block");
   const accessMode = cap.access_mode?.mode;
-  if (typeof accessMode !== "string" || !NODE_MODES.has(accessMode))
+  if (!isAccessMode(accessMode))
     throw invalidArgument(`${field}.access_mode.mode`, `is missing or unknown: ${JSON.stringify(accessMode)}`);
-  if (accessType === "mount" && MULTI_NODE_WRITE.has(accessMode)) {
-    throw invalidArgument(
-      `${field}.access_mode.mode`,
-      `${accessMode} is only supported for block volumes (a filesystem cannot be written by several nodes)`,
-    );
-  }
+  const multiNode = multiNodeWriteProblem(accessType, accessMode);
+  if (multiNode) throw invalidArgument(`${field}.access_mode.mode`, multiNode);
   let fsType: FsType = "ext4";
   let mountFlags: string[] = [];
   if (accessType === "mount") {
     const raw = cap.mount?.fs_type ?? "";
     if (raw !== "") {
-      if (!(SUPPORTED_FS as readonly string[]).includes(raw))
+      if (!(FS_TYPES as readonly string[]).includes(raw))
         throw invalidArgument(
           `${field}.mount.fs_type`,
-          `must be one of ${SUPPORTED_FS.join(", ")}, got ${JSON.stringify(raw)}`,
+          `must be one of ${FS_TYPES.join(", ")}, got ${JSON.stringify(raw)}`,
         );
       fsType = raw as FsType;
     }

@@ -11,7 +11,7 @@ import {
   aborted,
 } from "../runtime/errors.ts";
 import type { Runner, RunnerStats } from "../runtime/exec.ts";
-import type { KeyLock } from "../runtime/key-lock.ts";
+import { exclusive as exclusiveKey, type KeyLock } from "../runtime/key-lock.ts";
 import type { Logger } from "../runtime/log.ts";
 import { checkFilesystem } from "../fs/health-check.ts";
 import { ext4SmallerThanDevice, growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
@@ -36,7 +36,8 @@ import type { ProbeRegistry } from "../mount/probe.ts";
 import { assertNoStorm, assertTableSane } from "../mount/storm-guard.ts";
 import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
 import type { KubeletPaths } from "./kubelet-paths.ts";
-import { parseCapability, requireString, SINGLE_WRITER_MODES, type Capability } from "./requests.ts";
+import { SINGLE_WRITER_MODES } from "../csi/capabilities.ts";
+import { parseCapability, requireString, type Capability } from "./requests.ts";
 import type { StagingRecord, StagingRecords } from "./staging-records.ts";
 import { parseVolumeContext } from "./volume-context.ts";
 import { filesystemStats, withTransportProblem } from "./volume-stats.ts";
@@ -140,15 +141,13 @@ export function createNodeService(deps: NodeServiceDeps) {
   const t = { ...DEFAULT_NODE_TIMEOUTS, ...deps.timeouts };
   const ops = (timeoutMs = t.commandMs, log = deps.log): OpsOptions => ({ runner: deps.runner, log, timeoutMs });
 
-  async function exclusive<T>(volumeId: string, op: string, fn: () => Promise<T>): Promise<T> {
-    const release = deps.locks.tryAcquire(volumeId);
-    if (!release) throw aborted(`an operation on volume ${volumeId} is already in progress; retry later (${op})`);
-    try {
-      return await fn();
-    } finally {
-      release();
-    }
-  }
+  const exclusive = <T>(volumeId: string, op: string, fn: () => Promise<T>): Promise<T> =>
+    exclusiveKey(
+      deps.locks,
+      volumeId,
+      `an operation on volume ${volumeId} is already in progress; retry later (${op})`,
+      fn,
+    );
 
   /** Reads the mount table and refuses when mounting would hang or add to a storm. */
   async function preflight(): Promise<MountEntry[]> {

@@ -1,3 +1,5 @@
+import { aborted } from "./errors.ts";
+
 /**
  * Non-blocking per-key exclusion: a second operation on a key that is busy is refused at once
  * (the CO retries), rather than queued behind an operation that may be stuck.
@@ -24,4 +26,18 @@ export function createKeyLock(): KeyLock {
     held: (key) => busy.has(key),
     keys: () => [...busy],
   };
+}
+
+/**
+ * Runs `fn` holding `key`, or refuses at once with ABORTED (`busy` says what was asked) when another
+ * operation holds it: both CSI services serialise per volume this way.
+ */
+export async function exclusive<T>(locks: KeyLock, key: string, busy: string, fn: () => Promise<T>): Promise<T> {
+  const release = locks.tryAcquire(key);
+  if (!release) throw aborted(busy);
+  try {
+    return await fn();
+  } finally {
+    release();
+  }
 }
