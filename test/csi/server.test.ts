@@ -14,7 +14,7 @@ afterAll(async () => {
   for (const s of servers) await s.close();
 });
 
-async function start(name: string, node: Record<string, (req: any) => Promise<unknown>> = {}) {
+async function start(name: string, node: Record<string, (req: any) => Promise<unknown>> = {}, maxInFlight?: number) {
   const cap = captureLogger();
   const metrics = createMetrics();
   const shutdown = createShutdownCoordinator({ graceMs: 2000, log: cap.log });
@@ -33,6 +33,7 @@ async function start(name: string, node: Record<string, (req: any) => Promise<un
     shutdown,
     log: cap.log,
     metrics,
+    ...(maxInFlight ? { maxInFlight } : {}),
   });
   servers.push(server);
   return { server, client: csiClient(endpoint), cap, metrics, shutdown, socket: `${dir}/${name}.sock` };
@@ -129,5 +130,39 @@ describe("CSI server and RPC wrapper", () => {
       }),
     ).rejects.toThrow(/not a socket/);
     expect(await Bun.file(`${dir}/notasocket.sock`).text()).toBe("precious");
+  });
+
+  test("at most maxInFlight RPCs of a service run at once; the next get RESOURCE_EXHAUSTED, and room comes back", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let started = 0;
+    const { client } = await start(
+      "shed",
+      {
+        NodeGetCapabilities: async () => {
+          started++;
+          await gate;
+          return { capabilities: [] };
+        },
+      },
+      2,
+    );
+    const codes = Array.from({ length: 5 }, () =>
+      client.node.NodeGetCapabilities({}).then(
+        () => 0,
+        (e: { code: number }) => e.code,
+      ),
+    );
+    while (started < 2) await Bun.sleep(5);
+    await Bun.sleep(50);
+    // Identity has its own, larger room: a Probe still answers while Node is full.
+    expect(await client.identity.Probe({})).toEqual({ ready: { value: true } });
+    release();
+    const got = await Promise.all(codes);
+    expect(got.filter((c) => c === 0).length).toBe(2);
+    expect(got.filter((c) => c === 8).length).toBe(3);
+    expect(started).toBe(2);
+    expect(await client.node.NodeGetCapabilities({})).toEqual({ capabilities: [] });
+    client.close();
   });
 });
