@@ -94,6 +94,8 @@ export interface NodeServiceDeps {
 }
 
 type Req = any;
+/** What a Node RPC takes from the call beside its request (csi/server.ts's RpcContext). */
+type RpcSignal = { signal?: AbortSignal };
 
 const NODE_CAPABILITIES = [
   "STAGE_UNSTAGE_VOLUME",
@@ -150,7 +152,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     );
 
   /** Reads the mount table and refuses when mounting would hang or add to a storm. */
-  async function preflight(): Promise<MountEntry[]> {
+  async function preflight(signal?: AbortSignal): Promise<MountEntry[]> {
     const stuck = deps.runner.stuck?.() ?? 0;
     if (stuck > 0) {
       throw unavailable(
@@ -159,7 +161,12 @@ export function createNodeService(deps: NodeServiceDeps) {
     }
     let mounts: MountEntry[];
     try {
-      mounts = await readMountinfo({ runner: deps.runner, procRoot: deps.procRoot, timeoutMs: t.mountinfoMs });
+      mounts = await readMountinfo({
+        runner: deps.runner,
+        procRoot: deps.procRoot,
+        timeoutMs: t.mountinfoMs,
+        ...(signal ? { signal } : {}),
+      });
     } catch (e) {
       if (isDeadlineError(e))
         throw unavailable(
@@ -308,7 +315,13 @@ export function createNodeService(deps: NodeServiceDeps) {
     if (grow && fsType === "xfs") await growFilesystem(device.devicePath, stagingPath, "xfs", growOpts);
   }
 
-  async function NodeStageVolume(req: Req) {
+  /**
+   * The CO's cancel (a client deadline) stops what has not changed anything yet: path checks, the
+   * mount table read and the attach (an nvme connect waiting for its device). fsck, mkfs and mount
+   * are not cancelled: a half-made filesystem or a mount the kernel is completing must finish.
+   */
+  async function NodeStageVolume(req: Req, ctx?: RpcSignal) {
+    const signal = ctx?.signal;
     const volumeId = requireString(req, "volume_id");
     const stagingPath = deps.paths.lexical("staging_target_path", requireString(req, "staging_target_path"));
     const cap = parseCapability(req);
@@ -319,7 +332,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       ...(target.nqn ? { nqn: target.nqn } : {}),
     });
     return exclusive(volumeId, "NodeStageVolume", async () => {
-      await deps.paths.confine({ staging_target_path: stagingPath });
+      await deps.paths.confine({ staging_target_path: stagingPath }, signal);
       const existing = await deps.records.read(volumeId);
       if (existing) {
         const conflict = stagingConflict(existing, target, cap, stagingPath);
@@ -336,7 +349,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       const releaseFile = target.backingFile ? deps.locks.tryAcquire(`file:${target.backingFile}`) : () => {};
       if (!releaseFile) throw aborted(`another operation is attaching ${target.backingFile}; retry later`);
       try {
-        return await stageLocked(volumeId, stagingPath, cap, target, existing, log);
+        return await stageLocked(volumeId, stagingPath, cap, target, existing, log, signal);
       } finally {
         releaseFile();
       }
@@ -350,8 +363,9 @@ export function createNodeService(deps: NodeServiceDeps) {
     target: VolumeTarget,
     existing: StagingRecord | null,
     log: Logger,
+    signal?: AbortSignal,
   ) {
-    const mounts = await preflight();
+    const mounts = await preflight(signal);
     if (!existing && deps.maxVolumes > 0 && (await deps.records.list()).length >= deps.maxVolumes) {
       throw new DomainError(
         "resource-exhausted",
@@ -388,7 +402,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     }
     // Recorded before the first change, so unstage can undo a stage that crashed halfway.
     if (!existing) await deps.records.write(record);
-    const device = await deps.connectors[target.transport].attach(target).catch((e) => {
+    const device = await deps.connectors[target.transport].attach(target, signal).catch((e) => {
       log.error(
         { err: (e as Error).message, gc_would: "detach the volume if it stays unstaged" },
         "attach failed; leaving whatever was set up in place",
@@ -504,12 +518,12 @@ export function createNodeService(deps: NodeServiceDeps) {
     await deps.connectors["nvme-tcp"].detach(legacy.volume);
   }
 
-  async function NodeUnstageVolume(req: Req) {
+  async function NodeUnstageVolume(req: Req, ctx?: RpcSignal) {
     const volumeId = requireString(req, "volume_id");
     const stagingPath = deps.paths.lexical("staging_target_path", requireString(req, "staging_target_path"));
     const log = deps.log.child({ op: "NodeUnstageVolume", volume_id: volumeId });
     return exclusive(volumeId, "NodeUnstageVolume", async () => {
-      await deps.paths.confine({ staging_target_path: stagingPath });
+      await deps.paths.confine({ staging_target_path: stagingPath }, ctx?.signal);
       const record = await deps.records.read(volumeId);
       if (record && record.staging_path !== stagingPath) {
         throw failedPrecondition(
@@ -561,7 +575,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     throw failedPrecondition(`${path} is ${what}, which this driver did not create there; not removing it`);
   }
 
-  async function NodePublishVolume(req: Req) {
+  async function NodePublishVolume(req: Req, ctx?: RpcSignal) {
     const volumeId = requireString(req, "volume_id");
     const stagingPath = deps.paths.lexical("staging_target_path", requireString(req, "staging_target_path"));
     const targetPath = deps.paths.lexical("target_path", requireString(req, "target_path"));
@@ -570,7 +584,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     if (targetPath === stagingPath) throw invalidArgument("target_path", "must differ from staging_target_path");
     const log = deps.log.child({ op: "NodePublishVolume", volume_id: volumeId });
     return exclusive(volumeId, "NodePublishVolume", async () => {
-      await deps.paths.confine({ staging_target_path: stagingPath, target_path: targetPath });
+      await deps.paths.confine({ staging_target_path: stagingPath, target_path: targetPath }, ctx?.signal);
       const record = await deps.records.read(volumeId);
       if (!record || record.state !== "staged")
         throw failedPrecondition(`volume ${volumeId} is not staged on this node`);
@@ -680,12 +694,12 @@ export function createNodeService(deps: NodeServiceDeps) {
     await makeBlockNode(targetPath, device.dev, readonly, o);
   }
 
-  async function NodeUnpublishVolume(req: Req) {
+  async function NodeUnpublishVolume(req: Req, ctx?: RpcSignal) {
     const volumeId = requireString(req, "volume_id");
     const targetPath = deps.paths.lexical("target_path", requireString(req, "target_path"));
     const log = deps.log.child({ op: "NodeUnpublishVolume", volume_id: volumeId });
     return exclusive(volumeId, "NodeUnpublishVolume", async () => {
-      await deps.paths.confine({ target_path: targetPath });
+      await deps.paths.confine({ target_path: targetPath }, ctx?.signal);
       const record = await deps.records.read(volumeId);
       refuseClaimed(await otherRecords(volumeId), targetPath, "target_path");
       const owned = record?.publications.find((p) => p.target_path === targetPath);

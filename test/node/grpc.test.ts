@@ -103,6 +103,40 @@ describe("csi-node over gRPC", () => {
     n.client.close();
   }, 30_000);
 
+  test("a NodeStage the CO cancels while nvme connect hangs releases the volume: the retry stages within moments, not after the 30 s connect deadline", async () => {
+    const n = await startNode();
+    writeFileSync(join(n.fake, "connect-mode"), "hang");
+    const staging = join(n.base, "kubelet", "plugins", "cancel", "globalmount");
+    const req = {
+      volume_id: "pvc-cancel",
+      staging_target_path: staging,
+      volume_capability: { block: {}, access_mode: { mode: "SINGLE_NODE_WRITER" } },
+      volume_context: { nqn: PVC, nvmeAddress: "10.42.0.1", nvmePort: "4420" },
+    };
+    // The client gives up after 1 s (the connect deadline is 30 s): the hanging connect is killed.
+    const first = await n.client.node.NodeStageVolume!(req, { deadlineMs: 1_000 }).then(
+      () => 0,
+      (e: { code: number }) => e.code,
+    );
+    expect(first).toBe(4);
+    writeFileSync(join(n.fake, "connect-mode"), "ok");
+    // Without the cancel the volume stays locked (ABORTED) until the 30 s connect deadline; with it,
+    // the hanging connect is killed and the retry stages within a moment of the cancellation.
+    let retry = -1;
+    const until = Date.now() + 3_000;
+    while (retry !== 0 && Date.now() < until) {
+      retry = await n.client.node.NodeStageVolume!(req).then(
+        () => 0,
+        (e: { code: number }) => e.code,
+      );
+      if (retry !== 0) await Bun.sleep(100);
+    }
+    expect(retry).toBe(0);
+    process.kill(n.child.pid!, "SIGTERM");
+    await n.exited;
+    n.client.close();
+  }, 30_000);
+
   test("Probe answers in under 100 ms while a stats probe is stuck on a frozen FUSE mount", async () => {
     const n = await startNode();
     mkdirSync(join(n.base, "kubelet"), { recursive: true });
