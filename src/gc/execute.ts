@@ -186,7 +186,15 @@ export function freshPlanRecheck(
         { slotPrefix: factDeps.slotPrefix, graceMs: factDeps.graceMs, now: facts.now, timeoutMs: factDeps.timeoutMs },
         [disk],
       );
-      if (attachments) facts.attachments = attachments;
+      if (c.action.type === "drop-allowed-host") {
+        // Read the cluster again: the volume may have been published to that node since the plan.
+        if (!factDeps.attachments) return { skip: "no attachment facts to re-check against" };
+        try {
+          facts.attachments = await factDeps.attachments();
+        } catch (e) {
+          return { skip: `could not re-read attachments: ${(e as Error).message}` };
+        }
+      } else if (attachments) facts.attachments = attachments;
     }
     const fresh = plan(facts);
     const same = fresh.candidates.find(

@@ -68,10 +68,18 @@ interface KubeconfigDoc {
 export async function kubeconfigAccess(path: string): Promise<KubeAccess> {
   const bad = (msg: string) => invalidArgument("kubeconfig", `${path}: ${msg}`);
   let doc: KubeconfigDoc;
+  let text: string;
   try {
-    doc = parseYaml(await readText(path)) as KubeconfigDoc;
+    text = await readText(path);
   } catch (e) {
     throw bad(`cannot read it: ${errorMessage(e)}`);
+  }
+  try {
+    doc = parseYaml(text) as KubeconfigDoc;
+  } catch (e) {
+    // The parser's message quotes the offending source line, which may be the token: only the line number goes out.
+    const line = (e as { linePos?: { line: number }[] }).linePos?.[0]?.line;
+    throw bad(`is not valid YAML${line ? ` (line ${line})` : ""}`);
   }
   if (!doc || typeof doc !== "object") throw bad("is not a kubeconfig");
   const ctxName = doc["current-context"];

@@ -135,22 +135,35 @@ export function createKubeClient(opts: KubeClientOptions): KubeClient {
     }
   }
 
-  /** All pages of a list, within one deadline per page (the API hands a `continue` token per page). */
+  /** All pages of a list (the API hands a `continue` token per page), within one deadline for the whole list. */
   async function listAll<T>(path: string, signal?: AbortSignal): Promise<T[]> {
-    const out: T[] = [];
-    let cont: string | undefined;
-    for (let page = 0; page < 10_000; page++) {
-      const body = await call<{ items?: T[]; metadata?: { _continue?: string; continue?: string } }>(
-        "GET",
-        path,
-        { query: { limit: String(pageSize), ...(cont ? { continue: cont } : {}) } },
+    try {
+      return await withDeadline(
+        `listing ${path}`,
+        opts.timeoutMs,
+        async (listSignal) => {
+          const out: T[] = [];
+          let cont: string | undefined;
+          for (let page = 0; page < 10_000; page++) {
+            const body = await call<{ items?: T[]; metadata?: { _continue?: string; continue?: string } }>(
+              "GET",
+              path,
+              { query: { limit: String(pageSize), ...(cont ? { continue: cont } : {}) } },
+              listSignal,
+            );
+            out.push(...(body.items ?? []));
+            cont = body.metadata?.continue || undefined;
+            if (!cont) return out;
+          }
+          throw new KubeApiError("GET", path, "network", "list did not end after 10000 pages");
+        },
         signal,
       );
-      out.push(...(body.items ?? []));
-      cont = body.metadata?.continue || undefined;
-      if (!cont) return out;
+    } catch (e) {
+      if (isDeadlineError(e))
+        throw new KubeApiError("GET", path, "timeout", `list not complete within ${opts.timeoutMs} ms`);
+      throw e;
     }
-    throw new KubeApiError("GET", path, "network", "list did not end after 10000 pages");
   }
 
   const seg = encodeURIComponent;

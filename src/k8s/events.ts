@@ -1,3 +1,4 @@
+import { redactText } from "../runtime/redact.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { KubeClient, WireEvent } from "./client.ts";
@@ -164,7 +165,8 @@ export function createEventRecorder(opts: EventRecorderOptions): EventRecorder {
         action: e.action.slice(0, 128),
         reason: e.reason.slice(0, 128),
         type: e.type,
-        note: e.note.length > NOTE_MAX ? `${e.note.slice(0, NOTE_MAX - 1)}…` : e.note,
+        // Notes carry error text; the API server is one more place a secret must not reach.
+        note: truncateNote(redactText(e.note)),
         regarding: e.regarding,
         ...(e.related ? { related: e.related } : {}),
       };
@@ -188,3 +190,5 @@ export function createEventRecorder(opts: EventRecorderOptions): EventRecorder {
     },
   };
 }
+
+const truncateNote = (note: string) => (note.length > NOTE_MAX ? `${note.slice(0, NOTE_MAX - 1)}…` : note);

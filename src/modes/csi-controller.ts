@@ -166,7 +166,7 @@ export const mode: Mode<ControllerConfig> = {
     const server = await startCsiServer({
       endpoint: cfg.endpoint,
       socketMode: cfg.socketMode,
-      allowSharedSocketDir: cfg.allowSharedSocketDir === true,
+      allowSharedSocketDir: cfg.allowSharedSocketDir,
       handlers: {
         Identity: identityHandlers({
           driverName: cfg.driverName,

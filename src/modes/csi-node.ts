@@ -9,7 +9,7 @@ import { readMountinfo } from "../mount/mountinfo.ts";
 import { createProbeRegistry } from "../mount/probe.ts";
 import { DEFAULT_STORM_THRESHOLD, DEFAULT_STORM_TOTAL } from "../mount/storm-guard.ts";
 import { createLoopConnector } from "../node/loop-connector.ts";
-import { createNodeService } from "../node/service.ts";
+import { createNodeService, DEFAULT_NODE_TIMEOUTS } from "../node/service.ts";
 import { kubeletPaths } from "../node/kubelet-paths.ts";
 import { DEFAULTS } from "../config/defaults.ts";
 import { HOST_NQN_FILE_OPTION, NVME_COMMAND_OPTION } from "../config/options.ts";
@@ -243,7 +243,7 @@ export const mode: Mode<NodeConfig> = {
         loop: createLoopConnector({ runner, log: ctx.log }),
       },
       records,
-      paths: kubeletPaths({ kubeletDir, runner: ctx.runner, log: ctx.log, timeoutMs: 15_000 }),
+      paths: kubeletPaths({ kubeletDir, runner, log: ctx.log, timeoutMs: DEFAULT_NODE_TIMEOUTS.commandMs }),
       fileDir: c.fileDir,
       legacyNqnFor: (id) => (isVolumeId(id) ? nqnForVolume(prefix, id) : undefined),
       breakers: ctx.breakers,
@@ -264,7 +264,7 @@ export const mode: Mode<NodeConfig> = {
     const server = await startCsiServer({
       endpoint: c.endpoint,
       socketMode: c.socketMode,
-      allowSharedSocketDir: c.allowSharedSocketDir === true,
+      allowSharedSocketDir: c.allowSharedSocketDir,
       handlers: {
         Identity: identityHandlers({
           driverName: c.driverName,

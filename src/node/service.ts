@@ -184,8 +184,9 @@ export function createNodeService(deps: NodeServiceDeps) {
    * Unmounts everything stacked at path. The table read once up front says how many there are; a
    * successful umount removes exactly the top one, so the table is not read again after each.
    */
-  async function unmountAll(path: string, log: Logger): Promise<MountEntry[]> {
-    const mounts = await preflight();
+  async function unmountAll(path: string, log: Logger, known?: MountEntry[]): Promise<MountEntry[]> {
+    // A table the RPC has just read is used as it is; reading it again would only repeat the child.
+    const mounts = known ?? (await preflight());
     const stacked = mountsAt(mounts, path).length;
     if (stacked > MAX_UNMOUNT_ROUNDS)
       throw failedPrecondition(`${path} has ${stacked} mounts stacked; run rds-csi doctor and rds-csi gc`);
@@ -349,7 +350,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       const releaseFile = target.backingFile ? deps.locks.tryAcquire(`file:${target.backingFile}`) : () => {};
       if (!releaseFile) throw aborted(`another operation is attaching ${target.backingFile}; retry later`);
       try {
-        return await stageLocked(volumeId, stagingPath, cap, target, existing, log, signal);
+        return await stageLocked(volumeId, stagingPath, cap, target, existing, others.length, log, signal);
       } finally {
         releaseFile();
       }
@@ -362,11 +363,13 @@ export function createNodeService(deps: NodeServiceDeps) {
     cap: Capability,
     target: VolumeTarget,
     existing: StagingRecord | null,
+    otherVolumes: number,
     log: Logger,
     signal?: AbortSignal,
   ) {
     const mounts = await preflight(signal);
-    if (!existing && deps.maxVolumes > 0 && (await deps.records.list()).length >= deps.maxVolumes) {
+    // The records were just listed (otherRecords): without one of its own, this volume would be one more.
+    if (!existing && deps.maxVolumes > 0 && otherVolumes >= deps.maxVolumes) {
       throw new DomainError(
         "resource-exhausted",
         `this node already has ${deps.maxVolumes} volumes staged (max-volumes)`,
@@ -501,7 +504,7 @@ export function createNodeService(deps: NodeServiceDeps) {
     let mounts = await preflight();
     refuseForeignMounts(mounts, stagingPath, volumeId, legacy?.device, "staging_target_path");
     if (!legacy) return;
-    mounts = await unmountAll(stagingPath, log);
+    mounts = await unmountAll(stagingPath, log, mounts);
     const users = mounts.filter((m) => m.dev === legacy.device.dev);
     if (users.length > 0) {
       throw failedPrecondition(
@@ -709,7 +712,7 @@ export function createNodeService(deps: NodeServiceDeps) {
       const mounts = await preflight();
       // A publication the record lists is ours whatever is mounted (the device may be gone); else only the volume's own device.
       if (!owned) refuseForeignMounts(mounts, targetPath, volumeId, device, "target_path");
-      if (mountsAt(mounts, targetPath).length > 0) await unmountAll(targetPath, log);
+      if (mountsAt(mounts, targetPath).length > 0) await unmountAll(targetPath, log, mounts);
       crashPoint("node.unpublish.unmounted");
       const blockDev = record?.access_type === "block" || (!record && device) ? device?.dev : undefined;
       await removeOwned(targetPath, { directory: true, ...(blockDev ? { blockDev } : {}) }, log);

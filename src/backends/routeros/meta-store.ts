@@ -2,6 +2,9 @@ import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { DiskMeta } from "../backend.ts";
 import { readJson, writeJsonAtomic } from "../file/atomic-json.ts";
+import { withDeadline } from "../../runtime/deadline.ts";
+
+const IO_TIMEOUT_MS = 10_000;
 
 /**
  * Where disk metadata lives when the router's `/disk` rows take no `comment`: one JSON map slot → meta
@@ -21,11 +24,14 @@ export function createSlotStore<T>(path: string): SlotStore<T> {
   let map: Record<string, T> | undefined;
   // Writes are chained so two RPCs never interleave a read-modify-write of the file.
   let queue: Promise<unknown> = Promise.resolve();
-  const load = async () => (map ??= (await readJson<Record<string, T>>(path)) ?? {});
-  const persist = async () => {
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    await writeJsonAtomic(path, map);
-  };
+  // The state dir is local disk, but a write that hangs must not hold every later RPC in the queue.
+  const load = async () =>
+    (map ??= (await withDeadline(`reading ${path}`, IO_TIMEOUT_MS, () => readJson<Record<string, T>>(path))) ?? {});
+  const persist = () =>
+    withDeadline(`writing ${path}`, IO_TIMEOUT_MS, async () => {
+      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+      await writeJsonAtomic(path, map);
+    });
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
     const p = queue.then(fn, fn);
     queue = p.catch(() => {});
