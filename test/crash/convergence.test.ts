@@ -22,6 +22,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { CsiClient } from "../../src/csi/client.ts";
+import { releaseUnder } from "../helpers/release-under.ts";
 import { ensureBinary, killAllSpawned, outcome, spawnBinary, waitAnswering, type Daemon } from "../helpers/binary.ts";
 
 const GiB = 2 ** 30;
@@ -34,17 +35,7 @@ const mountCap = (fs_type: string) => ({
 beforeAll(() => ensureBinary());
 afterAll(() => {
   killAllSpawned();
-  const mine = readFileSync("/proc/self/mountinfo", "utf8")
-    .split("\n")
-    .map((l) => l.split(" ")[4] ?? "")
-    .filter((m) => m.startsWith(`${dir}/`))
-    .reverse();
-  for (const m of mine) Bun.spawnSync(["umount", "-l", m]);
-  const loops = Bun.spawnSync(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"]).stdout.toString();
-  for (const line of loops.split("\n")) {
-    const [dev, file] = line.trim().split(/\s+/);
-    if (dev && file?.startsWith(`${dir}/`)) Bun.spawnSync(["losetup", "-d", dev]);
-  }
+  releaseUnder(dir);
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
+import { releaseUnder } from "../helpers/release-under.ts";
 import {
   chmodSync,
   existsSync,
@@ -43,12 +44,7 @@ const cap = { mount: { fs_type: "ext4", mount_flags: [] }, access_mode: { mode: 
 beforeAll(() => ensureBinary());
 afterAll(() => {
   killAllSpawned();
-  for (const m of mountPointsUnder(dir).reverse()) Bun.spawnSync(["umount", "-l", m]);
-  const loops = Bun.spawnSync(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"]).stdout.toString();
-  for (const line of loops.split("\n")) {
-    const [dev, file] = line.trim().split(/\s+/);
-    if (dev && file?.startsWith(`${dir}/`)) Bun.spawnSync(["losetup", "-d", dev]);
-  }
+  releaseUnder(dir);
   rmSync(dir, { recursive: true, force: true });
 });
 

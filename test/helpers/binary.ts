@@ -67,12 +67,5 @@ export function killAllSpawned(): void {
   for (const p of spawned) if (p.exitCode === null) p.kill("SIGKILL");
 }
 
-/** gRPC outcome of a call: code 0 with the value, or the status code and details. */
-export async function outcome<T>(p: Promise<T>): Promise<{ code: number; details: string; value?: T }> {
-  try {
-    return { code: 0, details: "", value: await p };
-  } catch (e) {
-    const err = e as { code?: number; details?: string; message?: string };
-    return { code: typeof err.code === "number" ? err.code : -1, details: err.details ?? err.message ?? String(e) };
-  }
-}
+// One definition of "what did the RPC answer", shared with the conformance suite.
+export { outcome } from "../conformance/harness.ts";
