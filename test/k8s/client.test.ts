@@ -251,3 +251,14 @@ describe("PV-annotation reset (in process)", () => {
     expect(note).toContain("rds-csi breaker reset volume:pvc-r1");
   });
 });
+
+test("a kubeconfig that is not valid YAML is refused naming the line, never quoting it (it may hold the token)", async () => {
+  const { kubeconfigAccess } = await import("../../src/k8s/access.ts");
+  const { mkdtempSync, writeFileSync } = await import("node:fs");
+  const file = `${mkdtempSync("/tmp/rds-kubeconfig-")}/config`;
+  writeFileSync(file, "users:\n- name: u\n  user:\n    token: s3cr3tTOKEN: x\n");
+  const e = await kubeconfigAccess(file).catch((x) => x);
+  expect(e.kind).toBe("invalid-argument");
+  expect(e.message).toContain("not valid YAML");
+  expect(e.message).not.toContain("s3cr3tTOKEN");
+});
