@@ -14,4 +14,4 @@ test("every TypeScript file in src, test and scripts is formatted", () => {
     exit: 0,
     unformatted: [],
   });
-});
+}, 60_000);
