@@ -1,4 +1,4 @@
-import type { Handlers } from "./server.ts";
+import type { Handlers } from "./handler.ts";
 
 export interface IdentityOptions {
   driverName: string;

@@ -8,17 +8,9 @@ import { csiPackage, grpcAddress } from "./proto.ts";
 import { checkRequestBounds } from "./request-bounds.ts";
 import { bindPrivateSocket } from "../runtime/private-socket.ts";
 import { STATUS_OF_KIND, statusName } from "./status.ts";
+import type { Handlers, RpcContext, RpcHandler } from "./handler.ts";
 
-export interface RpcContext {
-  log: Logger;
-  method: string;
-  /** Aborted when the client cancels the call. */
-  signal: AbortSignal;
-}
-
-// Requests arrive as loosely typed decoded protobuf objects; each service validates its own.
-export type RpcHandler = (req: any, ctx: RpcContext) => Promise<unknown>;
-export type Handlers = Record<string, RpcHandler>;
+export type { Handlers, RpcContext, RpcHandler } from "./handler.ts";
 
 export interface CsiServerOptions {
   endpoint: string;
@@ -56,9 +48,15 @@ const DEFAULT_UNTRACKED = new Set([
   "NodeGetInfo",
 ]);
 
+/** A top-level string field of a decoded request, before any schema has looked at it ("" when absent). */
+function field(req: unknown, name: string): string {
+  const value = typeof req === "object" && req !== null ? (req as Record<string, unknown>)[name] : undefined;
+  return typeof value === "string" ? value : "";
+}
+
 /** Which resource an RPC is about, for logs and the in-flight list. */
-function keyOf(req: any): string {
-  return req?.volume_id || req?.name || req?.snapshot_id || req?.source_volume_id || "";
+function keyOf(req: unknown): string {
+  return field(req, "volume_id") || field(req, "name") || field(req, "snapshot_id") || field(req, "source_volume_id");
 }
 
 function toServiceError(e: unknown, log: Logger, method: string): grpc.ServiceError {
@@ -83,7 +81,7 @@ function wrap(
   handler: RpcHandler,
   opts: CsiServerOptions,
   load: { inFlight: number; max: number },
-): grpc.handleUnaryCall<any, any> {
+): grpc.handleUnaryCall<unknown, unknown> {
   const untracked = opts.untracked ?? DEFAULT_UNTRACKED;
   return (call, callback) => {
     const started = performance.now();
@@ -110,10 +108,8 @@ function wrap(
     }
     load.inFlight++;
     const key = keyOf(call.request);
-    const log = opts.log.child({
-      op: method,
-      ...(call.request?.volume_id ? { volume_id: call.request.volume_id } : {}),
-    });
+    const volumeId = field(call.request, "volume_id");
+    const log = opts.log.child({ op: method, ...(volumeId ? { volume_id: volumeId } : {}) });
     const abort = new AbortController();
     call.on("cancelled", () => abort.abort(new DomainError("aborted", "client cancelled the call")));
     const ctx: RpcContext = { log, method, signal: abort.signal };

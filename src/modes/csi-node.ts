@@ -4,7 +4,7 @@ import * as v from "valibot";
 import { nqnPolicyProblem, type NqnPolicy } from "../config/nqn.ts";
 import { AbsolutePath, DurationMs, NonNegativeInt, PositiveInt } from "../config/schemas.ts";
 import { identityHandlers } from "../csi/identity.ts";
-import { startCsiServer } from "../csi/server.ts";
+import { startCsiServer, type RpcHandler } from "../csi/server.ts";
 import { readMountinfo } from "../mount/mountinfo.ts";
 import { createProbeRegistry } from "../mount/probe.ts";
 import { DEFAULT_STORM_THRESHOLD, DEFAULT_STORM_TOTAL } from "../mount/storm-guard.ts";
@@ -274,11 +274,11 @@ export const mode: Mode<NodeConfig> = {
             ready ? { ready: true } : { ready: false, reason: `missing tools: ${missing.join(", ")}` },
         }),
         Node: Object.fromEntries(
-          Object.entries(startNodeKube(ctx, kube, service, nodeName)).map(([method, handler]) => [
+          Object.entries(startNodeKube(ctx, kube, service, nodeName)).map(([method, handler]): [string, RpcHandler] => [
             method,
-            (req: unknown, rpc: unknown) =>
+            (req, rpc) =>
               profiled(
-                () => (handler as (r: unknown, c: unknown) => Promise<unknown>)(req, rpc),
+                () => handler(req, rpc),
                 (p) => ctx.log.debug({ op: method, ...profileFields(p) }, "rpc profile"),
               ),
           ]),

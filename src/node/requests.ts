@@ -1,56 +1,97 @@
-import { invalidArgument } from "../runtime/errors.ts";
-import { FS_TYPES, isAccessMode, multiNodeWriteProblem, type FsType } from "../csi/capabilities.ts";
+import * as v from "valibot";
+import { IdSchema, NodeCapabilitySchema, RequiredString, StringMap } from "../csi/requests.ts";
+import type { Parsed } from "../csi/handler.ts";
+import type { KubeletPaths } from "./kubelet-paths.ts";
+import { parseVolumeContext } from "./volume-context.ts";
+
+export type { Capability } from "../csi/requests.ts";
 
 /**
- * Validation of Node RPC requests as decoded by src/csi/proto.ts (snake_case, enums as names,
- * `access_type` naming the oneof). Every error names the field; nothing is touched before.
+ * The Node RPCs' requests as decoded by src/csi/proto.ts (snake_case, enums as names, `access_type`
+ * naming the oneof). Each is parsed once at the top of its RPC; every refusal names the field and
+ * comes before anything is touched. Paths are checked against the kubelet dir here (lexically; the
+ * symlink check needs a child and runs inside the RPC), volume_context becomes the volume's target.
  */
-
-export interface Capability {
-  accessType: "mount" | "block";
-  accessMode: string;
-  fsType: FsType;
-  mountFlags: string[];
+export function nodeRequestSchemas(opts: { paths: KubeletPaths; fileDir: string }) {
+  const kubeletPath = (field: string) =>
+    v.pipe(
+      RequiredString,
+      v.transform((raw) => opts.paths.lexical(field, raw)),
+    );
+  return {
+    NodeStageVolume: v.pipe(
+      v.looseObject({
+        volume_id: IdSchema,
+        staging_target_path: kubeletPath("staging_target_path"),
+        volume_capability: NodeCapabilitySchema,
+        volume_context: StringMap,
+      }),
+      v.transform((r) => ({
+        volumeId: r.volume_id,
+        stagingPath: r.staging_target_path,
+        cap: r.volume_capability,
+        target: parseVolumeContext(r.volume_id, r.volume_context, { fileDir: opts.fileDir }),
+        volumeContext: r.volume_context,
+      })),
+    ),
+    NodeUnstageVolume: v.pipe(
+      v.looseObject({ volume_id: IdSchema, staging_target_path: kubeletPath("staging_target_path") }),
+      v.transform((r) => ({ volumeId: r.volume_id, stagingPath: r.staging_target_path })),
+    ),
+    NodePublishVolume: v.pipe(
+      v.looseObject({
+        volume_id: IdSchema,
+        staging_target_path: kubeletPath("staging_target_path"),
+        target_path: kubeletPath("target_path"),
+        volume_capability: NodeCapabilitySchema,
+        readonly: v.optional(v.boolean("must be true or false"), false),
+      }),
+      v.forward(
+        v.check((r) => r.target_path !== r.staging_target_path, "must differ from staging_target_path"),
+        ["target_path"],
+      ),
+      v.transform((r) => ({
+        volumeId: r.volume_id,
+        stagingPath: r.staging_target_path,
+        targetPath: r.target_path,
+        cap: r.volume_capability,
+        readonly: r.readonly,
+      })),
+    ),
+    NodeUnpublishVolume: v.pipe(
+      v.looseObject({ volume_id: IdSchema, target_path: kubeletPath("target_path") }),
+      v.transform((r) => ({ volumeId: r.volume_id, targetPath: r.target_path })),
+    ),
+    // volume_path is only required here: its form is checked after the volume is known (see expand-stats.ts).
+    NodeExpandVolume: v.pipe(
+      v.looseObject({
+        volume_id: IdSchema,
+        capacity_range: v.nullish(
+          v.looseObject({
+            required_bytes: v.optional(
+              v.pipe(v.number("must be a non-negative number"), v.minValue(0, "must be a non-negative number")),
+              0,
+            ),
+            limit_bytes: v.optional(v.number("must be a number"), 0),
+          }),
+        ),
+        volume_path: RequiredString,
+      }),
+      v.transform((r) => ({
+        volumeId: r.volume_id,
+        requiredBytes: r.capacity_range?.required_bytes ?? 0,
+        limitBytes: r.capacity_range?.limit_bytes ?? 0,
+        volumePath: r.volume_path,
+      })),
+    ),
+    NodeGetVolumeStats: v.pipe(
+      v.looseObject({ volume_id: IdSchema, volume_path: RequiredString }),
+      v.transform((r) => ({ volumeId: r.volume_id, volumePath: r.volume_path })),
+    ),
+    NodeGetCapabilities: v.unknown(),
+    NodeGetInfo: v.unknown(),
+  };
 }
 
-const SAFE_FLAG = /^[A-Za-z0-9_][A-Za-z0-9_=.:-]*$/;
-
-export function requireString(req: any, field: string): string {
-  const v = req?.[field];
-  if (typeof v !== "string" || v.length === 0) throw invalidArgument(field, "is required");
-  if (v.includes("\0")) throw invalidArgument(field, "must not contain NUL");
-  return v;
-}
-
-export function parseCapability(req: any, field = "volume_capability"): Capability {
-  const cap = req?.[field];
-  if (!cap || typeof cap !== "object") throw invalidArgument(field, "is required");
-  const accessType = cap.access_type ?? (cap.mount ? "mount" : cap.block ? "block" : undefined);
-  if (accessType !== "mount" && accessType !== "block")
-    throw invalidArgument(`${field}.access_type`, "must be mount or block");
-  const accessMode = cap.access_mode?.mode;
-  if (!isAccessMode(accessMode))
-    throw invalidArgument(`${field}.access_mode.mode`, `is missing or unknown: ${JSON.stringify(accessMode)}`);
-  const multiNode = multiNodeWriteProblem(accessType, accessMode);
-  if (multiNode) throw invalidArgument(`${field}.access_mode.mode`, multiNode);
-  let fsType: FsType = "ext4";
-  let mountFlags: string[] = [];
-  if (accessType === "mount") {
-    const raw = cap.mount?.fs_type ?? "";
-    if (raw !== "") {
-      if (!(FS_TYPES as readonly string[]).includes(raw))
-        throw invalidArgument(
-          `${field}.mount.fs_type`,
-          `must be one of ${FS_TYPES.join(", ")}, got ${JSON.stringify(raw)}`,
-        );
-      fsType = raw as FsType;
-    }
-    const flags = cap.mount?.mount_flags ?? [];
-    if (!Array.isArray(flags)) throw invalidArgument(`${field}.mount.mount_flags`, "must be a list");
-    mountFlags = flags.flatMap((f: unknown) => String(f).split(",")).filter(Boolean);
-    const bad = mountFlags.find((f) => !SAFE_FLAG.test(f));
-    if (bad !== undefined)
-      throw invalidArgument(`${field}.mount.mount_flags`, `contains an unsafe flag ${JSON.stringify(bad)}`);
-  }
-  return { accessType, accessMode, fsType, mountFlags };
-}
+export type NodeRequestSchemas = ReturnType<typeof nodeRequestSchemas>;
+export type NodeRequest<K extends keyof NodeRequestSchemas> = Parsed<NodeRequestSchemas[K]>;

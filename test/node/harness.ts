@@ -12,6 +12,25 @@ import { createKeyLock } from "../../src/runtime/key-lock.ts";
 import { silentLogger } from "../../src/runtime/log.ts";
 import type { Connector } from "../../src/node/connector.ts";
 import { kubeletPaths } from "../../src/node/kubelet-paths.ts";
+import type { RpcContext, RpcHandler } from "../../src/csi/handler.ts";
+import type { Logger } from "../../src/runtime/log.ts";
+
+type Direct<S> = {
+  [K in keyof S]: S[K] extends RpcHandler<infer R> ? (req?: unknown, ctx?: RpcContext) => Promise<R> : S[K];
+};
+
+/**
+ * The handlers called the way the CSI server calls them, minus gRPC: each call gets its own context
+ * (a log naming the RPC, a signal nobody aborts) unless the test passes one.
+ */
+export function directCalls<S extends Record<string, RpcHandler>>(handlers: S, log: Logger): Direct<S> {
+  const out: Record<string, (req?: unknown, ctx?: RpcContext) => Promise<unknown>> = {};
+  for (const [method, handler] of Object.entries(handlers)) {
+    out[method] = (req = {}, ctx = { log: log.child({ op: method }), method, signal: new AbortController().signal }) =>
+      handler(req, ctx);
+  }
+  return out as Direct<S>;
+}
 
 /** A node service over real loop devices, mkfs, mount and probes, rooted in a private temp dir. */
 export function nodeHarness(over: Partial<NodeServiceDeps> = {}) {
@@ -46,7 +65,7 @@ export function nodeHarness(over: Partial<NodeServiceDeps> = {}) {
     fileDir: base,
     ...over,
   };
-  const service = createNodeService(deps);
+  const service = directCalls(createNodeService(deps), deps.log);
   let n = 0;
 
   /** A sparse backing file (zeros) for a new volume. */

@@ -1,10 +1,16 @@
 import { describe, expect, test } from "bun:test";
-import { parseCapability } from "../../src/node/requests.ts";
+import * as v from "valibot";
+import { NodeCapabilitySchema } from "../../src/csi/requests.ts";
+import { parseRequest } from "../../src/csi/validate.ts";
 import { parseVolumeContext } from "../../src/node/volume-context.ts";
 import { kubeletPaths } from "../../src/node/kubelet-paths.ts";
 import { checkRequestBounds } from "../../src/csi/request-bounds.ts";
 import { createRunner } from "../../src/runtime/exec.ts";
 import { silentLogger } from "../../src/runtime/log.ts";
+
+/** The capability as every Node RPC that carries one parses it. */
+const parseCapability = (req: unknown) =>
+  parseRequest(v.looseObject({ volume_capability: NodeCapabilitySchema }), req).volume_capability;
 
 const fieldOf = (fn: () => unknown) => {
   try {
