@@ -49,3 +49,62 @@ test("config values are typed by the mode's options: no cast of a config value a
   );
   expect(casts).toEqual([]);
 });
+
+/**
+ * Requests are parsed once into typed values (csi/handler.ts's rpc and a valibot schema): no `any`
+ * where a request is handled. csi/client.ts is the test and benchmark client, not request handling:
+ * its answers are `any` for the tests that pick them apart.
+ */
+const REQUEST_HANDLING = files.filter(
+  (f) =>
+    f.startsWith("node/") ||
+    (f.startsWith("csi/") && f !== "csi/client.ts") ||
+    f === "controller/service.ts" ||
+    f === "controller/validation.ts",
+);
+const ANY = [/:\s*any\b/, /\bas\s+any\b/, /<any>/, /\btype\s+\w+(<[^>]*>)?\s*=\s*any\b/];
+
+function anyUses(text: string): string[] {
+  return text
+    .split("\n")
+    .map((line, i) => ({ line: line.replace(/\/\/.*$/, ""), i: i + 1 }))
+    .filter(({ line }) => ANY.some((re) => re.test(line)))
+    .map(({ line, i }) => `${i}: ${line.trim()}`);
+}
+
+test("no `any` in request handling (src/node, src/csi, the controller's handlers and schemas)", () => {
+  expect(REQUEST_HANDLING.length).toBeGreaterThan(10);
+  const found = REQUEST_HANDLING.flatMap((f) => anyUses(readFileSync(join(SRC, f), "utf8")).map((l) => `${f}:${l}`));
+  expect(found).toEqual([]);
+});
+
+test("the `any` check sees each form it refuses", () => {
+  const src = [
+    "function f(req: any) {}",
+    "const x = y as any;",
+    "const p: Promise<any> = q;",
+    "type Req = any;",
+    "const ok: unknown = 1; // : any in a comment is fine",
+    "const company = 1;",
+  ].join("\n");
+  expect(anyUses(src)).toEqual([
+    "1: function f(req: any) {}",
+    "2: const x = y as any;",
+    "3: const p: Promise<any> = q;",
+    "4: type Req = any;",
+  ]);
+});
+
+test("CSI handlers are registered without casts", () => {
+  const registration = ["modes/csi-node.ts", "modes/csi-controller.ts", ...REQUEST_HANDLING].filter(
+    (f) => f !== "csi/proto.ts",
+  );
+  const casts = registration.flatMap((f) =>
+    readFileSync(join(SRC, f), "utf8")
+      .split("\n")
+      .map((line, i) => ({ line, i: i + 1 }))
+      .filter(({ line }) => /\bas unknown as\b/.test(line))
+      .map(({ line, i }) => `${f}:${i}: ${line.trim()}`),
+  );
+  expect(casts).toEqual([]);
+});

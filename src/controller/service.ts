@@ -2,8 +2,9 @@ import { createHash } from "node:crypto";
 import * as v from "valibot";
 import type { Backend, Disk, Snapshot, VolumeParams } from "../backends/backend.ts";
 import { isSnapshotId, isVolumeId, snapshotIdForName, volumeIdForName } from "../backends/ids.ts";
-import type { Handlers, RpcContext } from "../csi/server.ts";
-import { parseRequest } from "../csi/validate.ts";
+import type { Handlers } from "../csi/handler.ts";
+import { rpc } from "../csi/handler.ts";
+import { IdSchema, Message } from "../csi/requests.ts";
 import type { BreakerRegistry } from "../runtime/breakers.ts";
 import {
   aborted,
@@ -65,53 +66,52 @@ const RangeSchema = v.nullish(
   v.looseObject({ required_bytes: v.optional(v.number()), limit_bytes: v.optional(v.number()) }),
 );
 const ParamsSchema = v.nullish(v.record(v.string(), v.string()));
-const IdSchema = (field: string) =>
-  v.pipe(v.string(), v.minLength(1, `${field} is required`), v.maxLength(256, `${field} is too long`));
 
-const CreateVolumeSchema = v.looseObject({
+const CreateVolumeSchema = Message({
   name: NameSchema("name"),
   capacity_range: RangeSchema,
   volume_capabilities: CapabilitiesSchema,
   parameters: ParamsSchema,
   volume_content_source: v.nullish(
     v.looseObject({
-      snapshot: v.nullish(v.looseObject({ snapshot_id: IdSchema("volume_content_source.snapshot.snapshot_id") })),
-      volume: v.nullish(v.looseObject({ volume_id: IdSchema("volume_content_source.volume.volume_id") })),
+      snapshot: v.nullish(v.looseObject({ snapshot_id: IdSchema })),
+      volume: v.nullish(v.looseObject({ volume_id: IdSchema })),
     }),
   ),
 });
-const VolumeIdOnly = v.looseObject({ volume_id: IdSchema("volume_id") });
-const PublishSchema = v.looseObject({
-  volume_id: IdSchema("volume_id"),
-  node_id: IdSchema("node_id"),
+const VolumeIdOnly = Message({ volume_id: IdSchema });
+const PublishSchema = Message({
+  volume_id: IdSchema,
+  node_id: IdSchema,
   volume_capability: v.nonNullish(CapabilitySchema, "volume_capability is required"),
   readonly: v.optional(v.boolean()),
 });
-const UnpublishSchema = v.looseObject({ volume_id: IdSchema("volume_id"), node_id: v.optional(v.string()) });
-const ValidateSchema = v.looseObject({
-  volume_id: IdSchema("volume_id"),
+const UnpublishSchema = Message({ volume_id: IdSchema, node_id: v.optional(v.string()) });
+const ValidateSchema = Message({
+  volume_id: IdSchema,
   volume_capabilities: CapabilitiesSchema,
   parameters: ParamsSchema,
 });
-const ExpandSchema = v.looseObject({
-  volume_id: IdSchema("volume_id"),
+const ExpandSchema = Message({
+  volume_id: IdSchema,
   capacity_range: v.nonNullish(
     v.looseObject({ required_bytes: v.optional(v.number()), limit_bytes: v.optional(v.number()) }),
     "capacity_range is required",
   ),
   volume_capability: v.nullish(CapabilitySchema),
 });
-const ListSchema = v.looseObject({
+const ListSchema = Message({
   max_entries: v.optional(v.pipe(v.number(), v.minValue(0, "max_entries must not be negative"))),
   starting_token: v.optional(v.string()),
 });
-const CreateSnapshotSchema = v.looseObject({
+const CreateSnapshotSchema = Message({
   name: NameSchema("name"),
-  source_volume_id: IdSchema("source_volume_id"),
+  source_volume_id: IdSchema,
   parameters: ParamsSchema,
 });
-const SnapshotIdOnly = v.looseObject({ snapshot_id: IdSchema("snapshot_id") });
-const ListSnapshotsSchema = v.looseObject({
+const SnapshotIdOnly = Message({ snapshot_id: IdSchema });
+const CapacitySchema = Message({ parameters: ParamsSchema });
+const ListSnapshotsSchema = Message({
   max_entries: v.optional(v.pipe(v.number(), v.minValue(0, "max_entries must not be negative"))),
   starting_token: v.optional(v.string()),
   source_volume_id: v.optional(v.string()),
@@ -167,10 +167,9 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     };
   }
 
-  async function createVolume(req: unknown, ctx: RpcContext) {
-    const r = parseRequest(CreateVolumeSchema, req);
+  const createVolume = rpc(CreateVolumeSchema, async (r, ctx) => {
     for (const [i, c] of r.volume_capabilities.entries()) {
-      const why = unsupportedCapability(c as VolumeCapability);
+      const why = unsupportedCapability(c);
       if (why) throw invalidArgument(`volume_capabilities.${i}`, why);
     }
     const params = parseParams(r.parameters, paramCtx);
@@ -183,7 +182,7 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
         : undefined;
     if (src && !source) throw invalidArgument("volume_content_source", "must name a snapshot or a volume");
     const id = volumeIdForName(r.name);
-    const digest = digestParams(params, r.volume_capabilities as VolumeCapability[]);
+    const digest = digestParams(params, r.volume_capabilities);
     const log = ctx.log.child({ volume_id: id, name: r.name });
 
     return byName.run(id, () =>
@@ -269,10 +268,9 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
         return { volume: volumeMessage(disk, params, pvName) };
       }),
     );
-  }
+  });
 
-  async function deleteVolume(req: unknown, ctx: RpcContext) {
-    const { volume_id: id } = parseRequest(VolumeIdOnly, req);
+  const deleteVolume = rpc(VolumeIdOnly, async ({ volume_id: id }, ctx) => {
     // An id we could never have issued names nothing: success, and nothing reaches the backend.
     if (!isVolumeId(id)) return {};
     return exclusive(id, async () => {
@@ -285,7 +283,7 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       if (disk) ctx.log.info({ volume_id: id }, "volume deleted");
       return {};
     });
-  }
+  });
 
   async function getExisting(id: string, signal: AbortSignal): Promise<Disk> {
     const disk = isVolumeId(id) ? await backend.getDisk(id, signal) : null;
@@ -305,9 +303,8 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     return [hosts[0]];
   }
 
-  async function publish(req: unknown, ctx: RpcContext) {
-    const r = parseRequest(PublishSchema, req);
-    const cap = r.volume_capability as VolumeCapability;
+  const publish = rpc(PublishSchema, async (r, ctx) => {
+    const cap = r.volume_capability;
     const why = unsupportedCapability(cap);
     if (why) throw invalidArgument("volume_capability", why);
     const node = parseNodeId(r.node_id);
@@ -349,10 +346,9 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       ctx.log.info({ node_id: r.node_id, allowed_hosts: hosts }, "volume published");
       return publishContext;
     });
-  }
+  });
 
-  async function unpublish(req: unknown, ctx: RpcContext) {
-    const r = parseRequest(UnpublishSchema, req);
+  const unpublish = rpc(UnpublishSchema, async (r, ctx) => {
     if (!isVolumeId(r.volume_id)) return {};
     return exclusive(r.volume_id, async () => {
       const disk = await backend.getDisk(r.volume_id, ctx.signal);
@@ -369,10 +365,9 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       ctx.log.info({ node_id: r.node_id || "(all)", remaining: publishedTo }, "volume unpublished");
       return {};
     });
-  }
+  });
 
-  async function validateCapabilities(req: unknown, ctx: RpcContext) {
-    const r = parseRequest(ValidateSchema, req);
+  const validateCapabilities = rpc(ValidateSchema, async (r, ctx) => {
     await getExisting(r.volume_id, ctx.signal);
     if (r.parameters && Object.keys(r.parameters).length) {
       try {
@@ -382,16 +377,15 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       }
     }
     for (const c of r.volume_capabilities) {
-      const why = unsupportedCapability(c as VolumeCapability);
+      const why = unsupportedCapability(c);
       if (why) return { message: why };
     }
     return {
       confirmed: { volume_context: {}, volume_capabilities: r.volume_capabilities, parameters: r.parameters ?? {} },
     };
-  }
+  });
 
-  async function expand(req: unknown, ctx: RpcContext) {
-    const r = parseRequest(ExpandSchema, req);
+  const expand = rpc(ExpandSchema, async (r, ctx) => {
     if (!isVolumeId(r.volume_id)) throw notFound(`volume ${r.volume_id} does not exist`);
     return exclusive(r.volume_id, async () => {
       const disk = await getExisting(r.volume_id, ctx.signal);
@@ -402,29 +396,28 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
         );
       const target = Math.max(disk.sizeBytes, sizeForRange(r.capacity_range));
       const grown = target > disk.sizeBytes ? await backend.growDisk(r.volume_id, target, ctx.signal) : disk;
-      const cap = r.volume_capability as VolumeCapability | null | undefined;
+      const cap = r.volume_capability;
       // Block volumes need nothing on the node; a filesystem (or an unknown capability) must be grown there.
       return { capacity_bytes: grown.sizeBytes, node_expansion_required: cap?.access_type !== "block" };
     });
-  }
+  });
 
-  async function getCapacity(req: any, ctx: RpcContext) {
-    const params = parseParams(req?.parameters, paramCtx);
+  const getCapacity = rpc(CapacitySchema, async (r, ctx) => {
+    const params = parseParams(r.parameters, paramCtx);
     const c = await backend.capacity(params.volumePath, ctx.signal);
     return {
       available_capacity: c.freeBytes,
       maximum_volume_size: { value: Math.min(MAX_VOLUME_BYTES, c.freeBytes) },
       minimum_volume_size: { value: MIN_VOLUME_BYTES },
     };
-  }
+  });
 
   const volumeStatus = (d: Disk) => ({
     published_node_ids: d.meta.publishedTo ?? [],
     volume_condition: { abnormal: d.copying, message: d.copying ? "still being copied" : "ok" },
   });
 
-  async function listVolumes(req: unknown, ctx: RpcContext) {
-    const r = parseRequest(ListSchema, req);
+  const listVolumes = rpc(ListSchema, async (r, ctx) => {
     const disks = await backend.listDisks(ctx.signal);
     const { page, next } = paginate(disks, (d) => d.id, r.max_entries ?? 0, r.starting_token ?? "");
     return {
@@ -434,19 +427,17 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       })),
       next_token: next,
     };
-  }
+  });
 
-  async function getVolume(req: unknown, ctx: RpcContext) {
-    const { volume_id } = parseRequest(VolumeIdOnly, req);
+  const getVolume = rpc(VolumeIdOnly, async ({ volume_id }, ctx) => {
     const d = await getExisting(volume_id, ctx.signal);
     return {
       volume: { volume_id: d.id, capacity_bytes: d.sizeBytes, content_source: contentSource(d.meta.source) },
       status: volumeStatus(d),
     };
-  }
+  });
 
-  async function createSnapshot(req: unknown, ctx: RpcContext) {
-    const r = parseRequest(CreateSnapshotSchema, req);
+  const createSnapshot = rpc(CreateSnapshotSchema, async (r, ctx) => {
     const id = snapshotIdForName(r.name);
     return byName.run(id, async () => {
       const existing = await backend.getSnapshot(id, ctx.signal);
@@ -465,17 +456,15 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
       ctx.log.info({ snapshot_id: id, volume_id: r.source_volume_id, ready: snap.readyToUse }, "snapshot created");
       return { snapshot: snapshotMessage(snap) };
     });
-  }
+  });
 
-  async function deleteSnapshot(req: unknown, ctx: RpcContext) {
-    const { snapshot_id } = parseRequest(SnapshotIdOnly, req);
+  const deleteSnapshot = rpc(SnapshotIdOnly, async ({ snapshot_id }, ctx) => {
     if (!isSnapshotId(snapshot_id)) return {};
     await backend.deleteSnapshot(snapshot_id, ctx.signal);
     return {};
-  }
+  });
 
-  async function listSnapshots(req: unknown, ctx: RpcContext) {
-    const r = parseRequest(ListSnapshotsSchema, req);
+  const listSnapshots = rpc(ListSnapshotsSchema, async (r, ctx) => {
     let snaps: Snapshot[];
     if (r.snapshot_id) {
       const s = isSnapshotId(r.snapshot_id) ? await backend.getSnapshot(r.snapshot_id, ctx.signal) : null;
@@ -486,7 +475,7 @@ export function controllerHandlers(deps: ControllerDeps): Handlers {
     if (r.source_volume_id) snaps = snaps.filter((s) => s.sourceVolumeId === r.source_volume_id);
     const { page, next } = paginate(snaps, (s) => s.id, r.max_entries ?? 0, r.starting_token ?? "");
     return { entries: page.map((s) => ({ snapshot: snapshotMessage(s) })), next_token: next };
-  }
+  });
 
   return {
     CreateVolume: createVolume,

@@ -1,5 +1,6 @@
 import * as v from "valibot";
-import { ACCESS_MODES, FS_TYPES, multiNodeWriteProblem, type AccessMode } from "../csi/capabilities.ts";
+import { FS_TYPES, multiNodeWriteProblem } from "../csi/capabilities.ts";
+import { ACCESS_TYPES, CapabilityShape, Message } from "../csi/requests.ts";
 import { invalidArgument } from "../runtime/errors.ts";
 import type { VolumeParams } from "../backends/backend.ts";
 
@@ -20,21 +21,15 @@ export const NameSchema = (field: string) =>
 
 export { ACCESS_MODES, FS_TYPES, type AccessMode } from "../csi/capabilities.ts";
 
-export interface VolumeCapability {
-  access_type: "mount" | "block";
-  mount?: { fs_type?: string; mount_flags?: string[] } | null;
-  block?: unknown;
-  access_mode: { mode: AccessMode };
-}
-
-export const CapabilitySchema = v.looseObject({
-  access_type: v.picklist(["mount", "block"], "access_type must be mount or block"),
-  mount: v.nullish(v.looseObject({ fs_type: v.optional(v.string()), mount_flags: v.optional(v.array(v.string())) })),
-  access_mode: v.looseObject(
-    { mode: v.picklist(ACCESS_MODES, "access_mode.mode is not a known access mode") },
-    "access_mode is required",
-  ),
+/**
+ * A capability as the controller reads it: the shared shape (csi/requests.ts) with the oneof named.
+ * Which ones this driver serves is unsupportedCapability's answer, reported per RPC.
+ */
+export const CapabilitySchema = Message({
+  ...CapabilityShape.entries,
+  access_type: v.picklist(ACCESS_TYPES, "must be mount or block"),
 });
+export type VolumeCapability = v.InferOutput<typeof CapabilitySchema>;
 
 export const CapabilitiesSchema = v.pipe(
   v.array(CapabilitySchema, "volume_capabilities must be a list"),

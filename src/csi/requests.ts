@@ -6,6 +6,15 @@ import { ACCESS_MODES, FS_TYPES, multiNodeWriteProblem, type AccessMode, type Fs
  * field: csi/validate.ts prefixes the field path, so every refusal names the field.
  */
 
+/**
+ * A message of the request (the request itself, a capability, a range). A field it requires that is
+ * absent is "is required" under the field's own name: valibot would say "Invalid key" otherwise.
+ */
+export const Message = <const E extends v.ObjectEntries>(entries: E) =>
+  v.looseObject(entries, (issue) =>
+    issue.received === "undefined" || issue.received === "null" ? "is required" : "must be a message",
+  );
+
 /** A required string: present, non-empty, no NUL (a NUL would cut the value short in any child's argv). */
 export const RequiredString = v.pipe(
   v.string("is required"),
@@ -19,29 +28,23 @@ export const IdSchema = v.pipe(RequiredString, v.maxLength(256, "is too long"));
 export const ACCESS_TYPES = ["mount", "block"] as const;
 export type AccessType = (typeof ACCESS_TYPES)[number];
 
-export const AccessModeSchema = v.looseObject(
-  {
-    mode: v.picklist(ACCESS_MODES, (issue) => `is missing or unknown: ${issue.received}`),
-  },
-  "is required",
-);
+export const AccessModeSchema = Message({
+  mode: v.picklist(ACCESS_MODES, (issue) => `is missing or unknown: ${issue.received}`),
+});
 
 /** The mount member of a capability as sent; which fs_type is acceptable is each service's rule. */
-export const MountShape = v.looseObject({
+export const MountShape = Message({
   fs_type: v.optional(v.string("must be a string")),
   mount_flags: v.optional(v.array(v.string("must be a string"), "must be a list")),
 });
 
 /** A capability as the CO sends it: the shape only (the controller reports unsupported ones by its own rules). */
-export const CapabilityShape = v.looseObject(
-  {
-    access_type: v.optional(v.picklist(ACCESS_TYPES, "must be mount or block")),
-    access_mode: AccessModeSchema,
-    mount: v.nullish(MountShape),
-    block: v.nullish(v.unknown()),
-  },
-  "is required",
-);
+export const CapabilityShape = Message({
+  access_type: v.optional(v.picklist(ACCESS_TYPES, "must be mount or block")),
+  access_mode: AccessModeSchema,
+  mount: v.nullish(MountShape),
+  block: v.nullish(v.unknown()),
+});
 
 /** What a node acts on: the capability checked against this driver and reduced to what it means. */
 export interface Capability {

@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import { IdSchema, NodeCapabilitySchema, RequiredString, StringMap } from "../csi/requests.ts";
+import { IdSchema, Message, NodeCapabilitySchema, RequiredString, StringMap } from "../csi/requests.ts";
 import type { Parsed } from "../csi/handler.ts";
 import type { KubeletPaths } from "./kubelet-paths.ts";
 import { parseVolumeContext } from "./volume-context.ts";
@@ -20,7 +20,7 @@ export function nodeRequestSchemas(opts: { paths: KubeletPaths; fileDir: string 
     );
   return {
     NodeStageVolume: v.pipe(
-      v.looseObject({
+      Message({
         volume_id: IdSchema,
         staging_target_path: kubeletPath("staging_target_path"),
         volume_capability: NodeCapabilitySchema,
@@ -35,11 +35,11 @@ export function nodeRequestSchemas(opts: { paths: KubeletPaths; fileDir: string 
       })),
     ),
     NodeUnstageVolume: v.pipe(
-      v.looseObject({ volume_id: IdSchema, staging_target_path: kubeletPath("staging_target_path") }),
+      Message({ volume_id: IdSchema, staging_target_path: kubeletPath("staging_target_path") }),
       v.transform((r) => ({ volumeId: r.volume_id, stagingPath: r.staging_target_path })),
     ),
     NodePublishVolume: v.pipe(
-      v.looseObject({
+      Message({
         volume_id: IdSchema,
         staging_target_path: kubeletPath("staging_target_path"),
         target_path: kubeletPath("target_path"),
@@ -59,15 +59,15 @@ export function nodeRequestSchemas(opts: { paths: KubeletPaths; fileDir: string 
       })),
     ),
     NodeUnpublishVolume: v.pipe(
-      v.looseObject({ volume_id: IdSchema, target_path: kubeletPath("target_path") }),
+      Message({ volume_id: IdSchema, target_path: kubeletPath("target_path") }),
       v.transform((r) => ({ volumeId: r.volume_id, targetPath: r.target_path })),
     ),
     // volume_path is only required here: its form is checked after the volume is known (see expand-stats.ts).
     NodeExpandVolume: v.pipe(
-      v.looseObject({
+      Message({
         volume_id: IdSchema,
         capacity_range: v.nullish(
-          v.looseObject({
+          Message({
             required_bytes: v.optional(
               v.pipe(v.number("must be a non-negative number"), v.minValue(0, "must be a non-negative number")),
               0,
@@ -85,7 +85,7 @@ export function nodeRequestSchemas(opts: { paths: KubeletPaths; fileDir: string 
       })),
     ),
     NodeGetVolumeStats: v.pipe(
-      v.looseObject({ volume_id: IdSchema, volume_path: RequiredString }),
+      Message({ volume_id: IdSchema, volume_path: RequiredString }),
       v.transform((r) => ({ volumeId: r.volume_id, volumePath: r.volume_path })),
     ),
     NodeGetCapabilities: v.unknown(),
