@@ -1,5 +1,4 @@
-import type { Runner } from "../runtime/exec.ts";
-import type { Logger } from "../runtime/log.ts";
+import type { CommandContext } from "../runtime/exec.ts";
 
 export type HealthVerdict =
   | {
@@ -8,13 +7,6 @@ export type HealthVerdict =
       /** ext4: the filesystem's block count, from e2fsck's summary line. */ blocks?: number;
     }
   | { healthy: false; verdict: string; timedOut: boolean };
-
-export interface HealthCheckOptions {
-  runner: Runner;
-  log?: Logger;
-  timeoutMs: number;
-  signal?: AbortSignal;
-}
 
 /** The checker's last meaningful lines, for an operator-facing message. */
 function summarise(text: string): string {
@@ -30,7 +22,7 @@ function summarise(text: string): string {
  * both checkers. A filesystem whose journal/log needs replay is passed with a warning, because
  * the mount replays it and a read-only checker cannot tell replayable changes from damage.
  */
-export async function checkFilesystem(device: string, fsType: string, o: HealthCheckOptions): Promise<HealthVerdict> {
+export async function checkFilesystem(device: string, fsType: string, o: CommandContext): Promise<HealthVerdict> {
   const [cmd, args] = fsType === "xfs" ? ["xfs_repair", ["-n", device]] : ["fsck.ext4", ["-n", device]];
   const r = await o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: "info" });
   const out = `${r.stdout}\n${r.stderr}`;

@@ -1,16 +1,8 @@
-import { completeStdout, describeFailure, ok, type Runner } from "../runtime/exec.ts";
+import { completeStdout, describeFailure, ok, type CommandContext } from "../runtime/exec.ts";
 import { failedPrecondition, unavailable } from "../runtime/errors.ts";
-import type { Logger } from "../runtime/log.ts";
 
 export const SUPPORTED_FS = ["ext4", "xfs"] as const;
 export type FsType = (typeof SUPPORTED_FS)[number];
-
-export interface FsCommandOptions {
-  runner: Runner;
-  log?: Logger;
-  timeoutMs: number;
-  signal?: AbortSignal;
-}
 
 /**
  * Makes a filesystem. Without `force` deliberately no -F/-f: if something appeared on the device
@@ -20,7 +12,7 @@ export interface FsCommandOptions {
 export async function makeFilesystem(
   device: string,
   fsType: FsType,
-  o: FsCommandOptions & { force?: boolean },
+  o: CommandContext & { force?: boolean },
 ): Promise<void> {
   const flag = o.force ? [fsType === "xfs" ? "-f" : "-F"] : [];
   const [cmd, args] = fsType === "xfs" ? ["mkfs.xfs", ["-q", ...flag, device]] : ["mkfs.ext4", ["-q", ...flag, device]];
@@ -38,7 +30,7 @@ export async function growFilesystem(
   device: string,
   mountPoint: string,
   fsType: FsType,
-  o: FsCommandOptions & { offlineChecked?: boolean },
+  o: CommandContext & { offlineChecked?: boolean },
 ): Promise<void> {
   const [cmd, args] =
     fsType === "xfs" ? ["xfs_growfs", [mountPoint]] : ["resize2fs", o.offlineChecked ? ["-f", device] : [device]];
@@ -60,7 +52,7 @@ export async function growFilesystem(
  */
 export async function ext4SmallerThanDevice(
   device: string,
-  o: FsCommandOptions,
+  o: CommandContext,
   known: { fsBytes?: number; devBytes?: number } = {},
 ): Promise<boolean> {
   const [fsBytes, devBytes] = await Promise.all([

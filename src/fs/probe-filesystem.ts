@@ -1,6 +1,5 @@
 import { sleep } from "../runtime/deadline.ts";
-import type { Runner } from "../runtime/exec.ts";
-import type { Logger } from "../runtime/log.ts";
+import type { CommandContext } from "../runtime/exec.ts";
 
 /**
  * What is on a device, answered conservatively: "none" only when blkid says nothing is there
@@ -18,14 +17,12 @@ export type DeviceContent =
   | { state: "data"; reason: string }
   | { state: "unknown"; reason: string };
 
-export interface ProbeFilesystemOptions {
-  runner: Runner;
-  log?: Logger;
+export interface ProbeFilesystemOptions extends Omit<CommandContext, "timeoutMs"> {
+  /** Deadline of each blkid and cmp child (default 10 s). */
   timeoutMs?: number;
   /** blkid answers that are neither "found" nor "nothing" are retried this many times. */
   attempts?: number;
   retryDelayMs?: number;
-  signal?: AbortSignal;
   /** How much of the device must be zero for it to count as blank. */
   blankCheckBytes?: number;
 }

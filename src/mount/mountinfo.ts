@@ -1,5 +1,5 @@
 import { DeadlineError, DomainError } from "../runtime/errors.ts";
-import type { Runner } from "../runtime/exec.ts";
+import type { CommandContext } from "../runtime/exec.ts";
 import { describeFailure } from "../runtime/exec.ts";
 
 /** One line of /proc/<pid>/mountinfo (see proc(5)). Path-like fields are already unescaped. */
@@ -137,12 +137,11 @@ export function parseMountinfo(text: string): MountEntry[] {
   return out;
 }
 
-export interface ReadMountinfoOptions {
-  runner: Runner;
+export interface ReadMountinfoOptions extends Omit<CommandContext, "timeoutMs"> {
   procRoot?: string;
   pid?: number | "self";
+  /** Default 10 s. */
   timeoutMs?: number;
-  signal?: AbortSignal;
 }
 
 /** 100k mounts are ~15 MB of mountinfo; leave generous room but keep a bound. */

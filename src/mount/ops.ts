@@ -1,7 +1,6 @@
 import { dirname } from "node:path";
-import { describeFailure, ok, type ExecResult, type Runner } from "../runtime/exec.ts";
+import { describeFailure, ok, type CommandContext, type ExecResult } from "../runtime/exec.ts";
 import { DomainError, failedPrecondition, unavailable } from "../runtime/errors.ts";
-import type { Logger } from "../runtime/log.ts";
 import { crashPoint } from "../runtime/crash-points.ts";
 
 /**
@@ -9,14 +8,8 @@ import { crashPoint } from "../runtime/crash-points.ts";
  * kubelet tree may sit on a dead mount, and on a diskless node the tree itself is network
  * storage: the server process never stats or touches them itself.
  */
-export interface OpsOptions {
-  runner: Runner;
-  log?: Logger;
-  timeoutMs: number;
-  signal?: AbortSignal;
-}
 
-const run = (o: OpsOptions, cmd: string, args: string[], info = true): Promise<ExecResult> =>
+const run = (o: CommandContext, cmd: string, args: string[], info = true): Promise<ExecResult> =>
   o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: info ? "info" : "debug" });
 
 /**
@@ -60,7 +53,7 @@ export type PathKind =
   | { kind: "other"; type: string };
 
 /** What is at `path`, answered by `stat` in a child. */
-export async function pathKind(path: string, o: OpsOptions): Promise<PathKind> {
+export async function pathKind(path: string, o: CommandContext): Promise<PathKind> {
   // %t/%T are the device numbers in hex; %s the size.
   const r = await run(o, "stat", ["-c", "%F|%t|%T|%s", "--", path], false);
   if (r.exitCode !== 0) {
@@ -74,7 +67,7 @@ export async function pathKind(path: string, o: OpsOptions): Promise<PathKind> {
   return { kind: "other", type };
 }
 
-export async function makeDirectory(path: string, o: OpsOptions): Promise<void> {
+export async function makeDirectory(path: string, o: CommandContext): Promise<void> {
   must(await run(o, "mkdir", ["-p", "--", path], false), `mkdir ${path}`);
 }
 
@@ -83,7 +76,7 @@ export async function makeDirectory(path: string, o: OpsOptions): Promise<void> 
  * created, so no stat is needed to learn whether the directory was ours. A non-directory in the
  * way is FAILED_PRECONDITION naming the field.
  */
-export async function ensureDirectory(path: string, field: string, o: OpsOptions): Promise<"created" | "existed"> {
+export async function ensureDirectory(path: string, field: string, o: CommandContext): Promise<"created" | "existed"> {
   const r = await run(o, "mkdir", ["-pv", "--", path], false);
   if (!ok(r) && /File exists|Not a directory/.test(r.stderr))
     throw failedPrecondition(`${field} ${path} exists and is not a directory`);
@@ -96,7 +89,7 @@ export async function ensureDirectory(path: string, field: string, o: OpsOptions
  * unpublish and unstage paths remove is a directory), `rm -f` only when rmdir says it is not one:
  * one child in the common case instead of a stat before.
  */
-export async function removePath(path: string, o: OpsOptions): Promise<void> {
+export async function removePath(path: string, o: CommandContext): Promise<void> {
   let r = await run(o, "rmdir", ["--", path]);
   if (ok(r) || /No such file or directory/.test(r.stderr)) return;
   if (/Not a directory/.test(r.stderr)) r = await run(o, "rm", ["-f", "--", path]);
@@ -111,7 +104,7 @@ export async function removePath(path: string, o: OpsOptions): Promise<void> {
  */
 export async function removeEmptyDirectory(
   path: string,
-  o: OpsOptions,
+  o: CommandContext,
 ): Promise<"removed" | "missing" | "not-a-directory"> {
   const r = await run(o, "rmdir", ["--", path]);
   if (ok(r)) return "removed";
@@ -127,7 +120,7 @@ export async function mountDevice(
   target: string,
   fsType: string,
   options: readonly string[],
-  o: OpsOptions,
+  o: CommandContext,
 ): Promise<void> {
   const args = ["-t", fsType, ...(options.length ? ["-o", options.join(",")] : []), "--", device, target];
   must(await run(o, "mount", args), `mount ${device} on ${target}`);
@@ -139,7 +132,7 @@ export async function bindMount(
   target: string,
   readonly: boolean,
   flags: readonly string[],
-  o: OpsOptions,
+  o: CommandContext,
 ): Promise<void> {
   must(await run(o, "mount", ["--bind", "--", source, target]), `bind mount ${source} on ${target}`);
   crashPoint("mount.bind.before-remount");
@@ -147,14 +140,14 @@ export async function bindMount(
   if (extra.length) await remountBind(target, extra, o);
 }
 
-export async function remountBind(target: string, flags: readonly string[], o: OpsOptions): Promise<void> {
+export async function remountBind(target: string, flags: readonly string[], o: CommandContext): Promise<void> {
   must(
     await run(o, "mount", ["-o", ["remount", "bind", ...flags].join(","), "--", target]),
     `remount ${target} ${flags.join(",")}`,
   );
 }
 
-export async function unmount(target: string, o: OpsOptions): Promise<void> {
+export async function unmount(target: string, o: CommandContext): Promise<void> {
   must(await run(o, "umount", ["--", target]), `umount ${target}`);
 }
 
@@ -162,7 +155,7 @@ export async function unmount(target: string, o: OpsOptions): Promise<void> {
  * A block volume is published as a device node carrying the device's major:minor. Never a bind
  * mount of a /dev node: that drags devtmpfs along and multiplied into incident 2's storm.
  */
-export async function makeBlockNode(target: string, dev: string, readonly: boolean, o: OpsOptions): Promise<void> {
+export async function makeBlockNode(target: string, dev: string, readonly: boolean, o: CommandContext): Promise<void> {
   const [major, minor] = dev.split(":");
   await makeDirectory(dirname(target), o);
   must(

@@ -1,10 +1,10 @@
 import type { BreakerRegistry } from "../runtime/breakers.ts";
 import { failedPrecondition, isDeadlineError, unavailable } from "../runtime/errors.ts";
-import type { Runner, RunnerStats } from "../runtime/exec.ts";
+import type { CommandContext, Runner, RunnerStats } from "../runtime/exec.ts";
 import { exclusive as exclusiveKey, type KeyLock } from "../runtime/key-lock.ts";
 import type { Logger } from "../runtime/log.ts";
 import { readMountinfo, type MountEntry } from "../mount/mountinfo.ts";
-import { pathKind, removeEmptyDirectory, removePath, unmount, type OpsOptions, type PathKind } from "../mount/ops.ts";
+import { pathKind, removeEmptyDirectory, removePath, unmount, type PathKind } from "../mount/ops.ts";
 import type { ProbeRegistry } from "../mount/probe.ts";
 import { assertTableSane } from "../mount/storm-guard.ts";
 import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
@@ -85,7 +85,7 @@ export const mountsAt = (mounts: readonly MountEntry[], path: string) => mounts.
  */
 export function createNodeContext(deps: NodeServiceDeps) {
   const t: NodeTimeouts = { ...DEFAULT_NODE_TIMEOUTS, ...deps.timeouts };
-  const ops = (timeoutMs = t.commandMs, log = deps.log): OpsOptions => ({ runner: deps.runner, log, timeoutMs });
+  const ops = (timeoutMs = t.commandMs, log = deps.log): CommandContext => ({ runner: deps.runner, log, timeoutMs });
   const schemas = nodeRequestSchemas({ paths: deps.paths, fileDir: deps.fileDir });
 
   /** Operations on one volume are exclusive: a second one is ABORTED (the CO retries). */

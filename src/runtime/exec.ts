@@ -226,3 +226,14 @@ export function createRunner(
     stuckPids: () => [...stuck],
   });
 }
+
+/**
+ * What a helper that runs commands takes from its caller (fs/, mount/): the runner, the log its
+ * children report to, the deadline of each child, and the caller's cancel.
+ */
+export interface CommandContext {
+  runner: Runner;
+  log?: Logger;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
