@@ -1,8 +1,26 @@
-import { completeStdout, describeFailure, ok, type CommandContext } from "../runtime/exec.ts";
-import { failedPrecondition, unavailable } from "../runtime/errors.ts";
+import { CommandFailedError } from "../runtime/command-failed.ts";
+import { completeStdout, describeFailure, ok, type CommandContext, type ExecResult } from "../runtime/exec.ts";
 
 export const SUPPORTED_FS = ["ext4", "xfs"] as const;
 export type FsType = (typeof SUPPORTED_FS)[number];
+
+/** mkfs found something on the device and would not overwrite it: not formatting was the right outcome. */
+export class ForeignDataError extends CommandFailedError {
+  override readonly name = "ForeignDataError";
+}
+
+/** Growing a mounted ext4 needs CAP_SYS_RESOURCE, which this process lacks; the next stage grows it offline. */
+export class GrowNeedsCapabilityError extends CommandFailedError {
+  override readonly name = "GrowNeedsCapabilityError";
+}
+
+/** The filesystem's or the device's size could not be read, so whether to grow is unknown. */
+export class SizeUnknownError extends Error {
+  override readonly name = "SizeUnknownError";
+}
+
+/** mkfs.xfs's refusal without -f (measured here). mkfs.ext4 -q with no terminal on stdin overwrites without asking. */
+const EXISTING = /appears to contain an existing filesystem|contains a .* file system/;
 
 /**
  * Makes a filesystem. Without `force` deliberately no -F/-f: if something appeared on the device
@@ -17,7 +35,9 @@ export async function makeFilesystem(
   const flag = o.force ? [fsType === "xfs" ? "-f" : "-F"] : [];
   const [cmd, args] = fsType === "xfs" ? ["mkfs.xfs", ["-q", ...flag, device]] : ["mkfs.ext4", ["-q", ...flag, device]];
   const r = await o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: "info" });
-  if (!ok(r)) throw unavailable(`${cmd} on ${device} failed: ${describeFailure(r)}`);
+  if (ok(r)) return;
+  if (!r.timedOut && EXISTING.test(r.stderr)) throw new ForeignDataError(r, `${cmd} on ${device}`);
+  throw new CommandFailedError(r, `${cmd} on ${device}`);
 }
 
 /**
@@ -37,12 +57,13 @@ export async function growFilesystem(
   const r = await o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: "info" });
   if (ok(r)) return;
   if (fsType === "ext4" && /Permission denied to resize/i.test(r.stderr)) {
-    // Growing a mounted ext4 needs CAP_SYS_RESOURCE; without it the grow happens at the next stage (offline).
-    throw failedPrecondition(
+    throw new GrowNeedsCapabilityError(
+      r,
+      cmd,
       `resize2fs could not grow the mounted ext4 on ${device}: the driver lacks CAP_SYS_RESOURCE (add it to the node plugin's capabilities); the filesystem will be grown at its next NodeStageVolume`,
     );
   }
-  throw unavailable(`${cmd} for ${device} failed: ${describeFailure(r)}`);
+  throw new CommandFailedError(r, `${cmd} for ${device}`);
 }
 
 /**
@@ -59,8 +80,7 @@ export async function ext4SmallerThanDevice(
     known.fsBytes ??
       (async () => {
         const fs = await o.runner("dumpe2fs", ["-h", device], { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log });
-        if (!ok(fs))
-          throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(fs)}`);
+        if (!ok(fs)) throw sizeUnreadable(fs, device);
         const field = (name: string) =>
           Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(completeStdout(fs, "dumpe2fs -h"))?.[1] ?? NaN);
         return field("Block count") * field("Block size");
@@ -72,13 +92,15 @@ export async function ext4SmallerThanDevice(
           signal: o.signal,
           log: o.log,
         });
-        if (!ok(dev))
-          throw unavailable(`cannot compare filesystem and device size of ${device}: ${describeFailure(dev)}`);
+        if (!ok(dev)) throw sizeUnreadable(dev, device);
         return Number(completeStdout(dev, "blockdev --getsize64").trim());
       })(),
   ]);
   if (!Number.isFinite(fsBytes) || !Number.isFinite(devBytes))
-    throw unavailable(`cannot read the size of ext4 on ${device}`);
+    throw new SizeUnknownError(`cannot read the size of ext4 on ${device}`);
   // resize2fs rounds to whole blocks groups' alignment; a few MiB of slack is not worth a resize.
   return devBytes - fsBytes > 8 * 1024 * 1024;
 }
+
+const sizeUnreadable = (r: ExecResult, device: string) =>
+  new CommandFailedError(r, r.command, `cannot compare filesystem and device size of ${device}: ${describeFailure(r)}`);

@@ -1,5 +1,6 @@
 import { errorMessage, isDeadlineError, isDomainError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
+import { csiErrorOf } from "../node/outcomes.ts";
 import type { EventRecorder, ObjectRef } from "./events.ts";
 import type { PvIndex } from "./pv-index.ts";
 
@@ -12,7 +13,9 @@ import type { PvIndex } from "./pv-index.ts";
 export type NodeEventReason =
   "MountStormRefused" | "FormatRefused" | "SystemVolumeRefused" | "StageDeadlineExceeded" | "UnstageDeadlineExceeded";
 
-export function nodeEventReason(rpc: string, e: unknown): NodeEventReason | null {
+export function nodeEventReason(rpc: string, raw: unknown): NodeEventReason | null {
+  // A helper's own error (storm refused, command failed) reads as the node service answers it.
+  const e = csiErrorOf(raw);
   if (!isDomainError(e)) return null;
   const m = e.message;
   if (

@@ -1,6 +1,7 @@
 import { dirname } from "node:path";
-import { describeFailure, ok, type CommandContext, type ExecResult } from "../runtime/exec.ts";
-import { DomainError, failedPrecondition, unavailable } from "../runtime/errors.ts";
+import { ok, type CommandContext, type ExecResult } from "../runtime/exec.ts";
+import { CommandFailedError } from "../runtime/command-failed.ts";
+import { failedPrecondition } from "../runtime/errors.ts";
 import { crashPoint } from "../runtime/crash-points.ts";
 
 /**
@@ -12,22 +13,20 @@ import { crashPoint } from "../runtime/crash-points.ts";
 const run = (o: CommandContext, cmd: string, args: string[], info = true): Promise<ExecResult> =>
   o.runner(cmd, args, { timeoutMs: o.timeoutMs, signal: o.signal, log: o.log, logLevel: info ? "info" : "debug" });
 
-/**
- * A command that ran and failed, with its result: the service decides what it means for the RPC
- * (a mount option the kernel refuses is the request's fault, a hung mount is the node's).
- */
-export class CommandFailedError extends DomainError {
-  constructor(
-    readonly result: ExecResult,
-    what: string,
-  ) {
-    super("unavailable", `${what} failed: ${describeFailure(result)}`);
-  }
-}
+export { CommandFailedError };
 
+/**
+ * A failed command is a CommandFailedError with its result: the service decides what it means for
+ * the RPC (a mount option the kernel refuses is the request's fault, a hung mount is the node's).
+ */
 function must(r: ExecResult, what: string): void {
   if (ok(r)) return;
-  if (r.timedOut) throw unavailable(`${what} did not finish within ${r.durationMs} ms; the node's mounts may be hung`);
+  if (r.timedOut)
+    throw new CommandFailedError(
+      r,
+      what,
+      `${what} did not finish within ${r.durationMs} ms; the node's mounts may be hung`,
+    );
   throw new CommandFailedError(r, what);
 }
 

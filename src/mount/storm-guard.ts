@@ -1,4 +1,3 @@
-import { resourceExhausted, unavailable } from "../runtime/errors.ts";
 import type { MountEntry } from "./mountinfo.ts";
 
 /**
@@ -11,6 +10,22 @@ export const DEFAULT_STORM_TOTAL = 20_000;
 
 const ADVICE =
   "run `rds-csi doctor` to see the duplicates and `rds-csi gc` (then `rds-csi gc --force`) to clean them up";
+
+/**
+ * A mount refused because of a storm: at one device, at one target, or across the whole table.
+ * Which CSI code that is (the volume's own excess, or the node's) is the service's call.
+ */
+export class StormRefusedError extends Error {
+  override readonly name = "StormRefusedError";
+  constructor(
+    readonly scope: "device" | "target" | "table",
+    readonly count: number,
+    readonly limit: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 export function countMounts(
   mounts: readonly MountEntry[],
@@ -25,7 +40,7 @@ export function countMounts(
   return { byDev, byTarget };
 }
 
-/** Throws RESOURCE_EXHAUSTED when the next mount of `dev` at `target` would add to a storm. */
+/** Throws StormRefusedError when the next mount of `dev` at `target` would add to a storm. */
 export function assertNoStorm(
   mounts: readonly MountEntry[],
   what: { dev: string; target: string; source: string },
@@ -33,12 +48,18 @@ export function assertNoStorm(
 ): void {
   const { byDev, byTarget } = countMounts(mounts, { dev: what.dev, mountPoint: what.target });
   if (byDev >= threshold) {
-    throw resourceExhausted(
+    throw new StormRefusedError(
+      "device",
+      byDev,
+      threshold,
       `refusing to mount: device ${what.source} (${what.dev}) already has ${byDev} mount entries (limit ${threshold}); ${ADVICE}`,
     );
   }
   if (byTarget >= threshold) {
-    throw resourceExhausted(
+    throw new StormRefusedError(
+      "target",
+      byTarget,
+      threshold,
       `refusing to mount: ${what.target} already has ${byTarget} mount entries stacked (limit ${threshold}); ${ADVICE}`,
     );
   }
@@ -47,7 +68,10 @@ export function assertNoStorm(
 /** Pre-flight: the node is already in a storm, so any mount we add makes it worse. */
 export function assertTableSane(mounts: readonly MountEntry[], totalLimit: number): void {
   if (mounts.length >= totalLimit) {
-    throw unavailable(
+    throw new StormRefusedError(
+      "table",
+      mounts.length,
+      totalLimit,
       `the mount table has ${mounts.length} entries (limit ${totalLimit}); a mount storm is under way; ${ADVICE}`,
     );
   }

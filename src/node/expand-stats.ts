@@ -1,4 +1,4 @@
-import { rpc } from "../csi/handler.ts";
+import { nodeRpc } from "./outcomes.ts";
 import { notFound, outOfRange } from "../runtime/errors.ts";
 import { growFilesystem, type FsType } from "../fs/mkfs.ts";
 import { targetOf, type NodeContext } from "./context.ts";
@@ -24,7 +24,7 @@ export function expandStatsHandlers(c: NodeContext) {
     return { record, path };
   }
 
-  const NodeExpandVolume = rpc(
+  const NodeExpandVolume = nodeRpc(
     c.schemas.NodeExpandVolume,
     async ({ volumeId, requiredBytes: required, limitBytes: limit, volumePath }, ctx) => {
       const log = ctx.log;
@@ -54,7 +54,7 @@ export function expandStatsHandlers(c: NodeContext) {
     },
   );
 
-  const NodeGetVolumeStats = rpc(c.schemas.NodeGetVolumeStats, async ({ volumeId, volumePath: raw }) => {
+  const NodeGetVolumeStats = nodeRpc(c.schemas.NodeGetVolumeStats, async ({ volumeId, volumePath: raw }) => {
     const { record, path: volumePath } = await knownPath(volumeId, raw);
     const connector = deps.connectors[record.transport];
     const transport =

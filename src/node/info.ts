@@ -1,4 +1,4 @@
-import { rpc } from "../csi/handler.ts";
+import { nodeRpc } from "./outcomes.ts";
 import type { NodeContext } from "./context.ts";
 
 export const TOPOLOGY_KEY = "topology.rds.csi.srvlab.io/node";
@@ -15,10 +15,10 @@ const NODE_CAPABILITIES = [
 export function infoHandlers(c: NodeContext) {
   const { deps } = c;
   return {
-    NodeGetCapabilities: rpc(c.schemas.NodeGetCapabilities, async () => ({
+    NodeGetCapabilities: nodeRpc(c.schemas.NodeGetCapabilities, async () => ({
       capabilities: NODE_CAPABILITIES.map((type) => ({ rpc: { type } })),
     })),
-    NodeGetInfo: rpc(c.schemas.NodeGetInfo, async () => ({
+    NodeGetInfo: nodeRpc(c.schemas.NodeGetInfo, async () => ({
       node_id: deps.hostNqn ? `${deps.nodeName}/${deps.hostNqn}` : deps.nodeName,
       max_volumes_per_node: deps.maxVolumes,
       accessible_topology: { segments: { [TOPOLOGY_KEY]: deps.nodeName } },

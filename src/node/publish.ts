@@ -1,4 +1,4 @@
-import { rpc } from "../csi/handler.ts";
+import { nodeRpc } from "./outcomes.ts";
 import { SINGLE_WRITER_MODES } from "../csi/capabilities.ts";
 import { alreadyExists, failedPrecondition, invalidArgument } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
@@ -16,7 +16,7 @@ import type { StagingRecord } from "./staging-records.ts";
 export function publishHandlers(c: NodeContext) {
   const { deps, t, ops } = c;
 
-  const NodePublishVolume = rpc(
+  const NodePublishVolume = nodeRpc(
     c.schemas.NodePublishVolume,
     async ({ volumeId, stagingPath, targetPath, cap, readonly }, ctx) => {
       const log = ctx.log;
@@ -134,7 +134,7 @@ export function publishHandlers(c: NodeContext) {
     await makeBlockNode(targetPath, device.dev, readonly, o);
   }
 
-  const NodeUnpublishVolume = rpc(c.schemas.NodeUnpublishVolume, async ({ volumeId, targetPath }, ctx) => {
+  const NodeUnpublishVolume = nodeRpc(c.schemas.NodeUnpublishVolume, async ({ volumeId, targetPath }, ctx) => {
     const log = ctx.log;
     return c.exclusive(volumeId, "NodeUnpublishVolume", async () => {
       await deps.paths.confine({ target_path: targetPath }, ctx.signal);

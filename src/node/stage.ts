@@ -1,4 +1,4 @@
-import { rpc } from "../csi/handler.ts";
+import { nodeRpc } from "./outcomes.ts";
 import {
   aborted,
   alreadyExists,
@@ -171,7 +171,7 @@ export function stageHandlers(c: NodeContext) {
    * mount table read and the attach (an nvme connect waiting for its device). fsck, mkfs and mount
    * are not cancelled: a half-made filesystem or a mount the kernel is completing must finish.
    */
-  const NodeStageVolume = rpc(c.schemas.NodeStageVolume, async ({ volumeId, stagingPath, cap, target }, ctx) => {
+  const NodeStageVolume = nodeRpc(c.schemas.NodeStageVolume, async ({ volumeId, stagingPath, cap, target }, ctx) => {
     const signal = ctx.signal;
     const log = ctx.log.child({ ...(target.nqn ? { nqn: target.nqn } : {}) });
     return c.exclusive(volumeId, "NodeStageVolume", async () => {
@@ -308,7 +308,7 @@ export function stageHandlers(c: NodeContext) {
     await deps.connectors["nvme-tcp"].detach(legacy.volume);
   }
 
-  const NodeUnstageVolume = rpc(c.schemas.NodeUnstageVolume, async ({ volumeId, stagingPath }, ctx) => {
+  const NodeUnstageVolume = nodeRpc(c.schemas.NodeUnstageVolume, async ({ volumeId, stagingPath }, ctx) => {
     const log = ctx.log;
     return c.exclusive(volumeId, "NodeUnstageVolume", async () => {
       await deps.paths.confine({ staging_target_path: stagingPath }, ctx.signal);

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { assertNoStorm, assertTableSane, countMounts } from "../../src/mount/storm-guard.ts";
 import type { MountEntry } from "../../src/mount/mountinfo.ts";
+import { csiErrorOf } from "../../src/node/outcomes.ts";
 
 const entry = (dev: string, mountPoint: string): MountEntry => ({ dev, mountPoint }) as MountEntry;
 const table = (n: number, dev: string, at: (i: number) => string) =>
@@ -22,7 +23,8 @@ describe("storm guard", () => {
     try {
       assertNoStorm(t, { dev: "7:1", target: "/t", source: "/dev/loop1" }, 100);
     } catch (e) {
-      got = (e as { kind: string }).kind;
+      // The guard says what it refused; the node's answer to the CO is the code checked here.
+      got = (csiErrorOf(e) as { kind: string }).kind;
     }
     expect(got).toBe(want);
   });
