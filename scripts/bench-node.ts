@@ -116,7 +116,7 @@ try {
       const slot = perRpc.get(rpc)!;
       const took = await time(() =>
         profiled(
-          () => (h.service[rpc] as (r: object) => Promise<unknown>)(requests[rpc]),
+          () => h.service[rpc](requests[rpc]),
           (p) => {
             slot.profile = p;
           },

@@ -145,7 +145,17 @@ export interface ReadMountinfoOptions extends Omit<CommandContext, "timeoutMs"> 
 }
 
 /** 100k mounts are ~15 MB of mountinfo; leave generous room but keep a bound. */
-const MAX_MOUNTINFO_BYTES = 512 * 1024 * 1024;
+export const MAX_MOUNTINFO_BYTES = 512 * 1024 * 1024;
+
+/** The mountinfo file of a process ("self": this one, by pid, so that a child reading it sees our view). */
+export function mountinfoPathOf(opts: { procRoot?: string; pid?: number | "self" }): string {
+  const pid = opts.pid === undefined || opts.pid === "self" ? process.pid : opts.pid;
+  return `${opts.procRoot ?? "/proc"}/${pid}/mountinfo`;
+}
+
+/** A mountinfo larger than the bound was cut: never decide on part of the table. */
+export const mountinfoTooLarge = (path: string) =>
+  new DomainError("resource-exhausted", `${path} is larger than ${MAX_MOUNTINFO_BYTES} bytes`);
 
 /**
  * Reads mountinfo in a child `cat` with a deadline. The kernel generates mountinfo under the
@@ -154,10 +164,8 @@ const MAX_MOUNTINFO_BYTES = 512 * 1024 * 1024;
  * "self" means this process's view, so the child reads its parent's file by pid.
  */
 export async function readMountinfo(opts: ReadMountinfoOptions): Promise<MountEntry[]> {
-  const procRoot = opts.procRoot ?? "/proc";
-  const pid = opts.pid === undefined || opts.pid === "self" ? process.pid : opts.pid;
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  const path = `${procRoot}/${pid}/mountinfo`;
+  const path = mountinfoPathOf(opts);
   const r = await opts.runner("cat", ["--", path], {
     timeoutMs,
     maxOutputBytes: MAX_MOUNTINFO_BYTES,
@@ -171,6 +179,6 @@ export async function readMountinfo(opts: ReadMountinfoOptions): Promise<MountEn
       `reading ${path} ${r.aborted ? "was cancelled" : "failed"}: ${describeFailure(r)}`,
     );
   }
-  if (r.truncated) throw new DomainError("resource-exhausted", `${path} is larger than ${MAX_MOUNTINFO_BYTES} bytes`);
+  if (r.truncated) throw mountinfoTooLarge(path);
   return parseMountinfo(r.stdout);
 }

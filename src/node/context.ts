@@ -1,14 +1,20 @@
 import type { BreakerRegistry } from "../runtime/breakers.ts";
-import { failedPrecondition, isDeadlineError, unavailable } from "../runtime/errors.ts";
-import type { CommandContext, Runner, RunnerStats } from "../runtime/exec.ts";
+import { failedPrecondition, unavailable } from "../runtime/errors.ts";
+import { describeFailure, ok, type CommandContext, type Runner, type RunnerStats } from "../runtime/exec.ts";
 import { exclusive as exclusiveKey, type KeyLock } from "../runtime/key-lock.ts";
 import type { Logger } from "../runtime/log.ts";
-import { readMountinfo, type MountEntry } from "../mount/mountinfo.ts";
+import {
+  MAX_MOUNTINFO_BYTES,
+  mountinfoPathOf,
+  mountinfoTooLarge,
+  parseMountinfo,
+  type MountEntry,
+} from "../mount/mountinfo.ts";
 import { pathKind, removeEmptyDirectory, removePath, unmount, type PathKind } from "../mount/ops.ts";
 import type { ProbeRegistry } from "../mount/probe.ts";
 import { assertTableSane } from "../mount/storm-guard.ts";
 import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
-import type { KubeletPaths } from "./kubelet-paths.ts";
+import { RESOLVE_SH, type KubeletPaths } from "./kubelet-paths.ts";
 import { nodeRequestSchemas } from "./requests.ts";
 import type { StagingRecord, StagingRecords } from "./staging-records.ts";
 
@@ -60,6 +66,12 @@ export interface NodeServiceDeps {
   fileDir: string;
 }
 
+/** `sh -c` script: the physical path of each of "$@" (after the mountinfo path in $1), a NUL, then the mount table. */
+const CONFINE_AND_READ = `${RESOLVE_SH}
+mi=$1; shift
+for p; do resolve "$p"; done
+printf "\\0"; exec cat -- "$mi"`;
+
 /** Stacked mounts at one path are unmounted one by one; more than this is a storm for gc. */
 const MAX_UNMOUNT_ROUNDS = 5;
 
@@ -97,40 +109,56 @@ export function createNodeContext(deps: NodeServiceDeps) {
       fn,
     );
 
-  /** Reads the mount table and refuses when mounting would hang or add to a storm. */
-  async function preflight(signal?: AbortSignal): Promise<MountEntry[]> {
+  function refuseWhileStuck(): void {
     const stuck = deps.runner.stuck?.() ?? 0;
     if (stuck > 0) {
       throw unavailable(
         `${stuck} earlier command(s) could not be killed (likely stuck in the kernel, D state); refusing to start more mount work; run rds-csi doctor`,
       );
     }
-    let mounts: MountEntry[];
-    try {
-      mounts = await readMountinfo({
-        runner: deps.runner,
-        procRoot: deps.procRoot,
-        timeoutMs: t.mountinfoMs,
-        ...(signal ? { signal } : {}),
-      });
-    } catch (e) {
-      if (isDeadlineError(e))
-        throw unavailable(
-          `the mount table could not be read within ${t.mountinfoMs} ms; mount operations are likely to hang; run rds-csi doctor`,
-        );
-      throw e;
+  }
+
+  /**
+   * The RPC's path check (kubelet-paths.ts: `realpath -m` of the kubelet dir and each path's parent)
+   * and its mount-table read, in one child under one deadline, then the pre-flight refusals. Both
+   * are reads that can block (a hung mount above a kubelet path; the namespace lock a hung mount
+   * holds while mountinfo waits on it), so both stay out of this process (DESIGN.md, principles 1
+   * and 2); sharing the child halves their cost (scripts/bench-node.ts). The paths are passed as
+   * arguments, never written into the script.
+   */
+  async function confineAndReadMounts(fields: Record<string, string>, signal?: AbortSignal): Promise<MountEntry[]> {
+    refuseWhileStuck();
+    const c = deps.paths.confinement(fields);
+    const mountinfo = mountinfoPathOf({ procRoot: deps.procRoot });
+    const timeoutMs = Math.max(t.mountinfoMs, t.commandMs);
+    const r = await deps.runner("sh", ["-c", CONFINE_AND_READ, "sh", mountinfo, ...c.paths], {
+      timeoutMs,
+      maxOutputBytes: MAX_MOUNTINFO_BYTES,
+      log: deps.log,
+      ...(signal ? { signal } : {}),
+    });
+    if (r.timedOut)
+      throw unavailable(
+        `${c.what} and reading the mount table did not finish within ${timeoutMs} ms; the kubelet dir or the mount table may be hung; run rds-csi doctor`,
+      );
+    // realpath's answer ends where the NUL is; no path and no mountinfo line holds one.
+    const split = r.stdout.indexOf("\0");
+    if (!ok(r) || split === -1) {
+      const what = split === -1 ? c.what : `reading ${mountinfo}`;
+      throw unavailable(`${what} ${r.aborted ? "was cancelled" : "failed"}: ${describeFailure(r)}`);
     }
+    if (r.truncated) throw mountinfoTooLarge(mountinfo);
+    c.check(r.stdout.slice(0, split).split("\n"));
+    const mounts = parseMountinfo(r.stdout.slice(split + 1));
     assertTableSane(mounts, deps.stormTotal);
     return mounts;
   }
 
   /**
-   * Unmounts everything stacked at path. The table read once up front says how many there are; a
+   * Unmounts everything stacked at path. The table the RPC read up front says how many there are; a
    * successful umount removes exactly the top one, so the table is not read again after each.
    */
-  async function unmountAll(path: string, log: Logger, known?: MountEntry[]): Promise<MountEntry[]> {
-    // A table the RPC has just read is used as it is; reading it again would only repeat the child.
-    const mounts = known ?? (await preflight());
+  async function unmountAll(path: string, log: Logger, mounts: MountEntry[]): Promise<MountEntry[]> {
     const stacked = mountsAt(mounts, path).length;
     if (stacked > MAX_UNMOUNT_ROUNDS)
       throw failedPrecondition(`${path} has ${stacked} mounts stacked; run rds-csi doctor and rds-csi gc`);
@@ -209,7 +237,7 @@ export function createNodeContext(deps: NodeServiceDeps) {
     ops,
     schemas,
     exclusive,
-    preflight,
+    confineAndReadMounts,
     unmountAll,
     otherRecords,
     refuseClaimed,

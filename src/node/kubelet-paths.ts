@@ -6,7 +6,7 @@ import type { Logger } from "../runtime/log.ts";
 /**
  * Node RPCs act only inside the kubelet directory. A path from the CO is first checked on its own
  * (absolute, no `.`/`..`, no empty or over-long components, strictly below the kubelet dir), then
- * its parent is resolved by `realpath` in a child process: a symlink anywhere above the final
+ * its parent is resolved physically in a child process (RESOLVE_SH): a symlink anywhere above the final
  * component (`pods/evil-link → /outside`) makes the resolved parent differ from the written one
  * and the request is refused before anything is created, mounted or removed.
  *
@@ -17,10 +17,39 @@ import type { Logger } from "../runtime/log.ts";
 export interface KubeletPaths {
   /** Lexically checked and normalised path (no trailing slash), or INVALID_ARGUMENT naming the field. */
   lexical(field: string, raw: string): string;
-  /** Refuses paths whose parent directories leave the kubelet dir through a symlink. */
+  /** Refuses paths whose parent directories leave the kubelet dir through a symlink (one `sh` child). */
   confine(fields: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /** The same check, for a caller that runs RESOLVE_SH in a child of its own (node/context.ts). */
+  confinement(fields: Record<string, string>): Confinement;
   readonly root: string;
 }
+
+export interface Confinement {
+  /** Paths for `resolve`: the kubelet dir, then each field's parent. */
+  paths: string[];
+  /** For error messages: what resolving these paths is for. */
+  what: string;
+  /** Refuses (INVALID_ARGUMENT naming the field) unless every parent resolves below the kubelet dir. */
+  check(resolvedLines: string[]): void;
+}
+
+/**
+ * A shell function, `resolve PATH`, printing PATH's physical path on one line, with shell builtins
+ * only (no child of its own: it costs no exec, measured in scripts/bench-node.ts). It walks up to the
+ * longest prefix `cd -P` can enter and appends the rest as written, like `realpath -m` (a parent that
+ * does not exist yet resolves to itself). A component that is a symlink `cd` cannot follow (dangling,
+ * or to a file) prints a line that never matches a path, so the request is refused.
+ */
+export const RESOLVE_SH = [
+  "resolve() {",
+  '  p=$1 rest=""',
+  '  until cd -P -- "$p" 2>/dev/null; do',
+  '    if [ -L "$p" ]; then printf "%s\\n" "(a symlink that does not lead to a directory: $p)"; return; fi',
+  '    rest="/${p##*/}$rest"; p=${p%/*}; [ -n "$p" ] || p=/',
+  "  done",
+  '  o="${PWD%/}$rest"; printf "%s\\n" "${o:-/}"',
+  "}",
+].join("\n");
 
 export interface KubeletPathsDeps {
   kubeletDir: string;
@@ -57,12 +86,38 @@ export function kubeletPaths(deps: KubeletPathsDeps): KubeletPaths {
     return path;
   }
 
-  async function confine(fields: Record<string, string>, signal?: AbortSignal): Promise<void> {
+  /**
+   * The paths that resolve the kubelet dir and every parent in one child (RESOLVE_SH), and the check
+   * of its answer (one line per path, in order).
+   */
+  function confinement(fields: Record<string, string>): Confinement {
     const entries = Object.entries(fields);
-    if (entries.length === 0) return;
-    // One child for the kubelet dir and every parent: `-m` accepts components that do not exist yet.
     const parents = entries.map(([, p]) => posix.dirname(p));
-    const r = await deps.runner("realpath", ["-m", "--", root, ...parents], {
+    return {
+      paths: [root, ...parents],
+      what: `resolving the parent directories of ${parents.join(", ")}`,
+      check(lines) {
+        const realRoot = lines[0] ?? "";
+        entries.forEach(([field, path], i) => {
+          const written = parents[i]!;
+          const resolved = lines[i + 1] ?? "";
+          // The kubelet dir itself may be a symlink (some distributions move it): compare below it.
+          const expected = written === root ? realRoot : `${realRoot}${written.slice(root.length)}`;
+          if (resolved !== expected) {
+            throw invalidArgument(
+              field,
+              `${JSON.stringify(path)} leaves the kubelet directory through a symlink (its parent resolves to ${JSON.stringify(resolved)})`,
+            );
+          }
+        });
+      },
+    };
+  }
+
+  async function confine(fields: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    if (Object.keys(fields).length === 0) return;
+    const c = confinement(fields);
+    const r = await deps.runner("sh", ["-c", `${RESOLVE_SH}\nfor p; do resolve "$p"; done`, "sh", ...c.paths], {
       timeoutMs: deps.timeoutMs,
       signal,
       log: deps.log,
@@ -70,25 +125,12 @@ export function kubeletPaths(deps: KubeletPathsDeps): KubeletPaths {
     if (!ok(r)) {
       if (r.timedOut)
         throw unavailable(
-          `resolving the parent directories of ${parents.join(", ")} did not finish within ${deps.timeoutMs} ms; the kubelet dir may sit on a hung mount`,
+          `${c.what} did not finish within ${deps.timeoutMs} ms; the kubelet dir may sit on a hung mount`,
         );
-      throw unavailable(`resolving the parent directories of ${parents.join(", ")} failed: ${describeFailure(r)}`);
+      throw unavailable(`${c.what} failed: ${describeFailure(r)}`);
     }
-    const lines = completeStdout(r, "resolving kubelet paths").split("\n");
-    const realRoot = lines[0] ?? "";
-    entries.forEach(([field, path], i) => {
-      const written = parents[i]!;
-      const resolved = lines[i + 1] ?? "";
-      // The kubelet dir itself may be a symlink (some distributions move it): compare below it.
-      const expected = written === root ? realRoot : `${realRoot}${written.slice(root.length)}`;
-      if (resolved !== expected) {
-        throw invalidArgument(
-          field,
-          `${JSON.stringify(path)} leaves the kubelet directory through a symlink (its parent resolves to ${JSON.stringify(resolved)})`,
-        );
-      }
-    });
+    c.check(completeStdout(r, "resolving kubelet paths").split("\n"));
   }
 
-  return { lexical, confine, root };
+  return { lexical, confine, confinement, root };
 }

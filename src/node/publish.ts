@@ -21,7 +21,10 @@ export function publishHandlers(c: NodeContext) {
     async ({ volumeId, stagingPath, targetPath, cap, readonly }, ctx) => {
       const log = ctx.log;
       return c.exclusive(volumeId, "NodePublishVolume", async () => {
-        await deps.paths.confine({ staging_target_path: stagingPath, target_path: targetPath }, ctx.signal);
+        const mounts = await c.confineAndReadMounts(
+          { staging_target_path: stagingPath, target_path: targetPath },
+          ctx.signal,
+        );
         const record = await deps.records.read(volumeId);
         if (!record || record.state !== "staged")
           throw failedPrecondition(`volume ${volumeId} is not staged on this node`);
@@ -46,7 +49,6 @@ export function publishHandlers(c: NodeContext) {
               `volume ${volumeId} is ${cap.accessMode} and already published at ${other.target_path}`,
             );
         }
-        const mounts = await c.preflight();
         const device = await deps.connectors[record.transport].find(targetOf(record));
         if (!device)
           throw failedPrecondition(
@@ -137,14 +139,13 @@ export function publishHandlers(c: NodeContext) {
   const NodeUnpublishVolume = nodeRpc(c.schemas.NodeUnpublishVolume, async ({ volumeId, targetPath }, ctx) => {
     const log = ctx.log;
     return c.exclusive(volumeId, "NodeUnpublishVolume", async () => {
-      await deps.paths.confine({ target_path: targetPath }, ctx.signal);
+      const mounts = await c.confineAndReadMounts({ target_path: targetPath }, ctx.signal);
       const record = await deps.records.read(volumeId);
       c.refuseClaimed(await c.otherRecords(volumeId), targetPath, "target_path");
       const owned = record?.publications.find((p) => p.target_path === targetPath);
       const device = record
         ? await deps.connectors[record.transport].find(targetOf(record))
         : (await c.legacyDevice(volumeId))?.device;
-      const mounts = await c.preflight();
       // A publication the record lists is ours whatever is mounted (the device may be gone); else only the volume's own device.
       if (!owned) c.refuseForeignMounts(mounts, targetPath, volumeId, device, "target_path");
       if (mountsAt(mounts, targetPath).length > 0) await c.unmountAll(targetPath, log, mounts);

@@ -175,7 +175,7 @@ export function stageHandlers(c: NodeContext) {
     const signal = ctx.signal;
     const log = ctx.log.child({ ...(target.nqn ? { nqn: target.nqn } : {}) });
     return c.exclusive(volumeId, "NodeStageVolume", async () => {
-      await deps.paths.confine({ staging_target_path: stagingPath }, signal);
+      const mounts = await c.confineAndReadMounts({ staging_target_path: stagingPath }, signal);
       const existing = await deps.records.read(volumeId);
       if (existing) {
         const conflict = stagingConflict(existing, target, cap, stagingPath);
@@ -192,7 +192,7 @@ export function stageHandlers(c: NodeContext) {
       const releaseFile = target.backingFile ? deps.locks.tryAcquire(`file:${target.backingFile}`) : () => {};
       if (!releaseFile) throw aborted(`another operation is attaching ${target.backingFile}; retry later`);
       try {
-        return await stageLocked(volumeId, stagingPath, cap, target, existing, others.length, log, signal);
+        return await stageLocked(volumeId, stagingPath, cap, target, existing, others.length, mounts, log, signal);
       } finally {
         releaseFile();
       }
@@ -206,10 +206,10 @@ export function stageHandlers(c: NodeContext) {
     target: VolumeTarget,
     existing: StagingRecord | null,
     otherVolumes: number,
+    mounts: MountEntry[],
     log: Logger,
     signal: AbortSignal,
   ) {
-    const mounts = await c.preflight(signal);
     // The records were just listed (otherRecords): without one of its own, this volume would be one more.
     if (!existing && deps.maxVolumes > 0 && otherVolumes >= deps.maxVolumes) {
       throw new DomainError(
@@ -286,9 +286,9 @@ export function stageHandlers(c: NodeContext) {
    * unmount what of its device is mounted at the staging path, then disconnect it when nothing
    * else mounts it. A volume we cannot place stays as it is, and so does anything mounted there.
    */
-  async function unstageWithoutRecord(volumeId: string, stagingPath: string, log: Logger) {
+  async function unstageWithoutRecord(volumeId: string, stagingPath: string, known: MountEntry[], log: Logger) {
     const legacy = await c.legacyDevice(volumeId);
-    let mounts = await c.preflight();
+    let mounts = known;
     c.refuseForeignMounts(mounts, stagingPath, volumeId, legacy?.device, "staging_target_path");
     if (!legacy) return;
     mounts = await c.unmountAll(stagingPath, log, mounts);
@@ -311,7 +311,7 @@ export function stageHandlers(c: NodeContext) {
   const NodeUnstageVolume = nodeRpc(c.schemas.NodeUnstageVolume, async ({ volumeId, stagingPath }, ctx) => {
     const log = ctx.log;
     return c.exclusive(volumeId, "NodeUnstageVolume", async () => {
-      await deps.paths.confine({ staging_target_path: stagingPath }, ctx.signal);
+      const known = await c.confineAndReadMounts({ staging_target_path: stagingPath }, ctx.signal);
       const record = await deps.records.read(volumeId);
       if (record && record.staging_path !== stagingPath) {
         throw failedPrecondition(
@@ -320,10 +320,10 @@ export function stageHandlers(c: NodeContext) {
       }
       c.refuseClaimed(await c.otherRecords(volumeId), stagingPath, "staging_target_path");
       if (!record) {
-        await unstageWithoutRecord(volumeId, stagingPath, log);
+        await unstageWithoutRecord(volumeId, stagingPath, known, log);
         return {};
       }
-      const mounts = await c.unmountAll(stagingPath, log);
+      const mounts = await c.unmountAll(stagingPath, log, known);
       crashPoint("node.unstage.unmounted");
       const volume = targetOf(record);
       const device = await deps.connectors[record.transport].find(volume);

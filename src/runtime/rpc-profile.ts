@@ -9,9 +9,11 @@ export interface RpcProfile {
 
 const scope = new AsyncLocalStorage<RpcProfile>();
 
-/** readMountinfo reads the table in a child `cat …/mountinfo` (never in-process: see mount/mountinfo.ts). */
-const readsMountTable = (command: string, args: readonly string[]) =>
-  command === "cat" && args.some((a) => a.endsWith("/mountinfo"));
+/**
+ * The mount table is read in a child (never in-process: see mount/mountinfo.ts): `cat …/mountinfo`,
+ * or the node's path check that reads it in the same child (`sh -c … …/mountinfo`, node/context.ts).
+ */
+const readsMountTable = (_command: string, args: readonly string[]) => args.some((a) => a.endsWith("/mountinfo"));
 
 /**
  * The same runner, counting each child into the profile of the RPC it runs for (concurrent RPCs

@@ -35,7 +35,8 @@ export function directCalls<S extends Record<string, RpcHandler>>(handlers: S, l
 /** A node service over real loop devices, mkfs, mount and probes, rooted in a private temp dir. */
 export function nodeHarness(over: Partial<NodeServiceDeps> = {}) {
   const base = mkdtempSync(join(tmpdir(), "rds-node-"));
-  const runner = createRunner();
+  // One runner for everything the service runs (a profiling runner from a bench sees the path checks too).
+  const runner = over.runner ?? createRunner();
   const log = silentLogger();
   const probes = createProbeRegistry({ timeoutMs: 2_000, log });
   const loop = createLoopConnector({ runner, log });
