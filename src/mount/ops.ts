@@ -71,16 +71,25 @@ export async function makeDirectory(path: string, o: CommandContext): Promise<vo
 }
 
 /**
- * Makes the directory (and its parents) unless it exists, in one child: `mkdir -pv` names what it
- * created, so no stat is needed to learn whether the directory was ours. A non-directory in the
- * way is FAILED_PRECONDITION naming the field.
+ * Makes the directory (and its parents) unless something is there, in one child: `mkdir -pv` names
+ * what it created, so no stat is needed to learn that a new, empty, real directory is there now.
+ * "existed" is a directory or a symlink to one (mkdir -p follows it); "in-the-way" anything else.
  */
-export async function ensureDirectory(path: string, field: string, o: CommandContext): Promise<"created" | "existed"> {
+export async function makeDirectoryIfMissing(
+  path: string,
+  o: CommandContext,
+): Promise<"created" | "existed" | "in-the-way"> {
   const r = await run(o, "mkdir", ["-pv", "--", path], false);
-  if (!ok(r) && /File exists|Not a directory/.test(r.stderr))
-    throw failedPrecondition(`${field} ${path} exists and is not a directory`);
+  if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) return "in-the-way";
   must(r, `mkdir ${path}`);
   return r.stdout.trim() ? "created" : "existed";
+}
+
+/** makeDirectoryIfMissing for a path the CO names: a non-directory in the way is FAILED_PRECONDITION naming the field. */
+export async function ensureDirectory(path: string, field: string, o: CommandContext): Promise<"created" | "existed"> {
+  const made = await makeDirectoryIfMissing(path, o);
+  if (made === "in-the-way") throw failedPrecondition(`${field} ${path} exists and is not a directory`);
+  return made;
 }
 
 /**

@@ -4,7 +4,15 @@ import { alreadyExists, failedPrecondition, invalidArgument } from "../runtime/e
 import type { Logger } from "../runtime/log.ts";
 import { crashPoint } from "../runtime/crash-points.ts";
 import type { MountEntry } from "../mount/mountinfo.ts";
-import { bindMount, makeBlockNode, makeDirectory, pathKind, remountBind, removePath } from "../mount/ops.ts";
+import {
+  bindMount,
+  makeBlockNode,
+  makeDirectory,
+  makeDirectoryIfMissing,
+  pathKind,
+  remountBind,
+  removePath,
+} from "../mount/ops.ts";
 import { assertNoStorm } from "../mount/storm-guard.ts";
 import type { AttachedDevice } from "./connector.ts";
 import { mountsAt, targetOf, type NodeContext } from "./context.ts";
@@ -96,13 +104,17 @@ export function publishHandlers(c: NodeContext) {
       throw alreadyExists(`target_path ${targetPath} is already mounted ${isRo ? "read-only" : "read-write"}`);
     }
     assertNoStorm(mounts, { dev: device.dev, target: targetPath, source: record.staging_path }, deps.stormThreshold);
-    // Not a mount point, so stat cannot hang on it; a symlink here would carry the mount elsewhere.
-    const k = await pathKind(targetPath, ops(t.commandMs, log));
-    if (k.kind === "missing") await makeDirectory(targetPath, ops(t.commandMs, log));
-    else if (k.kind !== "directory")
-      throw alreadyExists(
-        `target_path ${targetPath} exists and is not a directory (${k.kind === "other" ? k.type : k.kind})`,
-      );
+    // Not a mount point (the table says so), so mkdir and stat cannot hang on it. A directory mkdir has
+    // just made is empty and no symlink; anything that was there already is looked at first, because a
+    // symlink here would carry the mount elsewhere. The usual first publish needs one child, not two.
+    if ((await makeDirectoryIfMissing(targetPath, ops(t.commandMs, log))) !== "created") {
+      const k = await pathKind(targetPath, ops(t.commandMs, log));
+      if (k.kind === "missing") await makeDirectory(targetPath, ops(t.commandMs, log));
+      else if (k.kind !== "directory")
+        throw alreadyExists(
+          `target_path ${targetPath} exists and is not a directory (${k.kind === "other" ? k.type : k.kind})`,
+        );
+    }
     const flags = cap.mountFlags.filter((f) => f !== "rw");
     await bindMount(record.staging_path, targetPath, readonly, flags, ops(t.mountMs, log)).catch((e) => {
       throw requestFault(e, flags);
