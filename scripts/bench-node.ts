@@ -4,11 +4,12 @@
  *   1. mountinfo parse of synthetic 10k / 100k tables next to `findmnt --raw -F` on the same file;
  *   2. a full stage+publish+unpublish+unstage cycle on loop devices, per RPC (time, child processes,
  *      mount-table reads, the commands run), next to the bare commands doing the same kernel work;
- *   3. idempotent NodeStage/NodePublish repeats with 1,000 extra mounts present (goal ≤ 5 ms).
+ *   3. the cost of one child: our runner next to a bare Bun.spawn and node spawn of `true`;
+ *   4. idempotent NodeStage/NodePublish repeats with 1,000 extra mounts present (goal ≤ 5 ms).
  * Leaves the host as it found it (scripts/bench-cleanup.ts), interrupted or not.
  * Usage: bun scripts/bench-node.ts [--quick]
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseMountinfo, readMountinfo } from "../src/mount/mountinfo.ts";
@@ -156,11 +157,30 @@ try {
       `${rpc.padEnd(20)} ${ms(median(xs)).padStart(9)}  ${String(profile.children.length).padStart(8)}  ${String(profile.mountTableReads).padStart(17)}  ${children}`,
     );
   }
+  const childrenPerCycle = [...perRpc.values()].reduce((n, { profile }) => n + profile.children.length, 0);
+  console.log(`children per cycle: rds-csi ${childrenPerCycle}, bare commands ${bareSteps.size}`);
   console.log(`bare commands: ${[...bareSteps].map(([n, xs]) => `${n} ${ms(median(xs))}`).join(", ")}`);
   const ratio = median(cycleTimes) / median(bareTimes);
   console.log(
     `cycle: rds-csi median ${ms(median(cycleTimes))} (p95 ${ms(p95(cycleTimes))})   bare commands median ${ms(median(bareTimes))}   ratio ${ratio.toFixed(2)}× (goal ≤ 1.5×)`,
   );
+
+  console.log("\n## one child: the runner (src/runtime/exec.ts) next to bare spawns of the same command, interleaved");
+  {
+    const bare = createRunner();
+    const spawns: [string, () => Promise<unknown>][] = [
+      ["Bun.spawn", () => Bun.spawn(["true"], { stdout: "pipe", stderr: "pipe" }).exited],
+      [
+        "node:child_process spawn",
+        () => new Promise((done) => spawn("true", [], { stdio: ["ignore", "pipe", "pipe"] }).on("close", done)),
+      ],
+      ["runner", () => bare("true", [], { timeoutMs: 5_000 })],
+    ];
+    const spawnTimes = new Map<string, number[]>(spawns.map(([n]) => [n, []]));
+    for (let i = 0; i < (quick ? 60 : 300); i++)
+      for (const [name, fn] of spawns) spawnTimes.get(name)!.push(await time(fn));
+    console.log(`true: ${[...spawnTimes].map(([n, xs]) => `${n} ${ms(median(xs))}`).join(", ")}`);
+  }
 
   console.log("\n## idempotent repeats with 1,000 extra mounts present");
   const extra = join(h.base, "extra");
