@@ -1,4 +1,4 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Backend, Disk } from "../backends/backend.ts";
 import { findOrphans } from "../backends/orphans.ts";
@@ -11,6 +11,7 @@ import { withDeadline } from "../runtime/deadline.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import type { Runner } from "../runtime/exec.ts";
 import type { Logger } from "../runtime/log.ts";
+import { listEntries, readAttribute } from "../sysfs/attributes.ts";
 import { listLoopDevices } from "./loop-devices.ts";
 import { ownKubeletMounts, volDataPathFor } from "./ownership.ts";
 import { readStagingRecords } from "./records.ts";
@@ -46,21 +47,6 @@ export interface FactDeps {
   signal?: AbortSignal;
 }
 
-async function list(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch {
-    return [];
-  }
-}
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return (await readFile(path, "utf8")).trim();
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Device numbers the kernel has right now, from `dev/block` and `block/*` (with partitions).
  * Null when sysfs shows none at all: an empty answer must not make every mount look deviceless.
@@ -70,14 +56,14 @@ export function readBlockDevs(sysfsRoot: string, timeoutMs: number, signal?: Abo
     `scan of ${sysfsRoot}/block`,
     timeoutMs,
     async () => {
-      const devs = new Set((await list(join(sysfsRoot, "dev", "block"))).filter((n) => /^\d+:\d+$/.test(n)));
-      for (const name of await list(join(sysfsRoot, "block"))) {
-        const dev = await readText(join(sysfsRoot, "block", name, "dev"));
+      const devs = new Set((await listEntries(join(sysfsRoot, "dev", "block"))).filter((n) => /^\d+:\d+$/.test(n)));
+      for (const name of await listEntries(join(sysfsRoot, "block"))) {
+        const dev = await readAttribute(join(sysfsRoot, "block", name, "dev"));
         if (dev) devs.add(dev);
-        for (const part of (await list(join(sysfsRoot, "block", name))).filter(
+        for (const part of (await listEntries(join(sysfsRoot, "block", name))).filter(
           (p) => p.startsWith(name) && p !== name,
         )) {
-          const pdev = await readText(join(sysfsRoot, "block", name, part, "dev"));
+          const pdev = await readAttribute(join(sysfsRoot, "block", name, part, "dev"));
           if (pdev) devs.add(pdev);
         }
       }
@@ -103,16 +89,16 @@ function readStackedDevs(
         if (seen.has(name)) return;
         seen.add(name);
         const dir = join(sysfsRoot, "block", name);
-        const entries = await list(dir);
+        const entries = await listEntries(dir);
         for (const part of entries.filter((p) => p.startsWith(name) && p !== name)) {
-          const d = await readText(join(dir, part, "dev"));
+          const d = await readAttribute(join(dir, part, "dev"));
           if (d) acc.add(d);
-          for (const h of await list(join(dir, part, "holders"))) await walkHolder(h, seen, acc);
+          for (const h of await listEntries(join(dir, part, "holders"))) await walkHolder(h, seen, acc);
         }
-        for (const h of await list(join(dir, "holders"))) await walkHolder(h, seen, acc);
+        for (const h of await listEntries(join(dir, "holders"))) await walkHolder(h, seen, acc);
       };
       const walkHolder = async (h: string, seen: Set<string>, acc: Set<string>) => {
-        const d = await readText(join(sysfsRoot, "block", h, "dev"));
+        const d = await readAttribute(join(sysfsRoot, "block", h, "dev"));
         if (d) acc.add(d);
         await walk(h, seen, acc);
       };
@@ -142,7 +128,7 @@ function readLoopHolders(
       const out = new Map<string, string[]>();
       for (const d of devices) {
         const name = d.replace(/^\/dev\//, "");
-        const holders = await list(join(sysfsRoot, "block", name, "holders"));
+        const holders = await listEntries(join(sysfsRoot, "block", name, "holders"));
         if (holders.length) out.set(name, holders);
       }
       return out;

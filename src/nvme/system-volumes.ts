@@ -1,6 +1,6 @@
-import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { withDeadline } from "../runtime/deadline.ts";
+import { listEntries, readAttribute } from "../sysfs/attributes.ts";
 import type { MountEntry } from "../mount/mountinfo.ts";
 import { listSubsystems, type NvmeSubsystem } from "./sysfs.ts";
 
@@ -27,21 +27,6 @@ const isUnder = (path: string, tree: string) => {
 export const isWorkloadMount = (mountPoint: string, trees: readonly string[]) =>
   trees.some((t) => isUnder(mountPoint, t));
 
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return (await readFile(path, "utf8")).trim();
-  } catch {
-    return undefined;
-  }
-}
-async function list(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch {
-    return [];
-  }
-}
-
 /**
  * Device numbers reachable from a block device: itself, its partitions, and whatever is stacked
  * on top (LVM, dm-crypt, md) through `holders`, recursively.
@@ -51,16 +36,17 @@ async function stackedDevs(sysfsRoot: string, blockName: string, seen = new Set<
   seen.add(blockName);
   const out = new Set<string>();
   const dir = join(sysfsRoot, "block", blockName);
-  const dev = await readText(join(dir, "dev"));
+  const dev = await readAttribute(join(dir, "dev"));
   if (dev) out.add(dev);
-  const children = (await list(dir)).filter((e) => e.startsWith(blockName) && e !== blockName);
+  const children = (await listEntries(dir)).filter((e) => e.startsWith(blockName) && e !== blockName);
   for (const part of children) {
-    const pdev = await readText(join(dir, part, "dev"));
+    const pdev = await readAttribute(join(dir, part, "dev"));
     if (pdev) out.add(pdev);
-    for (const h of await list(join(dir, part, "holders")))
+    for (const h of await listEntries(join(dir, part, "holders")))
       (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
   }
-  for (const h of await list(join(dir, "holders"))) (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
+  for (const h of await listEntries(join(dir, "holders")))
+    (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
   return out;
 }
 
