@@ -12,6 +12,7 @@ import { errorMessage } from "../runtime/errors.ts";
 import type { Runner } from "../runtime/exec.ts";
 import type { Logger } from "../runtime/log.ts";
 import { listEntries, readAttribute } from "../sysfs/attributes.ts";
+import { partitionsOf, stackedDevs } from "../sysfs/block-stack.ts";
 import { listLoopDevices } from "./loop-devices.ts";
 import { ownKubeletMounts, volDataPathFor } from "./ownership.ts";
 import { readStagingRecords } from "./records.ts";
@@ -60,9 +61,7 @@ export function readBlockDevs(sysfsRoot: string, timeoutMs: number, signal?: Abo
       for (const name of await listEntries(join(sysfsRoot, "block"))) {
         const dev = await readAttribute(join(sysfsRoot, "block", name, "dev"));
         if (dev) devs.add(dev);
-        for (const part of (await listEntries(join(sysfsRoot, "block", name))).filter(
-          (p) => p.startsWith(name) && p !== name,
-        )) {
+        for (const part of await partitionsOf(sysfsRoot, name)) {
           const pdev = await readAttribute(join(sysfsRoot, "block", name, part, "dev"));
           if (pdev) devs.add(pdev);
         }
@@ -85,28 +84,10 @@ function readStackedDevs(
     timeoutMs,
     async () => {
       const out = new Map<string, string[]>();
-      const walk = async (name: string, seen: Set<string>, acc: Set<string>) => {
-        if (seen.has(name)) return;
-        seen.add(name);
-        const dir = join(sysfsRoot, "block", name);
-        const entries = await listEntries(dir);
-        for (const part of entries.filter((p) => p.startsWith(name) && p !== name)) {
-          const d = await readAttribute(join(dir, part, "dev"));
-          if (d) acc.add(d);
-          for (const h of await listEntries(join(dir, part, "holders"))) await walkHolder(h, seen, acc);
-        }
-        for (const h of await listEntries(join(dir, "holders"))) await walkHolder(h, seen, acc);
-      };
-      const walkHolder = async (h: string, seen: Set<string>, acc: Set<string>) => {
-        const d = await readAttribute(join(sysfsRoot, "block", h, "dev"));
-        if (d) acc.add(d);
-        await walk(h, seen, acc);
-      };
       for (const s of subsystems) {
         for (const ns of s.namespaces) {
-          const acc = new Set<string>();
-          await walk(ns.name, new Set(), acc);
-          if (acc.size) out.set(ns.name, [...acc]);
+          const devs = await stackedDevs(sysfsRoot, ns.name);
+          if (devs.size) out.set(ns.name, [...devs]);
         }
       }
       return out;

@@ -1,6 +1,5 @@
-import { join } from "node:path";
 import { withDeadline } from "../runtime/deadline.ts";
-import { listEntries, readAttribute } from "../sysfs/attributes.ts";
+import { stackedDevs } from "../sysfs/block-stack.ts";
 import type { MountEntry } from "../mount/mountinfo.ts";
 import { listSubsystems, type NvmeSubsystem } from "./sysfs.ts";
 
@@ -26,29 +25,6 @@ const isUnder = (path: string, tree: string) => {
 
 export const isWorkloadMount = (mountPoint: string, trees: readonly string[]) =>
   trees.some((t) => isUnder(mountPoint, t));
-
-/**
- * Device numbers reachable from a block device: itself, its partitions, and whatever is stacked
- * on top (LVM, dm-crypt, md) through `holders`, recursively.
- */
-async function stackedDevs(sysfsRoot: string, blockName: string, seen = new Set<string>()): Promise<Set<string>> {
-  if (seen.has(blockName)) return new Set();
-  seen.add(blockName);
-  const out = new Set<string>();
-  const dir = join(sysfsRoot, "block", blockName);
-  const dev = await readAttribute(join(dir, "dev"));
-  if (dev) out.add(dev);
-  const children = (await listEntries(dir)).filter((e) => e.startsWith(blockName) && e !== blockName);
-  for (const part of children) {
-    const pdev = await readAttribute(join(dir, part, "dev"));
-    if (pdev) out.add(pdev);
-    for (const h of await listEntries(join(dir, part, "holders")))
-      (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
-  }
-  for (const h of await listEntries(join(dir, "holders")))
-    (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
-  return out;
-}
 
 /** NQNs of subsystems with a namespace (or anything stacked on it) mounted outside the workload trees. */
 export async function systemVolumeNqns(
