@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { DomainError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { redactArgs, redactText } from "./redact.ts";
@@ -45,6 +45,24 @@ export interface RunnerStats {
 const REAP_GRACE_MS = 500;
 
 export const ok = (r: ExecResult) => r.exitCode === 0;
+
+/**
+ * SIGKILL to a child spawned `detached` and to everything it started (its process group): killing
+ * only the child leaves grandchildren holding pipes or a dead mount. Falls back to the child alone
+ * when the group is gone; a child that has already exited is no error.
+ */
+export function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, "SIGKILL");
+  } catch {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+}
 
 /** A command's output was cut at the runner's byte bound: a decision on half a listing is a wrong decision. */
 export class TruncatedOutputError extends DomainError {
@@ -155,19 +173,6 @@ export function createRunner(
         return r;
       }
 
-      const killGroup = () => {
-        if (child.pid === undefined) return;
-        try {
-          process.kill(-child.pid, "SIGKILL");
-        } catch {
-          try {
-            child.kill("SIGKILL");
-          } catch {
-            /* gone */
-          }
-        }
-      };
-
       const release = (code: number | null, sig: string | null, spawnError?: string) => {
         if (settled) return;
         settled = true;
@@ -177,7 +182,7 @@ export function createRunner(
       };
 
       const expire = () => {
-        killGroup();
+        killGroup(child);
         // A child in D state ignores SIGKILL until the kernel lets go: do not wait for it past a short grace.
         setTimeout(() => {
           if (!exited && child.pid !== undefined) {
@@ -211,7 +216,7 @@ export function createRunner(
         // Output may still be in flight; 'close' follows once the pipes drain. A grandchild that
         // kept the pipes open must not hold us: give it a moment, then kill the group and go.
         const drain = setTimeout(() => {
-          killGroup();
+          killGroup(child);
           release(code, sig);
         }, 200);
         child.once("close", () => {
