@@ -24,7 +24,7 @@ import { systemVolumeNqns } from "../nvme/system-volumes.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { missingTools } from "../runtime/tools-on-path.ts";
 import { createKeyLock } from "../runtime/key-lock.ts";
-import { acquireLock } from "../runtime/lockfile.ts";
+import { acquireLock, isLockHeld } from "../runtime/lockfile.ts";
 import { profiled, profileFields, profilingRunner } from "../runtime/rpc-profile.ts";
 import { runDaemon } from "./daemon.ts";
 import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
@@ -190,7 +190,10 @@ export const mode: Mode<NodeConfig> = {
     try {
       lock = acquireLock(join(stateDir, "csi-node.lock"), { command: "csi-node" });
     } catch (e) {
-      ctx.log.fatal({ err: errorMessage(e) }, "csi-node: cannot take the node lock");
+      ctx.log.fatal(
+        { err: errorMessage(e) },
+        isLockHeld(e) ? "csi-node: another csi-node holds the node lock" : "csi-node: cannot take the node lock",
+      );
       return 1;
     }
     ctx.shutdown.onClose(() => lock.release());
