@@ -1,61 +1,53 @@
 import * as grpc from "@grpc/grpc-js";
-import protobuf from "protobufjs";
-// Embedded as text: a path-based load would fail inside the compiled single-file binary.
-import protoText from "./csi.proto" with { type: "text" };
+import { wireCodecs, type MessageCodec } from "./wire.ts";
+import { CSI_WIRE } from "./wire-csi.ts";
 
-/**
- * Decoding options shared by server and test client: snake_case fields (kept at parse), int64 as
- * numbers, enum names, defaults filled in, the set member of a oneof named.
- */
-export const DECODE_OPTIONS: protobuf.IConversionOptions = {
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-};
-
-type Services = {
-  Identity: grpc.ServiceClientConstructor;
-  Controller: grpc.ServiceClientConstructor;
-  Node: grpc.ServiceClientConstructor;
-};
-let cached: Services | undefined;
+export type ServiceName = "Identity" | "Controller" | "Node";
+export type Services = Record<ServiceName, grpc.ServiceClientConstructor>;
+/** Service full name → method → [request type, response type]. */
+export type ServiceTable = Record<string, Record<string, readonly [string, string]>>;
 
 const toBuffer = (u8: Uint8Array) => Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 
 /**
- * grpc-js service definitions straight from protobufjs reflection. @grpc/proto-loader would build
- * the same codecs but also a descriptor-proto copy of the whole file that nothing here reads; going
- * without it keeps ~5 MB out of every CSI process (scripts/bench-startup.ts).
+ * grpc-js client constructors (each with its `.service` definition for a server) for the CSI
+ * services, encoding and decoding with `codec`. grpc-js takes any serialize/deserialize functions;
+ * the driver's are src/csi/wire.ts, the test client's protobufjs (src/csi/protobufjs-package.ts).
  */
-function serviceDefinition(service: protobuf.Service): grpc.ServiceDefinition {
-  const def: Record<string, grpc.MethodDefinition<object, object>> = {};
-  service.resolveAll();
-  for (const m of service.methodsArray) {
-    const req = m.resolvedRequestType!;
-    const res = m.resolvedResponseType!;
-    def[m.name] = {
-      path: `/${service.fullName.slice(1)}/${m.name}`,
-      requestStream: !!m.requestStream,
-      responseStream: !!m.responseStream,
-      requestSerialize: (o: object) => toBuffer(req.encode(req.fromObject(o)).finish()),
-      requestDeserialize: (b: Buffer) => req.toObject(req.decode(b), DECODE_OPTIONS),
-      responseSerialize: (o: object) => toBuffer(res.encode(res.fromObject(o)).finish()),
-      responseDeserialize: (b: Buffer) => res.toObject(res.decode(b), DECODE_OPTIONS),
-      originalName: m.name[0]!.toLowerCase() + m.name.slice(1),
-    };
-  }
-  return def;
+export function servicesFrom(services: ServiceTable, codec: (typeName: string) => MessageCodec): Services {
+  const make = (name: ServiceName) => {
+    const fullName = `csi.v1.${name}`;
+    const methods = services[fullName];
+    if (!methods) throw new Error(`no service ${fullName} in the CSI schema`);
+    const def: Record<string, grpc.MethodDefinition<object, object>> = {};
+    for (const [method, [reqType, resType]] of Object.entries(methods)) {
+      const req = codec(reqType);
+      const res = codec(resType);
+      def[method] = {
+        path: `/${fullName}/${method}`,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (o: object) => toBuffer(req.encode(o)),
+        requestDeserialize: (b: Buffer) => req.decode(b),
+        responseSerialize: (o: object) => toBuffer(res.encode(o)),
+        responseDeserialize: (b: Buffer) => res.decode(b),
+        originalName: method[0]!.toLowerCase() + method.slice(1),
+      };
+    }
+    return grpc.makeGenericClientConstructor(def, name);
+  };
+  return { Identity: make("Identity"), Controller: make("Controller"), Node: make("Node") };
 }
 
+let cached: Services | undefined;
+
+/**
+ * The CSI services on the generated wire tables (src/csi/wire-csi.ts, from csi.proto): no .proto is
+ * parsed and protobufjs is not loaded at run time, ~6 MB less in every CSI process
+ * (scripts/bench-startup.ts).
+ */
 export function csiPackage(): Services {
-  if (!cached) {
-    const root = protobuf.parse(protoText as unknown as string, { keepCase: true }).root;
-    const make = (name: string) =>
-      grpc.makeGenericClientConstructor(serviceDefinition(root.lookupService(`csi.v1.${name}`)), name);
-    cached = { Identity: make("Identity"), Controller: make("Controller"), Node: make("Node") };
-  }
-  return cached;
+  return (cached ??= servicesFrom(CSI_WIRE.services, wireCodecs(CSI_WIRE)));
 }
 
 /** grpc-js address from a CSI endpoint (unix:///path, unix:/path, tcp://host:port). */

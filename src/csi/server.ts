@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { unlinkSync } from "node:fs";
-import { DomainError, isDomainError } from "../runtime/errors.ts";
+import { DomainError, errorMessage, isDomainError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { Metrics } from "../runtime/metric-sink.ts";
 import type { ShutdownCoordinator } from "../runtime/shutdown.ts";
@@ -147,6 +147,32 @@ function wrap(
   };
 }
 
+/**
+ * grpc-js answers a request it cannot decode with INTERNAL "Error deserializing request" and logs
+ * nothing: our log says what was wrong with it (src/csi/wire.ts names the byte and the field).
+ */
+function logDecodeErrors(def: grpc.ServiceDefinition, log: Logger): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [method, d] of Object.entries(def)) {
+    const decode = d.requestDeserialize;
+    out[method] = {
+      ...d,
+      requestDeserialize: (b: Buffer) => {
+        try {
+          return decode(b);
+        } catch (e) {
+          log.warn(
+            { op: method, bytes: b.length, msg_detail: errorMessage(e) },
+            "rpc refused: request does not decode",
+          );
+          throw e;
+        }
+      },
+    };
+  }
+  return out;
+}
+
 export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer> {
   const pkg = csiPackage();
   // Streams beyond the limit wait in the client's HTTP/2 queue instead of arriving all at once.
@@ -158,7 +184,7 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
   for (const [service, handlers] of Object.entries(opts.handlers)) {
     if (!handlers) continue;
     const load = { inFlight: 0, max: service === "Identity" ? max * IDENTITY_IN_FLIGHT_FACTOR : max };
-    const def = pkg[service as "Identity" | "Controller" | "Node"].service;
+    const def = logDecodeErrors(pkg[service as "Identity" | "Controller" | "Node"].service, opts.log);
     const impl: grpc.UntypedServiceImplementation = {};
     for (const method of Object.keys(def)) {
       const h = handlers[method];
