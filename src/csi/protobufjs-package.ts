@@ -4,9 +4,10 @@
  * implementation on every call. Never loaded by a mode (protobufjs is a dev dependency; see
  * test/modes/loading.test.ts).
  */
+import * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
 import type { MessageCodec } from "./wire.ts";
-import { servicesFrom, type Services, type ServiceTable } from "./proto.ts";
+import type { ServiceName } from "./proto.ts";
 // Embedded as text: a path-based load would fail inside a compiled binary.
 import protoText from "./csi.proto" with { type: "text" };
 
@@ -39,26 +40,36 @@ export function protobufjsCodecs(root: protobuf.Root): (typeName: string) => Mes
   };
 }
 
+export type Services = Record<ServiceName, grpc.ServiceClientConstructor>;
 let cached: Services | undefined;
 
+const toBuffer = (u8: Uint8Array) => Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+
+/** grpc-js client constructors for the CSI services, straight from protobufjs reflection. */
 export function protobufjsPackage(): Services {
   if (!cached) {
     const root = protobufjsRoot();
-    const services: ServiceTable = {};
-    const walk = (ns: protobuf.NamespaceBase) => {
-      for (const o of ns.nestedArray) {
-        if (o instanceof protobuf.Service)
-          services[o.fullName.slice(1)] = Object.fromEntries(
-            o.methodsArray.map((m) => [
-              m.name,
-              [m.resolvedRequestType!.fullName.slice(1), m.resolvedResponseType!.fullName.slice(1)],
-            ]),
-          );
-        if (o instanceof protobuf.Namespace) walk(o);
+    const codec = protobufjsCodecs(root);
+    const make = (name: ServiceName) => {
+      const service = root.lookupService(`csi.v1.${name}`);
+      const def: Record<string, grpc.MethodDefinition<object, object>> = {};
+      for (const m of service.methodsArray) {
+        const req = codec(m.resolvedRequestType!.fullName.slice(1));
+        const res = codec(m.resolvedResponseType!.fullName.slice(1));
+        def[m.name] = {
+          path: `/csi.v1.${name}/${m.name}`,
+          requestStream: false,
+          responseStream: false,
+          requestSerialize: (o: object) => toBuffer(req.encode(o)),
+          requestDeserialize: (b: Buffer) => req.decode(b),
+          responseSerialize: (o: object) => toBuffer(res.encode(o)),
+          responseDeserialize: (b: Buffer) => res.decode(b),
+          originalName: m.name[0]!.toLowerCase() + m.name.slice(1),
+        };
       }
+      return grpc.makeGenericClientConstructor(def, name);
     };
-    walk(root);
-    cached = servicesFrom(services, protobufjsCodecs(root));
+    cached = { Identity: make("Identity"), Controller: make("Controller"), Node: make("Node") };
   }
   return cached;
 }

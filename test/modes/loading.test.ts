@@ -5,6 +5,7 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
+import { csiClient } from "../../src/csi/client.ts";
 
 const ROOT = `${import.meta.dir}/../..`;
 const outdir = `/tmp/rds-csi-loading-test-${process.pid}`;
@@ -17,7 +18,9 @@ const build = await Bun.build({
 });
 afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 const inputs = (
-  build as unknown as { metafile: { inputs: Record<string, { imports: { path: string; kind: string }[] }> } }
+  build as unknown as {
+    metafile: { inputs: Record<string, { imports: { path: string; kind: string; original?: string }[] }> };
+  }
 ).metafile.inputs;
 
 /** Every module reachable from `entry` without crossing a dynamic import(). */
@@ -34,9 +37,10 @@ function staticClosure(entry: string): string[] {
 }
 const reaches = (entry: string, needle: string) => staticClosure(entry).filter((m) => m.includes(needle));
 
-test("the module graph was read (sanity: csi-node does reach grpc-js)", () => {
+test("the module graph was read (sanity: csi-node does reach node:http2 through the CSI server)", () => {
   expect(Object.keys(inputs).length).toBeGreaterThan(100);
-  expect(reaches("src/modes/csi-node.ts", "node_modules/@grpc/grpc-js/").length).toBeGreaterThan(0);
+  expect(reaches("src/modes/csi-node.ts", "src/csi/grpc-server.ts").length).toBe(1);
+  expect(inputs["src/csi/grpc-server.ts"]!.imports.map((i) => i.original)).toContain("node:http2");
 });
 
 test("gc and doctor never load gRPC, protobuf or the proto", () => {
@@ -46,24 +50,7 @@ test("gc and doctor never load gRPC, protobuf or the proto", () => {
   }
 });
 
-// grpc-js itself reaches protobufjs through @grpc/proto-loader, but only by a require() inside the
-// functions that register the channelz and ORCA services (grpc-js build/src/channelz.js, orca.js:
-// "to avoid loading @grpc/proto-loader at startup"), which the driver never calls: the check below
-// follows every other edge, and the run-time test after it shows the lazy edge stays untaken.
-const LAZY_IN_GRPC = "node_modules/@grpc/proto-loader/";
-const reachesEager = (entry: string, needle: string) => {
-  const seen = new Set<string>();
-  const stack = [entry];
-  while (stack.length) {
-    const k = stack.pop()!;
-    if (seen.has(k) || !inputs[k] || k.includes(LAZY_IN_GRPC)) continue;
-    seen.add(k);
-    for (const i of inputs[k]!.imports) if (i.kind !== "dynamic-import") stack.push(i.path);
-  }
-  return [...seen].filter((m) => m.includes(needle));
-};
-
-test("no mode loads protobufjs or parses the .proto: the CSI daemons use the generated wire tables", () => {
+test("no mode loads grpc-js or protobufjs or parses the .proto: the daemons serve gRPC on node:http2 with the generated wire tables", () => {
   // The controller imports the CSI server dynamically (after its checks): the server is checked as its own entry.
   for (const mode of [
     "src/modes/csi-node.ts",
@@ -72,25 +59,28 @@ test("no mode loads protobufjs or parses the .proto: the CSI daemons use the gen
     "src/modes/doctor.ts",
     "src/csi/server.ts",
   ]) {
-    for (const lib of ["node_modules/protobufjs/", "src/csi/protobufjs-package.ts", "src/csi/csi.proto"])
-      expect({ mode, lib, found: reachesEager(mode, lib) }).toEqual({ mode, lib, found: [] });
+    for (const lib of [
+      "node_modules/@grpc/",
+      "node_modules/protobufjs/",
+      "src/csi/protobufjs-package.ts",
+      "src/csi/client.ts",
+      "src/csi/csi.proto",
+    ])
+      expect({ mode, lib, found: reaches(mode, lib) }).toEqual({ mode, lib, found: [] });
   }
-  // Sanity: the lazy edge is there (else the exception above hides nothing), and the daemons reach the codec.
-  expect(reaches("src/modes/csi-node.ts", "node_modules/protobufjs/").length).toBeGreaterThan(0);
-  expect(reachesEager("src/modes/csi-node.ts", "src/csi/wire-csi.ts").length).toBe(1);
-  expect(reachesEager("src/csi/server.ts", "src/csi/wire.ts").length).toBe(1);
+  // Sanity: the daemons do reach the codec that replaces protobufjs.
+  expect(reaches("src/modes/csi-node.ts", "src/csi/wire-csi.ts").length).toBe(1);
+  expect(reaches("src/csi/server.ts", "src/csi/wire.ts").length).toBe(1);
 });
 
-test("at run time: a daemon's modules serving RPCs over a socket never evaluate protobufjs", async () => {
-  // A fresh process (this one has protobufjs loaded by the bundler API): both modes' modules, a CSI
-  // server, and a grpc-js client on the same generated codec calling it; then what was evaluated.
+test("at run time: a CSI server answering a grpc-js client has evaluated neither grpc-js nor protobufjs", async () => {
+  // A fresh process (this one has loaded both): both modes' modules and a CSI server; this process's
+  // grpc-js client calls it, then the server process lists what it evaluated.
   const socket = `${outdir}/run/csi.sock`;
   const script = `
     await import("${ROOT}/src/modes/csi-node.ts");
     await import("${ROOT}/src/modes/csi-controller.ts");
-    const grpc = await import("@grpc/grpc-js");
     const { startCsiServer } = await import("${ROOT}/src/csi/server.ts");
-    const { csiPackage } = await import("${ROOT}/src/csi/proto.ts");
     const { identityHandlers } = await import("${ROOT}/src/csi/identity.ts");
     const { createMetrics } = await import("${ROOT}/src/runtime/metrics.ts");
     const { createShutdownCoordinator } = await import("${ROOT}/src/runtime/shutdown.ts");
@@ -101,16 +91,35 @@ test("at run time: a daemon's modules serving RPCs over a socket never evaluate 
       handlers: { Identity: identityHandlers({ driverName: "d", version: "1", pluginCapabilities: [], probe: async () => ({ ready: true }) }) },
       shutdown: createShutdownCoordinator({ graceMs: 1000, log }), log, metrics: createMetrics(),
     });
-    const client = new (csiPackage().Identity)("unix:${socket}", grpc.credentials.createInsecure());
-    const res = await new Promise((ok, fail) => client.Probe({}, (e, r) => (e ? fail(e) : ok(r))));
-    client.close();
+    console.log("listening");
+    for await (const _ of console) break;
     await server.close();
     const loaded = Object.keys(require.cache);
-    console.log(JSON.stringify({ res, grpc: loaded.some((k) => k.includes("@grpc/grpc-js")), protobufjs: loaded.filter((k) => /protobufjs|proto-loader/.test(k)) }));
+    console.log(JSON.stringify({ http2: loaded.includes("node:http2") || loaded.some((k) => k.includes("grpc-server")), found: loaded.filter((k) => /@grpc|protobufjs|proto-loader/.test(k)) }));
   `;
-  const p = Bun.spawnSync([process.execPath, "-e", script], { cwd: ROOT, stderr: "pipe" });
-  expect({ code: p.exitCode, stderr: p.stderr.toString() }).toEqual({ code: 0, stderr: "" });
-  expect(JSON.parse(p.stdout.toString())).toEqual({ res: { ready: { value: true } }, grpc: true, protobufjs: [] });
+  const p = Bun.spawn([process.execPath, "-e", script], { cwd: ROOT, stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+  const out = p.stdout.getReader();
+  let text = "";
+  while (!text.includes("listening\n")) {
+    const { value, done } = await out.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  const client = csiClient(`unix://${socket}`);
+  try {
+    expect(await client.identity.Probe({})).toEqual({ ready: { value: true } });
+  } finally {
+    client.close();
+    p.stdin.write("go\n");
+    p.stdin.end();
+  }
+  for (;;) {
+    const { value, done } = await out.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  expect({ code: await p.exited, stderr: await new Response(p.stderr).text() }).toEqual({ code: 0, stderr: "" });
+  expect(JSON.parse(text.split("\n")[1]!)).toEqual({ http2: true, found: [] });
 });
 
 test("csi-node never loads the RouterOS client or the file backend", () => {
