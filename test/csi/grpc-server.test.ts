@@ -6,7 +6,14 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { csiClient } from "../../src/csi/client.ts";
 import { createGrpcServer, Status, type GrpcServer, type UnaryHandler } from "../../src/csi/grpc-server.ts";
+import { identityHandlers } from "../../src/csi/identity.ts";
+import { startCsiServer } from "../../src/csi/server.ts";
+import { createMetrics } from "../../src/runtime/metrics.ts";
+import { createShutdownCoordinator } from "../../src/runtime/shutdown.ts";
+import { captureLogger } from "../helpers/log-capture.ts";
 
 const dir = mkdtempSync("/tmp/rds-csi-grpc-server-");
 const servers: GrpcServer[] = [];
@@ -220,4 +227,35 @@ describe("close", () => {
     expect(performance.now() - t).toBeLessThan(2_000);
     expect([Status.UNAVAILABLE, Status.CANCELLED, Status.INTERNAL]).toContain((await c.done).code);
   });
+});
+
+test("a tcp://host:port endpoint (config allows it for tests) serves over loopback", async () => {
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const p = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const cap = captureLogger();
+  const server = await startCsiServer({
+    endpoint: `tcp://127.0.0.1:${port}`,
+    handlers: {
+      Identity: identityHandlers({
+        driverName: "d",
+        version: "1",
+        pluginCapabilities: [],
+        probe: async () => ({ ready: true }),
+      }),
+    },
+    shutdown: createShutdownCoordinator({ graceMs: 1000, log: cap.log }),
+    log: cap.log,
+    metrics: createMetrics(),
+  });
+  const client = csiClient(`tcp://127.0.0.1:${port}`);
+  try {
+    expect(await client.identity.GetPluginInfo({})).toEqual({ name: "d", vendor_version: "1", manifest: {} });
+  } finally {
+    client.close();
+    await server.close();
+  }
 });
