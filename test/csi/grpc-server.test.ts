@@ -9,11 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { csiClient } from "../../src/csi/client.ts";
 import { createGrpcServer, Status, type GrpcServer, type UnaryHandler } from "../../src/csi/grpc-server.ts";
-import { identityHandlers } from "../../src/csi/identity.ts";
-import { startCsiServer } from "../../src/csi/server.ts";
-import { createMetrics } from "../../src/runtime/metrics.ts";
-import { createShutdownCoordinator } from "../../src/runtime/shutdown.ts";
-import { captureLogger } from "../helpers/log-capture.ts";
+import { startIdentityServer } from "../helpers/identity-server.ts";
 
 const dir = mkdtempSync("/tmp/rds-csi-grpc-server-");
 const servers: GrpcServer[] = [];
@@ -236,21 +232,7 @@ test("a tcp://host:port endpoint (config allows it for tests) serves over loopba
       probe.close(() => resolve(p));
     });
   });
-  const cap = captureLogger();
-  const server = await startCsiServer({
-    endpoint: `tcp://127.0.0.1:${port}`,
-    handlers: {
-      Identity: identityHandlers({
-        driverName: "d",
-        version: "1",
-        pluginCapabilities: [],
-        probe: async () => ({ ready: true }),
-      }),
-    },
-    shutdown: createShutdownCoordinator({ graceMs: 1000, log: cap.log }),
-    log: cap.log,
-    metrics: createMetrics(),
-  });
+  const { server } = await startIdentityServer(`tcp://127.0.0.1:${port}`);
   const client = csiClient(`tcp://127.0.0.1:${port}`);
   try {
     expect(await client.identity.GetPluginInfo({})).toEqual({ name: "d", vendor_version: "1", manifest: {} });

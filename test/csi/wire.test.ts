@@ -9,13 +9,9 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { generate, OUT, schemaOf } from "../../scripts/gen-csi-wire.ts";
 import { protobufjsCodecs, protobufjsRoot } from "../../src/csi/protobufjs-package.ts";
-import { identityHandlers } from "../../src/csi/identity.ts";
-import { startCsiServer } from "../../src/csi/server.ts";
 import { WireError, wireCodecs, type FieldRow } from "../../src/csi/wire.ts";
 import { CSI_WIRE } from "../../src/csi/wire-csi.ts";
-import { createMetrics } from "../../src/runtime/metrics.ts";
-import { createShutdownCoordinator } from "../../src/runtime/shutdown.ts";
-import { captureLogger } from "../helpers/log-capture.ts";
+import { startIdentityServer } from "../helpers/identity-server.ts";
 
 const ours = wireCodecs(CSI_WIRE);
 const theirs = protobufjsCodecs(protobufjsRoot());
@@ -228,21 +224,7 @@ describe("encoding refuses values that have no wire form, naming the field", () 
 test("over gRPC: a request that does not decode is refused (INTERNAL) and the driver log says why", async () => {
   const dir = mkdtempSync("/tmp/rds-csi-wire-");
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  const cap = captureLogger();
-  const server = await startCsiServer({
-    endpoint: `unix://${dir}/csi.sock`,
-    handlers: {
-      Identity: identityHandlers({
-        driverName: "d",
-        version: "1",
-        pluginCapabilities: [],
-        probe: async () => ({ ready: true }),
-      }),
-    },
-    shutdown: createShutdownCoordinator({ graceMs: 1000, log: cap.log }),
-    log: cap.log,
-    metrics: createMetrics(),
-  });
+  const { server, cap } = await startIdentityServer(`unix://${dir}/csi.sock`);
   // A client that sends raw bytes: what a broken or hostile peer puts on the socket.
   const raw = new grpc.Client(`unix:${dir}/csi.sock`, grpc.credentials.createInsecure());
   const call = (bytes: number[]) =>
