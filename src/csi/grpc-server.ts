@@ -73,6 +73,22 @@ const isStatus = (e: unknown): e is RpcStatus =>
 const TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
+/**
+ * grpc-message is percent-encoded UTF-8 (PROTOCOL-HTTP2.md "Status-Message": bytes outside
+ * %x20-%x7E, and "%", are encoded). Not encodeURI: it throws on a lone surrogate, and a message
+ * that quotes a request field must never make the answer itself fail.
+ */
+export function percentEncode(text: string): string {
+  let out = "";
+  for (const byte of new TextEncoder().encode(text.toWellFormed())) {
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
 export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
   const server = http2.createServer({ settings: { maxConcurrentStreams: opts.maxConcurrentStreams } });
   const sessions = new Set<http2.ServerHttp2Session>();
@@ -125,7 +141,7 @@ function serveStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHtt
         ":status": 200,
         "content-type": "application/grpc+proto",
         "grpc-status": String(s.code),
-        "grpc-message": encodeURI(s.details),
+        "grpc-message": percentEncode(s.details),
       },
       { endStream: true },
     );

@@ -79,6 +79,13 @@ describe("unary calls from a grpc-js client", () => {
     expect(await call("Crash", "x").done).toEqual({ code: Status.INTERNAL, details: "internal error" });
   });
 
+  test("a message with a lone surrogate or control characters still reaches the client", async () => {
+    const { call } = await serve({
+      Fail: async () => Promise.reject({ code: Status.NOT_FOUND, details: "volume \uD800x\nline 100%" }),
+    });
+    expect(await call("Fail", "x").done).toEqual({ code: Status.NOT_FOUND, details: "volume \uFFFDx\nline 100%" });
+  });
+
   test("an unknown method is UNIMPLEMENTED, naming the path", async () => {
     const { call } = await serve({});
     expect(await call("Nope", "x").done).toEqual({
