@@ -56,14 +56,10 @@ console.log(`${"step (JIT off, as rds-csi runs)".padEnd(46)} ${"RSS".padStart(9)
 row("Bun runtime, nothing loaded");
 await import("node:http2");
 await import("node:net");
-await import("node:zlib");
-row("node:http2, net, zlib (what grpc-js needs)");
-await import("@grpc/grpc-js");
-row("@grpc/grpc-js");
-await import("protobufjs");
-row("protobufjs");
-(await import("../src/csi/proto.ts")).csiPackage();
-row("csi.proto parsed, gRPC codecs built");
+row("node:http2, net");
+await import("../src/csi/grpc-server.ts");
+(await import("../src/csi/proto.ts")).csiMethods();
+row("gRPC server, CSI wire tables");
 await import("pino");
 row("pino");
 await import("valibot");

@@ -96,14 +96,14 @@ test("the `any` check sees each form it refuses", () => {
 });
 
 test("CSI handlers are registered without casts", () => {
-  const registration = ["modes/csi-node.ts", "modes/csi-controller.ts", ...REQUEST_HANDLING].filter(
-    (f) => f !== "csi/proto.ts",
-  );
+  const registration = ["modes/csi-node.ts", "modes/csi-controller.ts", ...REQUEST_HANDLING];
+  // The one allowed: the embedded .proto's text import, which Bun's types call a module.
+  const protoText = /\bprotoText as unknown as string\b/;
   const casts = registration.flatMap((f) =>
     readFileSync(join(SRC, f), "utf8")
       .split("\n")
       .map((line, i) => ({ line, i: i + 1 }))
-      .filter(({ line }) => /\bas unknown as\b/.test(line))
+      .filter(({ line }) => /\bas unknown as\b/.test(line) && !protoText.test(line))
       .map(({ line, i }) => `${f}:${i}: ${line.trim()}`),
   );
   expect(casts).toEqual([]);

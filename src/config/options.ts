@@ -18,7 +18,7 @@ export const NVME_COMMAND_OPTION = {
 export const HOST_NQN_FILE_OPTION = {
   name: "host-nqn-file",
   type: "string",
-  describe: "Host NQN file",
+  describe: "Host NQN file (missing or empty: no host NQN; content that is not an NQN is refused)",
   default: "/etc/nvme/hostnqn",
   schema: AbsolutePath,
   deprecated: ["hostnqn-file"],

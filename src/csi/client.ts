@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
-import { csiPackage, grpcAddress } from "./proto.ts";
+import { grpcAddress } from "./proto.ts";
+import { protobufjsPackage } from "./protobufjs-package.ts";
 
 type Call = (req?: unknown, opts?: { deadlineMs?: number }) => Promise<any>;
 
@@ -39,9 +40,13 @@ export interface CsiClient {
   close(): void;
 }
 
-/** A promise-returning CSI client (tests, benchmarks, the demo). Errors carry `.code` (gRPC status). */
+/**
+ * A promise-returning CSI client (tests, benchmarks, the demo). Errors carry `.code` (gRPC status).
+ * It encodes with protobufjs, not the driver's codec: every call through it checks src/csi/wire.ts
+ * against an independent implementation.
+ */
 export function csiClient(endpoint: string, opts: { defaultDeadlineMs?: number } = {}): CsiClient {
-  const pkg = csiPackage();
+  const pkg = protobufjsPackage();
   const { address } = grpcAddress(endpoint);
   const clients: grpc.Client[] = [];
   const make = (Ctor: grpc.ServiceClientConstructor): ServiceClient => {

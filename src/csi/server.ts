@@ -1,13 +1,21 @@
-import * as grpc from "@grpc/grpc-js";
 import { unlinkSync } from "node:fs";
-import { DomainError, isDomainError } from "../runtime/errors.ts";
+import { DomainError, errorMessage, isDomainError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { Metrics } from "../runtime/metric-sink.ts";
 import type { ShutdownCoordinator } from "../runtime/shutdown.ts";
-import { csiPackage, grpcAddress } from "./proto.ts";
+import {
+  createGrpcServer,
+  Status,
+  type RpcStatus,
+  type UnaryCall,
+  type UnaryHandler,
+  type UnaryMethod,
+} from "./grpc-server.ts";
+import { csiMethods, grpcAddress } from "./proto.ts";
 import { checkRequestBounds } from "./request-bounds.ts";
 import { bindPrivateSocket } from "../runtime/private-socket.ts";
 import { STATUS_OF_KIND, statusName } from "./status.ts";
+
 import type { Handlers, RpcContext, RpcHandler } from "./handler.ts";
 
 export type { Handlers, RpcContext, RpcHandler } from "./handler.ts";
@@ -59,21 +67,11 @@ function keyOf(req: unknown): string {
   return field(req, "volume_id") || field(req, "name") || field(req, "snapshot_id") || field(req, "source_volume_id");
 }
 
-function toServiceError(e: unknown, log: Logger, method: string): grpc.ServiceError {
-  if (isDomainError(e)) {
-    return Object.assign(new Error(e.message), {
-      code: STATUS_OF_KIND[e.kind],
-      details: e.message,
-      metadata: new grpc.Metadata(),
-    });
-  }
+function toServiceError(e: unknown, log: Logger, method: string): RpcStatus {
+  if (isDomainError(e)) return { code: STATUS_OF_KIND[e.kind], details: e.message };
   // Unknown failures: full detail in our log, a plain message to the client (no stack traces across the wire).
   log.error({ err: e, method }, "unexpected error in RPC");
-  return Object.assign(new Error("internal error"), {
-    code: grpc.status.INTERNAL,
-    details: `internal error in ${method}; see the driver log`,
-    metadata: new grpc.Metadata(),
-  });
+  return { code: Status.INTERNAL, details: `internal error in ${method}; see the driver log` };
 }
 
 function wrap(
@@ -81,7 +79,7 @@ function wrap(
   handler: RpcHandler,
   opts: CsiServerOptions,
   load: { inFlight: number; max: number },
-): grpc.handleUnaryCall<unknown, unknown> {
+): (call: UnaryCall, callback: (err: RpcStatus | null, res?: object) => void) => void {
   const untracked = opts.untracked ?? DEFAULT_UNTRACKED;
   return (call, callback) => {
     const started = performance.now();
@@ -111,7 +109,7 @@ function wrap(
     const volumeId = field(call.request, "volume_id");
     const log = opts.log.child({ op: method, ...(volumeId ? { volume_id: volumeId } : {}) });
     const abort = new AbortController();
-    call.on("cancelled", () => abort.abort(new DomainError("aborted", "client cancelled the call")));
+    call.signal.addEventListener("abort", () => abort.abort(new DomainError("aborted", "client cancelled the call")));
     const ctx: RpcContext = { log, method, signal: abort.signal };
     opts.metrics.rpcInFlight.inc({ method });
     const run = () => handler(call.request, ctx);
@@ -122,13 +120,13 @@ function wrap(
       : opts.shutdown.track(method, key, run);
     work.then(
       (res) => {
-        finish(grpc.status.OK);
+        finish(Status.OK);
         callback(null, res ?? {});
       },
       (e) => {
         const err = toServiceError(e, log, method);
         finish(err.code);
-        if (err.code !== grpc.status.INTERNAL)
+        if (err.code !== Status.INTERNAL)
           log.info({ code: statusName(err.code), msg_detail: err.details }, "rpc failed");
         callback(err);
       },
@@ -143,53 +141,47 @@ function wrap(
   };
 }
 
+/** The callback-style wrapper as the promise the gRPC server awaits. */
+const unary =
+  (f: ReturnType<typeof wrap>): UnaryHandler =>
+  (call) =>
+    new Promise((resolve, reject) => f(call, (err, res) => (err ? reject(err) : resolve(res!))));
+
 export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer> {
-  const pkg = csiPackage();
-  // Streams beyond the limit wait in the client's HTTP/2 queue instead of arriving all at once.
-  const server = new grpc.Server({
-    "grpc.max_receive_message_length": 4 * 1024 * 1024,
-    "grpc.max_concurrent_streams": 256,
-  });
   const max = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
-  for (const [service, handlers] of Object.entries(opts.handlers)) {
+  const methods = new Map<string, UnaryMethod>();
+  for (const [service, defs] of csiMethods()) {
+    const handlers = opts.handlers[service];
     if (!handlers) continue;
     const load = { inFlight: 0, max: service === "Identity" ? max * IDENTITY_IN_FLIGHT_FACTOR : max };
-    const def = pkg[service as "Identity" | "Controller" | "Node"].service;
-    const impl: grpc.UntypedServiceImplementation = {};
-    for (const method of Object.keys(def)) {
-      const h = handlers[method];
-      impl[method] = h
-        ? wrap(method, h, opts, load)
-        : wrap(
-            method,
-            async () => {
-              throw new DomainError("unimplemented", `${method} is not implemented by this driver`);
-            },
-            opts,
-            load,
-          );
+    for (const m of defs) {
+      const h =
+        handlers[m.name] ??
+        (async () => {
+          throw new DomainError("unimplemented", `${m.name} is not implemented by this driver`);
+        });
+      methods.set(m.path, {
+        decode: m.request.decode,
+        encode: m.response.encode,
+        handler: unary(wrap(m.name, h, opts, load)),
+        onDecodeError: (e, bytes) =>
+          opts.log.warn({ op: m.name, bytes, msg_detail: errorMessage(e) }, "rpc refused: request does not decode"),
+      });
     }
-    server.addService(def, impl);
   }
+  // Streams beyond the limit wait in the client's HTTP/2 queue instead of arriving all at once.
+  const server = createGrpcServer({ methods, maxReceiveBytes: 4 * 1024 * 1024, maxConcurrentStreams: 256 });
   const { address, socketPath } = grpcAddress(opts.endpoint);
   if (socketPath) {
     await bindPrivateSocket(
       socketPath,
       opts.socketMode ?? 0o600,
       { allowSharedDir: opts.allowSharedSocketDir ?? false },
-      (tempPath) =>
-        new Promise<number>((resolve, reject) =>
-          server.bindAsync(`unix://${tempPath}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
-            err ? reject(err) : resolve(port),
-          ),
-        ),
+      (tempPath) => server.listen(tempPath).then(() => 0),
     );
   } else {
-    await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(err) : resolve(port),
-      ),
-    );
+    const at = address.lastIndexOf(":");
+    await server.listen({ host: address.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(address.slice(at + 1)) });
   }
   opts.log.info(
     { endpoint: opts.endpoint, services: Object.keys(opts.handlers).filter((k) => opts.handlers[k as "Identity"]) },
@@ -202,16 +194,7 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
     async close() {
       if (closed) return;
       closed = true;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2_000);
-        server.tryShutdown(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
+      await server.close(2_000);
       if (socketPath) {
         try {
           unlinkSync(socketPath);

@@ -1,4 +1,4 @@
-import { status } from "@grpc/grpc-js";
+import { Status as status } from "./grpc-server.ts";
 import type { ErrorKind } from "../runtime/errors.ts";
 
 /** The one place where domain error kinds become gRPC status codes. */

@@ -1,4 +1,4 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Backend, Disk } from "../backends/backend.ts";
 import { findOrphans } from "../backends/orphans.ts";
@@ -11,6 +11,8 @@ import { withDeadline } from "../runtime/deadline.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import type { Runner } from "../runtime/exec.ts";
 import type { Logger } from "../runtime/log.ts";
+import { listEntries, readAttribute } from "../sysfs/attributes.ts";
+import { partitionsOf, stackedDevs } from "../sysfs/block-stack.ts";
 import { listLoopDevices } from "./loop-devices.ts";
 import { ownKubeletMounts, volDataPathFor } from "./ownership.ts";
 import { readStagingRecords } from "./records.ts";
@@ -46,21 +48,6 @@ export interface FactDeps {
   signal?: AbortSignal;
 }
 
-async function list(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch {
-    return [];
-  }
-}
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return (await readFile(path, "utf8")).trim();
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Device numbers the kernel has right now, from `dev/block` and `block/*` (with partitions).
  * Null when sysfs shows none at all: an empty answer must not make every mount look deviceless.
@@ -70,14 +57,12 @@ export function readBlockDevs(sysfsRoot: string, timeoutMs: number, signal?: Abo
     `scan of ${sysfsRoot}/block`,
     timeoutMs,
     async () => {
-      const devs = new Set((await list(join(sysfsRoot, "dev", "block"))).filter((n) => /^\d+:\d+$/.test(n)));
-      for (const name of await list(join(sysfsRoot, "block"))) {
-        const dev = await readText(join(sysfsRoot, "block", name, "dev"));
+      const devs = new Set((await listEntries(join(sysfsRoot, "dev", "block"))).filter((n) => /^\d+:\d+$/.test(n)));
+      for (const name of await listEntries(join(sysfsRoot, "block"))) {
+        const dev = await readAttribute(join(sysfsRoot, "block", name, "dev"));
         if (dev) devs.add(dev);
-        for (const part of (await list(join(sysfsRoot, "block", name))).filter(
-          (p) => p.startsWith(name) && p !== name,
-        )) {
-          const pdev = await readText(join(sysfsRoot, "block", name, part, "dev"));
+        for (const part of await partitionsOf(sysfsRoot, name)) {
+          const pdev = await readAttribute(join(sysfsRoot, "block", name, part, "dev"));
           if (pdev) devs.add(pdev);
         }
       }
@@ -99,28 +84,10 @@ function readStackedDevs(
     timeoutMs,
     async () => {
       const out = new Map<string, string[]>();
-      const walk = async (name: string, seen: Set<string>, acc: Set<string>) => {
-        if (seen.has(name)) return;
-        seen.add(name);
-        const dir = join(sysfsRoot, "block", name);
-        const entries = await list(dir);
-        for (const part of entries.filter((p) => p.startsWith(name) && p !== name)) {
-          const d = await readText(join(dir, part, "dev"));
-          if (d) acc.add(d);
-          for (const h of await list(join(dir, part, "holders"))) await walkHolder(h, seen, acc);
-        }
-        for (const h of await list(join(dir, "holders"))) await walkHolder(h, seen, acc);
-      };
-      const walkHolder = async (h: string, seen: Set<string>, acc: Set<string>) => {
-        const d = await readText(join(sysfsRoot, "block", h, "dev"));
-        if (d) acc.add(d);
-        await walk(h, seen, acc);
-      };
       for (const s of subsystems) {
         for (const ns of s.namespaces) {
-          const acc = new Set<string>();
-          await walk(ns.name, new Set(), acc);
-          if (acc.size) out.set(ns.name, [...acc]);
+          const devs = await stackedDevs(sysfsRoot, ns.name);
+          if (devs.size) out.set(ns.name, [...devs]);
         }
       }
       return out;
@@ -142,7 +109,7 @@ function readLoopHolders(
       const out = new Map<string, string[]>();
       for (const d of devices) {
         const name = d.replace(/^\/dev\//, "");
-        const holders = await list(join(sysfsRoot, "block", name, "holders"));
+        const holders = await listEntries(join(sysfsRoot, "block", name, "holders"));
         if (holders.length) out.set(name, holders);
       }
       return out;

@@ -1,5 +1,5 @@
-import { DeadlineError, DomainError } from "../runtime/errors.ts";
-import { completeStdout, describeFailure, type Runner } from "../runtime/exec.ts";
+import { DeadlineError, errorMessage } from "../runtime/errors.ts";
+import { CommandError, completeStdout, ok, type Runner } from "../runtime/exec.ts";
 import type { LoopDevice } from "./types.ts";
 
 const DELETED = " (deleted)";
@@ -26,7 +26,10 @@ export function parseLosetupJson(text: string): LoopDevice[] {
   return out;
 }
 
-/** Every bound loop device, from losetup in a child with a deadline. */
+/**
+ * Every bound loop device, from losetup in a child with a deadline. Fails with what happened (deadline,
+ * CommandError with the result, a cut or unparseable listing); what that means is gc's to say.
+ */
 export async function listLoopDevices(
   runner: Runner,
   opts: { timeoutMs: number; signal?: AbortSignal; losetupBin?: string },
@@ -37,11 +40,11 @@ export async function listLoopDevices(
     maxOutputBytes: 16 * 1024 * 1024,
   });
   if (r.timedOut) throw new DeadlineError("losetup --list", opts.timeoutMs);
-  if (r.exitCode !== 0) throw new DomainError("unavailable", `listing loop devices failed: ${describeFailure(r)}`);
+  if (!ok(r)) throw new CommandError(r, "listing loop devices");
   const listing = completeStdout(r, "the loop device list");
   try {
     return parseLosetupJson(listing);
   } catch (e) {
-    throw new DomainError("internal", `losetup --json printed something that is not JSON: ${(e as Error).message}`);
+    throw new Error(`losetup --json printed something that is not JSON: ${errorMessage(e)}`, { cause: e });
   }
 }

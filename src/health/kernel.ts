@@ -1,8 +1,9 @@
 import { closeSync, constants, openSync, readSync } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { sleep } from "../runtime/deadline.ts";
 import { completeStdout } from "../runtime/exec.ts";
+import { readAttribute } from "../sysfs/attributes.ts";
 import { finding, type Check, type Finding, type HealthDeps } from "./types.ts";
 
 interface TaskState {
@@ -21,20 +22,12 @@ export function parseProcStat(pid: number, text: string): TaskState | undefined 
   return { pid, comm: text.slice(open + 1, close), state: rest[0] ?? "?", startTicks: Number(rest[19]) };
 }
 
-async function readOrUndefined(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, "utf8");
-  } catch {
-    return undefined;
-  }
-}
-
 async function tasksInD(procRoot: string): Promise<TaskState[]> {
   const pids = (await readdir(procRoot)).filter((d) => /^\d+$/.test(d)).map(Number);
   // stat and wchan do not take the target's mm lock, unlike cmdline/environ, so they cannot hang on a D-state task.
   const states = await Promise.all(
     pids.map(async (pid) => {
-      const t = await readOrUndefined(join(procRoot, String(pid), "stat"));
+      const t = await readAttribute(join(procRoot, String(pid), "stat"));
       return t === undefined ? undefined : parseProcStat(pid, t);
     }),
   );
@@ -65,7 +58,7 @@ export function createDStateCheck(): Check {
           .map(async (t) => ({
             pid: t.pid,
             comm: t.comm,
-            wchan: (await readOrUndefined(join(deps.procRoot, String(t.pid), "wchan")))?.trim() || "?",
+            wchan: (await readAttribute(join(deps.procRoot, String(t.pid), "wchan"))) || "?",
             inDStateMs: now - firstSeen.get(`${t.pid}:${t.startTicks}`)!,
           })),
       );
@@ -178,7 +171,7 @@ export const kernelLogCheck: Check = {
   async run(deps, _facts, signal) {
     const [{ source, records }, uptimeText] = await Promise.all([
       kernelRecords(deps, signal),
-      readOrUndefined(join(deps.procRoot, "uptime")),
+      readAttribute(join(deps.procRoot, "uptime")),
     ]);
     const uptime = Number(uptimeText?.split(" ")[0]);
     const since = Number.isFinite(uptime) ? uptime - deps.kernelLogWindowMs / 1000 : 0;

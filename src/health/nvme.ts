@@ -1,7 +1,8 @@
-import { access, readFile } from "node:fs/promises";
+import { access } from "node:fs/promises";
 import { join } from "node:path";
 import { classifyNqn, globToRegExp } from "../config/nqn.ts";
 import { errorMessage } from "../runtime/errors.ts";
+import { readHostNqn, type HostNqnRead } from "../nvme/host-nqn.ts";
 import { listSubsystems, nativeMultipath, type NvmeSubsystem } from "../nvme/sysfs.ts";
 import { systemVolumeNqns } from "../nvme/system-volumes.ts";
 import { finding, type Check, type Finding, type HealthDeps, type RoundFacts } from "./types.ts";
@@ -155,31 +156,29 @@ async function hostFindings(deps: HealthDeps, signal: AbortSignal): Promise<Find
         ),
   );
 
-  let hostnqn: string | undefined;
-  try {
-    hostnqn = (await readFile(deps.hostnqnFile, "utf8")).trim();
-  } catch {
-    hostnqn = undefined;
-  }
-  const shared = hostnqn !== undefined && SHARED_HOSTNQN_UUIDS.some((u) => hostnqn!.toLowerCase().endsWith(u));
-  out.push(
-    hostnqn === undefined || hostnqn === ""
-      ? finding(
-          "nvme",
-          "warning",
-          "nvme_hostnqn",
-          `${deps.hostnqnFile} is missing or empty: the target cannot tell this node apart`,
-        )
-      : shared
+  out.push(hostNqnFinding(deps, await readHostNqn(deps.runner, deps.hostnqnFile, { signal })));
+  return out;
+}
+
+function hostNqnFinding(deps: HealthDeps, host: HostNqnRead): Finding {
+  switch (host.state) {
+    case "found":
+      return SHARED_HOSTNQN_UUIDS.some((u) => host.nqn.toLowerCase().endsWith(u))
         ? finding(
             "nvme",
             "warning",
             "nvme_hostnqn",
-            `${deps.hostnqnFile} holds a shared default (${hostnqn}): generate a per-node one (nvme gen-hostnqn)`,
+            `${deps.hostnqnFile} holds a shared default (${host.nqn}): generate a per-node one (nvme gen-hostnqn)`,
           )
-        : finding("nvme", "ok", "nvme_hostnqn", `host NQN ${hostnqn}`),
-  );
-  return out;
+        : finding("nvme", "ok", "nvme_hostnqn", `host NQN ${host.nqn}`);
+    case "missing":
+    case "empty":
+    case "unreadable":
+      return finding("nvme", "warning", "nvme_hostnqn", `${host.message}: the target cannot tell this node apart`);
+    case "invalid":
+      // csi-node refuses to start with it: no volume can be attached here.
+      return finding("nvme", "critical", "nvme_hostnqn", `${host.message}; csi-node will not start with it`);
+  }
 }
 
 export const nvmeCheck: Check = {

@@ -1,14 +1,15 @@
 import { errorMessage, isDeadlineError, isDomainError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import { csiErrorOf } from "../node/outcomes.ts";
+import { NqnRefusedError } from "../nvme/nvme-tcp-connector.ts";
 import type { EventRecorder, ObjectRef } from "./events.ts";
 import type { PvIndex } from "./pv-index.ts";
 
 /**
  * Which node failures an operator should see in `kubectl describe`, not only in the node's log.
- * Recognised by the typed kind plus the wording of the module that refuses (storm guard, the
- * stage path's format refusal, the NQN gate, deadlines); test/k8s/node-events.test.ts feeds the
- * real producers' errors through this so a rewording there fails a test here.
+ * Recognised by type (the NQN gate's refusal) or by the typed kind plus the wording of the module
+ * that refuses (storm guard, the stage path's format refusal, deadlines); test/k8s/client.test.ts
+ * feeds the real producers' errors through this so a rewording there fails a test here.
  */
 export type NodeEventReason =
   "MountStormRefused" | "FormatRefused" | "SystemVolumeRefused" | "StageDeadlineExceeded" | "UnstageDeadlineExceeded";
@@ -24,7 +25,7 @@ export function nodeEventReason(rpc: string, raw: unknown): NodeEventReason | nu
   )
     return "MountStormRefused";
   if (e.kind === "failed-precondition" && m.includes("refusing to format it")) return "FormatRefused";
-  if (e.kind === "failed-precondition" && m.includes("(backs-system-mount)")) return "SystemVolumeRefused";
+  if (e instanceof NqnRefusedError && e.verdict.reason === "backs-system-mount") return "SystemVolumeRefused";
   const late =
     isDeadlineError(e) ||
     e.kind === "deadline-exceeded" ||

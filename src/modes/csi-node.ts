@@ -17,15 +17,14 @@ import { daemonDirsProblem } from "../runtime/daemon-dirs.ts";
 import { isVolumeId, nqnForVolume } from "../backends/ids.ts";
 
 import { stagingRecords } from "../node/staging-records.ts";
+import { readHostNqn } from "../nvme/host-nqn.ts";
 import { createNvmeTcpConnector } from "../nvme/nvme-tcp-connector.ts";
 import { nativeMultipath } from "../nvme/sysfs.ts";
 import { systemVolumeNqns } from "../nvme/system-volumes.ts";
 import { errorMessage } from "../runtime/errors.ts";
-import { ok, type Runner } from "../runtime/exec.ts";
 import { missingTools } from "../runtime/tools-on-path.ts";
 import { createKeyLock } from "../runtime/key-lock.ts";
-import { acquireLock } from "../runtime/lockfile.ts";
-import type { Logger } from "../runtime/log.ts";
+import { acquireLock, isLockHeld } from "../runtime/lockfile.ts";
 import { profiled, profileFields, profilingRunner } from "../runtime/rpc-profile.ts";
 import { runDaemon } from "./daemon.ts";
 import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
@@ -61,17 +60,6 @@ export const REQUIRED_TOOLS = [
   "rmdir",
   "rm",
 ];
-
-/** The host NQN, read by a child with a deadline; absent is allowed (node_id is then the bare name). */
-async function readHostNqn(runner: Runner, file: string, log: Logger): Promise<string | undefined> {
-  const r = await runner("cat", ["--", file], { timeoutMs: 5_000, log });
-  const nqn = r.stdout.trim();
-  if (!ok(r) || !nqn) {
-    log.warn({ file }, "no host NQN; node_id will not carry one and exports cannot be restricted to this host");
-    return undefined;
-  }
-  return nqn;
-}
 
 const OPTIONS = [
   {
@@ -181,6 +169,18 @@ export const mode: Mode<NodeConfig> = {
       ctx.log.fatal(`csi-node: ${unsafe}`);
       return 2;
     }
+    // Absent is allowed (node_id is then the bare name); something that is not an NQN is refused.
+    const host = await readHostNqn(ctx.runner, c.hostNqnFile, { log: ctx.log });
+    if (host.state === "invalid") {
+      process.stderr.write(`rds-csi csi-node: ${host.message}\n`);
+      return 2;
+    }
+    if (host.state !== "found")
+      ctx.log.warn(
+        { file: c.hostNqnFile, reason: host.message },
+        "no host NQN; node_id will not carry one and exports cannot be restricted to this host",
+      );
+    const hostNqn = host.state === "found" ? host.nqn : undefined;
     const kube = await kubeClientFor(c, ctx.log).catch((e: Error) => e);
     if (kube instanceof Error) {
       ctx.log.fatal(`csi-node: ${kube.message}`);
@@ -190,7 +190,10 @@ export const mode: Mode<NodeConfig> = {
     try {
       lock = acquireLock(join(stateDir, "csi-node.lock"), { command: "csi-node" });
     } catch (e) {
-      ctx.log.fatal({ err: errorMessage(e) }, "csi-node: cannot take the node lock");
+      ctx.log.fatal(
+        { err: errorMessage(e) },
+        isLockHeld(e) ? "csi-node: another csi-node holds the node lock" : "csi-node: cannot take the node lock",
+      );
       return 1;
     }
     ctx.shutdown.onClose(() => lock.release());
@@ -205,7 +208,6 @@ export const mode: Mode<NodeConfig> = {
         { multipath: multipath ?? "unknown" },
         "nvme_core native multipath is off: controller renumbering on reconnect is more likely (set nvme_core.multipath=Y)",
       );
-    const hostNqn = await readHostNqn(ctx.runner, c.hostNqnFile, ctx.log);
 
     const procRoot = c.procRoot;
     const mountinfoMs = c.mountinfoTimeout;

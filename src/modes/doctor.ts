@@ -2,13 +2,12 @@ import * as v from "valibot";
 import { HOST_NQN_FILE_OPTION, NVME_COMMAND_OPTION } from "../config/options.ts";
 import { AbsolutePath, DurationMs, PositiveInt } from "../config/schemas.ts";
 import { createProbeRegistry } from "../mount/probe.ts";
-import { renderPrometheus, pushMetrics, writeTextfile } from "../health/prometheus.ts";
+import { pushMetrics, writeTextfile } from "../health/prometheus.ts";
 import { exitCodeOf, renderTable, type Report } from "../health/report.ts";
 import { createChecks, runRound } from "../health/round.ts";
 import type { HealthDeps } from "../health/types.ts";
 import { sleep } from "../runtime/deadline.ts";
 import { errorMessage } from "../runtime/errors.ts";
-import { parseHostPort } from "../runtime/metric-sink.ts";
 import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
 import type { COMMON_OPTIONS } from "../config/options.ts";
 import type { Mode, ModeContext } from "./types.ts";
@@ -109,11 +108,16 @@ function depsFrom(ctx: DoctorContext): HealthDeps {
   };
 }
 
+/** prom-client is loaded only by a doctor that exports or serves metrics. */
+const renderReport = async (report: Report) => (await import("../health/report-metrics.ts")).renderReport(report);
+
 /** Exports never change the verdict's severity, but a failed export must not pass silently. */
 async function exportReport(ctx: DoctorContext, report: Report): Promise<boolean> {
-  const text = renderPrometheus(report);
-  let ok = true;
   const file = ctx.config.prometheusTextfile;
+  const gateway = ctx.config.pushgateway;
+  if (!file && !gateway) return true;
+  const text = await renderReport(report);
+  let ok = true;
   if (file) {
     try {
       writeTextfile(file, text);
@@ -122,7 +126,6 @@ async function exportReport(ctx: DoctorContext, report: Report): Promise<boolean
       ctx.log.error({ path: file, err: errorMessage(e) }, "could not write the Prometheus textfile");
     }
   }
-  const gateway = ctx.config.pushgateway;
   if (gateway) {
     try {
       await pushMetrics(gateway, text, {
@@ -165,22 +168,13 @@ async function watch(ctx: DoctorContext, deps: HealthDeps, intervalMs: number): 
   let last: Report | undefined;
   const address = ctx.config.metricsAddress;
   if (address) {
-    const { hostname, port } = parseHostPort(address);
-    const server = Bun.serve({
-      hostname,
-      port,
-      async fetch(req) {
-        const path = new URL(req.url).pathname;
-        if (path === "/metrics") {
-          const body = (last ? renderPrometheus(last) : "") + (await ctx.metrics.render());
-          return new Response(body, { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
-        }
-        if (path === "/healthz") return new Response("ok\n");
-        return new Response("not found\n", { status: 404 });
-      },
+    // The one /metrics server: the last round's gauges, then the process's own metrics.
+    const { serveMetrics } = await import("../runtime/metrics.ts");
+    const server = serveMetrics(address, {
+      render: async () => (last ? await renderReport(last) : "") + (await ctx.metrics.render()),
     });
     ctx.log.info({ address, port: server.port }, "doctor metrics endpoint listening");
-    ctx.shutdown.onClose(() => server.stop(true));
+    ctx.shutdown.onClose(() => server.stop());
   }
   ctx.shutdown.onClose(() => deps.probes.close());
   // SIGTERM/SIGINT drain the round in flight; a second signal exits at once.

@@ -14,7 +14,7 @@ import { progressLine, renderJson, renderPlanText, renderResultsText, type Notes
 import { attachmentsFromKubernetes } from "../gc/allowed-hosts.ts";
 import type { KubeClient } from "../k8s/client.ts";
 import { errorMessage } from "../runtime/errors.ts";
-import { acquireLock, readLock, type HeldLock } from "../runtime/lockfile.ts";
+import { acquireLock, isLockHeld, readLock, type HeldLock } from "../runtime/lockfile.ts";
 import type { ConfigOf, OptionSpec } from "../config/option-spec.ts";
 import type { COMMON_OPTIONS } from "../config/options.ts";
 import type { Mode, ModeContext } from "./types.ts";
@@ -129,7 +129,11 @@ function takeLocks(ctx: GcContext, notes: Notes): HeldLock | number {
       notes.warnings.push(`stale gc lock replaced (pid ${held.replacedStale.pid} is not running)`);
     return held;
   } catch (e) {
-    process.stderr.write(`rds-csi gc: refusing to run: another gc is running: ${errorMessage(e)}\n`);
+    process.stderr.write(
+      isLockHeld(e)
+        ? `rds-csi gc: refusing to run: another gc is running: ${e.message}\n`
+        : `rds-csi gc: cannot take the gc lock: ${errorMessage(e)}\n`,
+    );
     return EXIT_ERROR;
   }
 }

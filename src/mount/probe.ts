@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import type { Runner } from "../runtime/exec.ts";
+import { killGroup, type Runner } from "../runtime/exec.ts";
 import type { Logger } from "../runtime/log.ts";
 
 export interface FsStats {
@@ -124,19 +124,6 @@ export function createProbeRegistry(opts: ProbeRegistryOptions = {}): ProbeRegis
   let peak = 0;
   let closed = false;
   let pumpScheduled = false;
-
-  const killGroup = (child: ChildProcess) => {
-    if (child.pid === undefined) return;
-    try {
-      process.kill(-child.pid, "SIGKILL");
-    } catch {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        /* gone */
-      }
-    }
-  };
 
   function schedulePump() {
     if (pumpScheduled) return;

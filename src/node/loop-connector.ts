@@ -1,9 +1,10 @@
-import { lstat, readdir, readFile, realpath } from "node:fs/promises";
+import { lstat, realpath } from "node:fs/promises";
 import { join } from "node:path";
 import { withDeadline } from "../runtime/deadline.ts";
 import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
 import { failedPrecondition, internal, notFound, unavailable } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
+import { listEntries, readAttribute } from "../sysfs/attributes.ts";
 import type { AttachedDevice, Connector, VolumeTarget } from "./connector.ts";
 
 export interface LoopDeps {
@@ -13,14 +14,6 @@ export interface LoopDeps {
   /** Real sysfs: loop devices exist on every test machine, unlike NVMe. */
   sysfsRoot?: string;
   devRoot?: string;
-}
-
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return (await readFile(path, "utf8")).trim();
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -47,17 +40,12 @@ export function createLoopConnector(deps: LoopDeps): Connector {
         const found: AttachedDevice[] = [];
         // The kernel records the resolved path; compare like with like.
         const wanted = await realpath(file).catch(() => file);
-        let names: string[] = [];
-        try {
-          names = (await readdir(blockDir)).filter((n) => /^loop\d+$/.test(n));
-        } catch {
-          return found;
-        }
+        const names = (await listEntries(blockDir)).filter((n) => /^loop\d+$/.test(n));
         for (const name of names) {
-          const back = await readText(join(blockDir, name, "loop", "backing_file"));
+          const back = await readAttribute(join(blockDir, name, "loop", "backing_file"));
           if (back !== wanted && back !== file) continue;
-          const dev = await readText(join(blockDir, name, "dev"));
-          const sectors = Number(await readText(join(blockDir, name, "size")));
+          const dev = await readAttribute(join(blockDir, name, "dev"));
+          const sectors = Number(await readAttribute(join(blockDir, name, "size")));
           if (!dev) continue;
           found.push({
             devicePath: join(deps.devRoot ?? "/dev", name),

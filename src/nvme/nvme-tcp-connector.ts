@@ -1,11 +1,26 @@
 import { join } from "node:path";
-import { classifyNqn, type NqnPolicy } from "../config/nqn.ts";
+import { classifyNqn, type NqnPolicy, type NqnVerdict } from "../config/nqn.ts";
 import { sleep } from "../runtime/deadline.ts";
-import { failedPrecondition, internal, unavailable } from "../runtime/errors.ts";
+import { DomainError, internal, unavailable } from "../runtime/errors.ts";
 import { describeFailure, ok, type Runner } from "../runtime/exec.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { AttachedDevice, Connector, VolumeTarget } from "../node/connector.ts";
 import { lookupNqn, type NqnLookup, type NvmeSubsystem } from "./sysfs.ts";
+
+/**
+ * The NQN gate said no: the subsystem is outside the prefix, protected, or backs a system mount.
+ * Callers switch on the verdict (an Event for a system volume); the kind is the one the node
+ * service has always answered with, FAILED_PRECONDITION, until the service maps this type itself.
+ */
+export class NqnRefusedError extends DomainError {
+  constructor(
+    readonly nqn: string,
+    readonly action: string,
+    readonly verdict: NqnVerdict & { managed: false },
+  ) {
+    super("failed-precondition", `refusing to ${action} ${nqn}: it ${verdict.detail} (${verdict.reason})`);
+  }
+}
 
 export interface NvmeTcpDeps {
   runner: Runner;
@@ -82,7 +97,7 @@ export function createNvmeTcpConnector(deps: NvmeTcpDeps): Connector {
     const verdict = classifyNqn(nqn, deps.policy, await deps.systemNqns(signal));
     if (!verdict.managed) {
       deps.log.warn({ nqn, reason: verdict.reason, action }, "refused: NQN is not managed by this driver");
-      throw failedPrecondition(`refusing to ${action} ${nqn}: it ${verdict.detail} (${verdict.reason})`);
+      throw new NqnRefusedError(nqn, action, verdict);
     }
   }
 

@@ -1,6 +1,6 @@
-import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { withDeadline } from "../runtime/deadline.ts";
+import { listEntries, readAttribute } from "../sysfs/attributes.ts";
 
 /**
  * NVMe discovery straight from sysfs. The kernel renumbers controllers on reconnect
@@ -51,28 +51,12 @@ const HEAD_NAMESPACE = /^nvme\d+n\d+$/;
 const ANY_NAMESPACE = /^nvme\d+(c\d+)?n\d+$/;
 const SUBSYSTEM = /^nvme-subsys\d+$/;
 
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return (await readFile(path, "utf8")).trim();
-  } catch {
-    return undefined;
-  }
-}
-
-async function list(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch {
-    return [];
-  }
-}
-
 const byNumber = (a: string, b: string) => a.localeCompare(b, "en", { numeric: true });
 
 async function readNamespace(dir: string, name: string): Promise<NvmeNamespace | undefined> {
-  const dev = await readText(join(dir, name, "dev"));
+  const dev = await readAttribute(join(dir, name, "dev"));
   if (!dev || !/^\d+:\d+$/.test(dev)) return undefined;
-  const sectors = Number(await readText(join(dir, name, "size")));
+  const sectors = Number(await readAttribute(join(dir, name, "size")));
   return Number.isFinite(sectors) && sectors > 0 ? { name, dev, sizeBytes: sectors * 512 } : { name, dev };
 }
 
@@ -82,11 +66,11 @@ async function readController(
 ): Promise<NvmeController & { namespaces: NvmeNamespace[] }> {
   const dir = join(classNvme, name);
   const [subsysnqn, state, transport, address, entries] = await Promise.all([
-    readText(join(dir, "subsysnqn")),
-    readText(join(dir, "state")),
-    readText(join(dir, "transport")),
-    readText(join(dir, "address")),
-    list(dir),
+    readAttribute(join(dir, "subsysnqn")),
+    readAttribute(join(dir, "state")),
+    readAttribute(join(dir, "transport")),
+    readAttribute(join(dir, "address")),
+    listEntries(dir),
   ]);
   const namespaces: NvmeNamespace[] = [];
   for (const e of entries.filter((e) => ANY_NAMESPACE.test(e)).sort(byNumber)) {
@@ -107,7 +91,7 @@ async function scan(sysfsRoot: string): Promise<NvmeSubsystem[]> {
   const classNvme = join(sysfsRoot, "class", "nvme");
   const classSubsys = join(sysfsRoot, "class", "nvme-subsystem");
   const controllers = await Promise.all(
-    (await list(classNvme))
+    (await listEntries(classNvme))
       .filter((n) => CONTROLLER.test(n))
       .sort(byNumber)
       .map((n) => readController(classNvme, n)),
@@ -115,12 +99,12 @@ async function scan(sysfsRoot: string): Promise<NvmeSubsystem[]> {
   const claimed = new Set<string>();
   const result: NvmeSubsystem[] = [];
 
-  for (const name of (await list(classSubsys)).filter((n) => SUBSYSTEM.test(n)).sort(byNumber)) {
+  for (const name of (await listEntries(classSubsys)).filter((n) => SUBSYSTEM.test(n)).sort(byNumber)) {
     const dir = join(classSubsys, name);
     const [nqn, iopolicy, entries] = await Promise.all([
-      readText(join(dir, "subsysnqn")),
-      readText(join(dir, "iopolicy")),
-      list(dir),
+      readAttribute(join(dir, "subsysnqn")),
+      readAttribute(join(dir, "iopolicy")),
+      listEntries(dir),
     ]);
     if (!nqn) continue;
     const linked = new Set(entries.filter((e) => CONTROLLER.test(e)));
@@ -219,7 +203,7 @@ export async function nativeMultipath(sysfsRoot: string, opts: SysfsOptions = {}
   const v = await withDeadline(
     "read of nvme_core multipath",
     opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    () => readText(join(sysfsRoot, "module", "nvme_core", "parameters", "multipath")),
+    () => readAttribute(join(sysfsRoot, "module", "nvme_core", "parameters", "multipath")),
     opts.signal,
   );
   if (v === undefined) return undefined;

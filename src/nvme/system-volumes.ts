@@ -1,6 +1,5 @@
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { withDeadline } from "../runtime/deadline.ts";
+import { stackedDevs } from "../sysfs/block-stack.ts";
 import type { MountEntry } from "../mount/mountinfo.ts";
 import { listSubsystems, type NvmeSubsystem } from "./sysfs.ts";
 
@@ -26,43 +25,6 @@ const isUnder = (path: string, tree: string) => {
 
 export const isWorkloadMount = (mountPoint: string, trees: readonly string[]) =>
   trees.some((t) => isUnder(mountPoint, t));
-
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return (await readFile(path, "utf8")).trim();
-  } catch {
-    return undefined;
-  }
-}
-async function list(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch {
-    return [];
-  }
-}
-
-/**
- * Device numbers reachable from a block device: itself, its partitions, and whatever is stacked
- * on top (LVM, dm-crypt, md) through `holders`, recursively.
- */
-async function stackedDevs(sysfsRoot: string, blockName: string, seen = new Set<string>()): Promise<Set<string>> {
-  if (seen.has(blockName)) return new Set();
-  seen.add(blockName);
-  const out = new Set<string>();
-  const dir = join(sysfsRoot, "block", blockName);
-  const dev = await readText(join(dir, "dev"));
-  if (dev) out.add(dev);
-  const children = (await list(dir)).filter((e) => e.startsWith(blockName) && e !== blockName);
-  for (const part of children) {
-    const pdev = await readText(join(dir, part, "dev"));
-    if (pdev) out.add(pdev);
-    for (const h of await list(join(dir, part, "holders")))
-      (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
-  }
-  for (const h of await list(join(dir, "holders"))) (await stackedDevs(sysfsRoot, h, seen)).forEach((d) => out.add(d));
-  return out;
-}
 
 /** NQNs of subsystems with a namespace (or anything stacked on it) mounted outside the workload trees. */
 export async function systemVolumeNqns(

@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { DomainError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { redactArgs, redactText } from "./redact.ts";
@@ -46,6 +46,24 @@ const REAP_GRACE_MS = 500;
 
 export const ok = (r: ExecResult) => r.exitCode === 0;
 
+/**
+ * SIGKILL to a child spawned `detached` and to everything it started (its process group): killing
+ * only the child leaves grandchildren holding pipes or a dead mount. Falls back to the child alone
+ * when the group is gone; a child that has already exited is no error.
+ */
+export function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, "SIGKILL");
+  } catch {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+}
+
 /** A command's output was cut at the runner's byte bound: a decision on half a listing is a wrong decision. */
 export class TruncatedOutputError extends DomainError {
   constructor(
@@ -63,6 +81,20 @@ export class TruncatedOutputError extends DomainError {
 export function completeStdout(r: ExecResult, what: string): string {
   if (r.truncated) throw new TruncatedOutputError(r, what);
   return r.stdout;
+}
+
+/**
+ * A command that did not succeed (or could not start), with its result. It carries no RPC code: the
+ * caller decides what this command's failure means where it is used.
+ */
+export class CommandError extends Error {
+  override readonly name = "CommandError";
+  constructor(
+    readonly result: ExecResult,
+    what: string,
+  ) {
+    super(`${what} failed: ${describeFailure(result)}`);
+  }
 }
 
 /** One line describing a failed result, with secrets scrubbed; for error messages. */
@@ -155,19 +187,6 @@ export function createRunner(
         return r;
       }
 
-      const killGroup = () => {
-        if (child.pid === undefined) return;
-        try {
-          process.kill(-child.pid, "SIGKILL");
-        } catch {
-          try {
-            child.kill("SIGKILL");
-          } catch {
-            /* gone */
-          }
-        }
-      };
-
       const release = (code: number | null, sig: string | null, spawnError?: string) => {
         if (settled) return;
         settled = true;
@@ -177,7 +196,7 @@ export function createRunner(
       };
 
       const expire = () => {
-        killGroup();
+        killGroup(child);
         // A child in D state ignores SIGKILL until the kernel lets go: do not wait for it past a short grace.
         setTimeout(() => {
           if (!exited && child.pid !== undefined) {
@@ -211,7 +230,7 @@ export function createRunner(
         // Output may still be in flight; 'close' follows once the pipes drain. A grandchild that
         // kept the pipes open must not hold us: give it a moment, then kill the group and go.
         const drain = setTimeout(() => {
-          killGroup();
+          killGroup(child);
           release(code, sig);
         }, 200);
         child.once("close", () => {

@@ -1,6 +1,5 @@
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { DomainError } from "./errors.ts";
 
 /**
  * Lock files tell other rds-csi processes on this host who is running (gc refuses to collect under
@@ -50,6 +49,26 @@ export function readLock(path: string): LockState | null {
   return { ...info, alive };
 }
 
+/**
+ * The lock is another live process's (`holder`), or another process was taking it at the same moment
+ * (no holder to name). What that means is the caller's: gc refuses to run, csi-node refuses to start.
+ */
+export class LockHeldError extends Error {
+  override readonly name = "LockHeldError";
+  constructor(
+    readonly path: string,
+    readonly holder?: LockState,
+  ) {
+    super(
+      holder
+        ? `lock ${path} is held by pid ${holder.pid} (${holder.command}, since ${holder.startedAt})`
+        : `could not take lock ${path}: another process is taking it at the same time`,
+    );
+  }
+}
+
+export const isLockHeld = (e: unknown): e is LockHeldError => e instanceof LockHeldError;
+
 export interface HeldLock {
   path: string;
   /** Set when a stale lock was replaced; callers report it. */
@@ -88,12 +107,7 @@ export function acquireLock(path: string, opts: { command: string }): HeldLock {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       const holder = readLock(path);
-      if (holder?.alive) {
-        throw new DomainError(
-          "failed-precondition",
-          `lock ${path} is held by pid ${holder.pid} (${holder.command}, since ${holder.startedAt})`,
-        );
-      }
+      if (holder?.alive) throw new LockHeldError(path, holder);
       replacedStale = holder ?? undefined;
       try {
         unlinkSync(path);
@@ -102,8 +116,5 @@ export function acquireLock(path: string, opts: { command: string }): HeldLock {
       }
     }
   }
-  throw new DomainError(
-    "failed-precondition",
-    `could not take lock ${path}: another process is taking it at the same time`,
-  );
+  throw new LockHeldError(path);
 }

@@ -59,8 +59,11 @@ export function syncBreakerGauges(metrics: Metrics, breakers: BreakerRegistry) {
   for (const b of breakers.list()) metrics.breakerState.set({ key: b.key }, BREAKER_STATE_VALUE[b.state]);
 }
 
-/** Serves /metrics on host:port; returns a stop function. Off unless --metrics-address is set. */
-export function serveMetrics(address: string, metrics: Metrics, beforeScrape?: () => void) {
+/**
+ * Serves /metrics (and /healthz) on host:port; returns a stop function. Off unless --metrics-address is
+ * set. `metrics` is whatever renders the exposition: the process's metrics, or doctor's report with them.
+ */
+export function serveMetrics(address: string, metrics: Pick<Metrics, "render">, beforeScrape?: () => void) {
   const { hostname, port } = parseHostPort(address);
   const server = Bun.serve({
     hostname,

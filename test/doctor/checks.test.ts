@@ -287,6 +287,22 @@ describe("NVMe", () => {
     expect(byClass(fs, "nvme_cli").severity).toBe("warning");
     expect(byClass(fs, "nvme_hostnqn").message).toContain("shared default");
   });
+
+  test("host NQN: missing or blank is a warning, something that is not an NQN is critical; both name --host-nqn-file", async () => {
+    const etc = tmp("etc-");
+    const cases: [string, string | undefined, Finding["severity"]][] = [
+      ["missing", undefined, "warning"],
+      ["blank", " \n", "warning"],
+      ["a hostname", "node-1\n", "critical"],
+    ];
+    for (const [name, content, severity] of cases) {
+      const hostnqnFile = join(etc, name);
+      if (content !== undefined) writeFileSync(hostnqnFile, content);
+      const f = byClass(await run(nvmeCheck, deps({ hostnqnFile })), "nvme_hostnqn");
+      expect({ name, severity: f.severity }).toEqual({ name, severity });
+      expect(f.message).toContain(`--host-nqn-file ${hostnqnFile}`);
+    }
+  });
 });
 
 describe("breakers of a running csi-node", () => {

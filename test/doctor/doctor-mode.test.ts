@@ -224,6 +224,30 @@ describe("doctor exit codes and Prometheus textfile", () => {
 });
 
 describe("doctor --watch", () => {
+  test("one /metrics server: the last round's gauges and the process's own metrics (prom-client), and /healthz", async () => {
+    const { createMetrics } = await import("../../src/runtime/metrics.ts");
+    const node = healthyNode(["/"]);
+    const made = context(node, { watch: 200, metricsAddress: "127.0.0.1:0", json: false });
+    const ctx = { ...made.ctx, metrics: createMetrics() };
+    const running = mode.run(ctx);
+    try {
+      const until = Date.now() + 10_000;
+      while (Date.now() < until && !made.cap.lines().some((l) => l.msg === "Checked 1 mounts; 0 are dead"))
+        await Bun.sleep(50);
+      const port = made.cap.lines().find((l) => l.msg === "doctor metrics endpoint listening")!.port;
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+      expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+      const scraped = parseExposition(await res.text());
+      expect(scraped.get("total_mountpoints")).toBe(1);
+      expect(scraped.get("rds_csi_doctor_status")).toBe(0);
+      expect(scraped.get("rds_csi_stuck_children")).toBe(0);
+      expect(await (await fetch(`http://127.0.0.1:${port}/healthz`)).text()).toBe("ok\n");
+    } finally {
+      await ctx.shutdown.shutdown("test");
+      await running;
+    }
+  }, 20_000);
+
   test("rounds log the dead mount, never stack a second probe on it, serve /metrics, and stop on shutdown", async () => {
     fuse.freeze();
     try {

@@ -542,4 +542,23 @@ describe("hostile configuration: exit 2, one line naming the option, nothing cre
       expect(existsSync(`${state}-sock`)).toBe(false);
     });
   }
+
+  test("a host NQN file that holds no NQN: exit 2 naming --host-nqn-file, before the lock or the socket", () => {
+    const cases: [string, string][] = [
+      ["not an NQN", "hostname-of-node-1\n"],
+      ["two NQNs", "nqn.2014-08.org.nvmexpress:uuid:a\nnqn.2014-08.org.nvmexpress:uuid:b\n"],
+    ];
+    for (const [name, content] of cases) {
+      const state = join(dir, `hostnqn-${name.replace(/\W+/g, "-")}`);
+      const file = `${state}.hostnqn`;
+      writeFileSync(file, content);
+      // A timeout, so that a binary which accepts the file (and serves) fails here instead of hanging.
+      const r = Bun.spawnSync([BIN, ...node(state, "--host-nqn-file", file)], { stdin: "ignore", timeout: 30_000 });
+      const lines = `${r.stdout}${r.stderr}`.split("\n").filter(Boolean);
+      expect({ name, code: r.exitCode, lines: lines.length }).toEqual({ name, code: 2, lines: 1 });
+      expect(lines[0]).toContain(`--host-nqn-file ${file}`);
+      expect(existsSync(join(state, "csi-node.lock"))).toBe(false);
+      expect(existsSync(`${state}-sock`)).toBe(false);
+    }
+  });
 });

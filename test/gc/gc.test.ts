@@ -275,4 +275,20 @@ describe("locks", () => {
     // Released at the end: a later run goes ahead.
     expect((await runGc(gcArgs(s, ["--json"]))).code).toBe(1);
   }, 60_000);
+
+  test("a lock that cannot be written (read-only state dir) is said as such, not as another gc running", async () => {
+    sb = makeSandbox();
+    const s = sb;
+    // A real read-only mount over the state dir: root ignores file modes, not a read-only filesystem.
+    sh("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "rds-gc-ro", s.state]);
+    try {
+      const r = await runGc(gcArgs(s, ["--json"]));
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain("cannot take the gc lock");
+      expect(r.stderr).toContain("EROFS");
+      expect(r.stderr).not.toContain("another gc is running");
+    } finally {
+      sh("umount", [s.state]);
+    }
+  }, 60_000);
 });

@@ -1,5 +1,9 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { parseLosetupJson } from "../../src/gc/loop-devices.ts";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { listLoopDevices, parseLosetupJson } from "../../src/gc/loop-devices.ts";
+import { isDomainError } from "../../src/runtime/errors.ts";
+import { CommandError, createRunner } from "../../src/runtime/exec.ts";
 import { parseIdList, referencedFromKubernetes } from "../../src/gc/referenced.ts";
 import { createKubeClient } from "../../src/k8s/client.ts";
 import { progressLine, renderPlanText } from "../../src/gc/render.ts";
@@ -18,6 +22,28 @@ describe("losetup --json", () => {
       { device: "/dev/loop1", dev: "7:1", backingFile: "/srv/x.img", backingFileDeleted: false },
     ]);
     expect(parseLosetupJson("")).toEqual([]);
+  });
+
+  test("a failing or babbling losetup is said as what happened, with no RPC code picked here", async () => {
+    const dir = mkdtempSync("/tmp/rds-losetup-");
+    try {
+      const stand = (name: string, script: string) => {
+        writeFileSync(join(dir, name), `#!/bin/sh\n${script}\n`);
+        chmodSync(join(dir, name), 0o755);
+        return listLoopDevices(createRunner(), { timeoutMs: 10_000, losetupBin: join(dir, name) }).catch((e) => e);
+      };
+      const failed = await stand("fails", "echo 'losetup: cannot open /dev/loop-control' >&2; exit 1");
+      expect(failed).toBeInstanceOf(CommandError);
+      expect(isDomainError(failed)).toBe(false);
+      expect((failed as CommandError).result.exitCode).toBe(1);
+      expect((failed as CommandError).message).toContain("cannot open /dev/loop-control");
+      const babble = await stand("babbles", "echo 'not json'");
+      expect(babble).toBeInstanceOf(Error);
+      expect(isDomainError(babble)).toBe(false);
+      expect((babble as Error).message).toContain("not JSON");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -9,7 +9,7 @@ import { nodeEventReason } from "../../src/k8s/node-events.ts";
 import { makeFilesystem } from "../../src/fs/mkfs.ts";
 import { makeDirectory } from "../../src/mount/ops.ts";
 import { assertNoStorm, assertTableSane } from "../../src/mount/storm-guard.ts";
-import { createNvmeTcpConnector } from "../../src/nvme/nvme-tcp-connector.ts";
+import { createNvmeTcpConnector, NqnRefusedError } from "../../src/nvme/nvme-tcp-connector.ts";
 import { createRunner, type Runner } from "../../src/runtime/exec.ts";
 import { createBreakerRegistry } from "../../src/runtime/breakers.ts";
 import { DeadlineError, failedPrecondition } from "../../src/runtime/errors.ts";
@@ -213,6 +213,23 @@ describe("Events", () => {
       .attach({ volumeId: "pvc-x", transport: "nvme-tcp", nqn, address: "127.0.0.1", port: 4420 })
       .catch((x) => x);
     expect(nodeEventReason("NodeStageVolume", e)).toBe("SystemVolumeRefused");
+    // The refusal is typed with its verdict; the RPC code stays FAILED_PRECONDITION.
+    expect(e).toBeInstanceOf(NqnRefusedError);
+    expect({ reason: e.verdict.reason, kind: e.kind }).toEqual({
+      reason: "backs-system-mount",
+      kind: "failed-precondition",
+    });
+    const foreign = await connector
+      .attach({
+        volumeId: "x",
+        transport: "nvme-tcp",
+        nqn: "nqn.2000-02.com.mikrotik:nixos-root",
+        address: "127.0.0.1",
+        port: 4420,
+      })
+      .catch((x) => x);
+    expect(foreign.verdict.reason).toBe("outside-prefix");
+    expect(nodeEventReason("NodeStageVolume", foreign)).toBeNull();
     expect(nodeEventReason("NodeUnstageVolume", new DeadlineError("umount", 10))).toBe("UnstageDeadlineExceeded");
     expect(nodeEventReason("NodePublishVolume", new DeadlineError("x", 10))).toBeNull();
     expect(nodeEventReason("NodeStageVolume", failedPrecondition("volume pvc-1 is staged at /a, not /b"))).toBeNull();

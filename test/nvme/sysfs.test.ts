@@ -109,4 +109,29 @@ describe("system volumes", () => {
     const mounts = parseMountinfo(line(20, "259:5", "/", "/dev/nvme0n1p2") + "\n");
     expect([...(await systemVolumeNqns(root, mounts, { workloadTrees: ["/var/lib/kubelet"] }))]).toEqual([ROOT_VOL]);
   });
+
+  test("LVM on dm-crypt on a partition, mounted at /, protects the subsystem; the same stack under the kubelet tree does not", async () => {
+    const { mkdirSync, writeFileSync } = await import("node:fs");
+    const stack = (root: string) => {
+      mkdirSync(join(root, "block", "nvme0n1", "nvme0n1p2", "holders", "dm-0"), { recursive: true });
+      writeFileSync(join(root, "block", "nvme0n1", "nvme0n1p2", "dev"), "259:5\n");
+      for (const [name, dev, holder] of [
+        ["dm-0", "253:0", "dm-1"],
+        ["dm-1", "253:1", undefined],
+      ] as const) {
+        mkdirSync(join(root, "block", name, "holders", ...(holder ? [holder] : [])), { recursive: true });
+        writeFileSync(join(root, "block", name, "dev"), `${dev}\n`);
+      }
+    };
+    const root = tmp();
+    makeFakeSysfs(root, [
+      { nqn: ROOT_VOL, namespaces: [{ dev: "259:0" }] },
+      { nqn: PVC, namespaces: [{ dev: "259:1" }] },
+    ]);
+    stack(root);
+    const atRoot = parseMountinfo(line(20, "253:1", "/", "/dev/mapper/vg-root") + "\n");
+    expect([...(await systemVolumeNqns(root, atRoot, { workloadTrees: ["/var/lib/kubelet"] }))]).toEqual([ROOT_VOL]);
+    const inKubelet = parseMountinfo(line(20, "253:1", "/var/lib/kubelet/pods/p/volumes/x/mount", "/dev/dm-1") + "\n");
+    expect([...(await systemVolumeNqns(root, inKubelet, { workloadTrees: ["/var/lib/kubelet"] }))]).toEqual([]);
+  });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { createRunner, describeFailure } from "../../src/runtime/exec.ts";
+import { spawn } from "node:child_process";
+import { createRunner, describeFailure, killGroup } from "../../src/runtime/exec.ts";
 import { captureLogger } from "../helpers/log-capture.ts";
 
 import { readFileSync } from "node:fs";
@@ -123,5 +124,31 @@ describe("a cut output is never parsed", () => {
     );
     expect(e.kind).toBe("unavailable");
     expect(e.message).toContain("cut");
+  });
+});
+
+describe("killGroup", () => {
+  test("kills a detached child and its grandchild; a second kill of the exited child is no error", async () => {
+    const child = spawn("sh", ["-c", "sleep 100 & echo $!; wait"], {
+      detached: true,
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const grandchild = Number(
+      await new Promise<string>((resolve) => child.stdout!.once("data", (c) => resolve(String(c)))),
+    );
+    expect(alive(grandchild)).toBe(true);
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    killGroup(child);
+    expect(await exited).toBeNull(); // exit code null: killed by a signal
+    await Bun.sleep(100);
+    expect(alive(grandchild)).toBe(false);
+    expect(() => killGroup(child)).not.toThrow();
+  });
+
+  test("a child that never started (no pid) is left alone", async () => {
+    const child = spawn("/nonexistent/rds-csi-no-such-program", [], { detached: true, stdio: "ignore" });
+    child.on("error", () => {});
+    expect(child.pid).toBeUndefined();
+    expect(() => killGroup(child)).not.toThrow();
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { acquireLock, readLock } from "../../src/runtime/lockfile.ts";
+import { isDomainError } from "../../src/runtime/errors.ts";
+import { acquireLock, isLockHeld, LockHeldError, readLock } from "../../src/runtime/lockfile.ts";
 
 describe("lock files", () => {
   test("held by a live process: a second taker is refused with who holds it", () => {
@@ -26,5 +27,30 @@ describe("lock files", () => {
     const held = acquireLock(`${dir}/gc.lock`, { command: "gc" });
     expect(held.replacedStale?.pid).toBe(child.pid);
     held.release();
+  });
+
+  test("a held lock is a LockHeldError naming the holder, not an RPC code; other failures are not 'held'", () => {
+    const dir = mkdtempSync("/tmp/rds-csi-lock-");
+    const held = acquireLock(`${dir}/gc.lock`, { command: "gc" });
+    let e: unknown;
+    try {
+      acquireLock(`${dir}/gc.lock`, { command: "gc" });
+    } catch (err) {
+      e = err;
+    }
+    expect(e).toBeInstanceOf(LockHeldError);
+    expect(isDomainError(e)).toBe(false);
+    expect(isLockHeld(e) && e.holder).toMatchObject({ pid: process.pid, command: "gc", alive: true });
+    held.release();
+    // A lock path below a file: the directory cannot be made, which says nothing about another process.
+    writeFileSync(`${dir}/not-a-dir`, "");
+    let other: unknown;
+    try {
+      acquireLock(`${dir}/not-a-dir/gc.lock`, { command: "gc" });
+    } catch (err) {
+      other = err;
+    }
+    expect((other as NodeJS.ErrnoException).code).toBeString();
+    expect(isLockHeld(other)).toBe(false);
   });
 });
