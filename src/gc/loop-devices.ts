@@ -1,5 +1,6 @@
 import { DeadlineError, errorMessage } from "../runtime/errors.ts";
-import { CommandError, completeStdout, ok, type Runner } from "../runtime/exec.ts";
+import { CommandFailedError } from "../runtime/command-failed.ts";
+import { completeStdout, ok, type Runner } from "../runtime/exec.ts";
 import type { LoopDevice } from "./types.ts";
 
 const DELETED = " (deleted)";
@@ -28,7 +29,7 @@ export function parseLosetupJson(text: string): LoopDevice[] {
 
 /**
  * Every bound loop device, from losetup in a child with a deadline. Fails with what happened (deadline,
- * CommandError with the result, a cut or unparseable listing); what that means is gc's to say.
+ * CommandFailedError with the result, a cut or unparseable listing); what that means is gc's to say.
  */
 export async function listLoopDevices(
   runner: Runner,
@@ -40,7 +41,7 @@ export async function listLoopDevices(
     maxOutputBytes: 16 * 1024 * 1024,
   });
   if (r.timedOut) throw new DeadlineError("losetup --list", opts.timeoutMs);
-  if (!ok(r)) throw new CommandError(r, "listing loop devices");
+  if (!ok(r)) throw new CommandFailedError(r, "listing loop devices");
   const listing = completeStdout(r, "the loop device list");
   try {
     return parseLosetupJson(listing);

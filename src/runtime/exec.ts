@@ -83,20 +83,6 @@ export function completeStdout(r: ExecResult, what: string): string {
   return r.stdout;
 }
 
-/**
- * A command that did not succeed (or could not start), with its result. It carries no RPC code: the
- * caller decides what this command's failure means where it is used.
- */
-export class CommandError extends Error {
-  override readonly name = "CommandError";
-  constructor(
-    readonly result: ExecResult,
-    what: string,
-  ) {
-    super(`${what} failed: ${describeFailure(result)}`);
-  }
-}
-
 /** One line describing a failed result, with secrets scrubbed; for error messages. */
 export function describeFailure(r: ExecResult): string {
   const cmd = [r.command, ...redactArgs(r.args)].join(" ");
