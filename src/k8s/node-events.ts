@@ -1,3 +1,5 @@
+import * as v from "valibot";
+import type { Handlers } from "../csi/handler.ts";
 import { errorMessage, isDeadlineError, isDomainError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import { csiErrorOf } from "../node/outcomes.ts";
@@ -50,7 +52,15 @@ function podOf(ctx: Record<string, string> | undefined): ObjectRef | undefined {
   };
 }
 
-type Handler = (req: any, ...rest: any[]) => Promise<unknown>;
+/**
+ * The two fields the hooks read, taken from the request before the handler parses it (the server
+ * has already bounded its size); a request without them is passed on untouched and reported by
+ * the handler itself.
+ */
+const Hooked = v.object({
+  volume_id: v.optional(v.string()),
+  volume_context: v.optional(v.record(v.string(), v.string())),
+});
 
 /**
  * The node service with two hooks around each RPC and nothing else changed: the PV name of the
@@ -58,24 +68,22 @@ type Handler = (req: any, ...rest: any[]) => Promise<unknown>;
  * becomes an Event on the PV and, when the RPC names one (podInfoOnMount), on the pod. The RPC's
  * answer never waits for the API.
  */
-export function withNodeEvents<S extends object>(
-  service: S,
+export function withNodeEvents(
+  service: Handlers,
   deps: { events: EventRecorder; pvs: PvIndex; log: Logger },
-): S {
-  const out: Record<string, unknown> = {};
-  for (const [rpc, fn] of Object.entries(service)) {
-    if (typeof fn !== "function") {
-      out[rpc] = fn;
-      continue;
-    }
-    out[rpc] = async (req: any, ...rest: any[]) => {
-      const volumeId = typeof req?.volume_id === "string" ? req.volume_id : undefined;
-      if (volumeId) deps.pvs.remember(volumeId, req.volume_context);
+): Handlers {
+  const out: Handlers = {};
+  for (const [rpc, handler] of Object.entries(service)) {
+    out[rpc] = async (request, ctx) => {
+      const hooked = v.safeParse(Hooked, request);
+      const volumeId = hooked.success ? hooked.output.volume_id || undefined : undefined;
+      const volumeContext = hooked.success ? hooked.output.volume_context : undefined;
+      if (volumeId) deps.pvs.remember(volumeId, volumeContext);
       try {
-        return await (fn as Handler).call(service, req, ...rest);
+        return await handler(request, ctx);
       } catch (e) {
         const reason = volumeId ? nodeEventReason(rpc, e) : null;
-        if (reason && volumeId) report(rpc, reason, volumeId, errorMessage(e), podOf(req.volume_context));
+        if (reason && volumeId) report(rpc, reason, volumeId, errorMessage(e), podOf(volumeContext));
         throw e;
       }
     };
@@ -103,5 +111,5 @@ export function withNodeEvents<S extends object>(
           });
       });
   }
-  return out as S;
+  return out;
 }

@@ -1,4 +1,5 @@
 import type { OptionSpec } from "../config/option-spec.ts";
+import type { Handlers } from "../csi/handler.ts";
 import { DurationMs } from "../config/schemas.ts";
 import type { ModeContext } from "../runtime/mode-context.ts";
 import { startBreakerResetPoll } from "./breaker-reset.ts";
@@ -24,12 +25,12 @@ export const NODE_KUBE_OPTIONS = [
  * kubeClientFor, called before the mode takes its lock so that a bad --kubeconfig changes nothing.
  * Returns the service to serve: wrapped when an API is there, unchanged when not.
  */
-export function startNodeKube<S extends object>(
+export function startNodeKube(
   ctx: ModeContext<{ breakerResetPoll: number; driverName: string }>,
   client: KubeClient | null,
-  service: S,
+  service: Handlers,
   nodeName: string,
-): S {
+): Handlers {
   if (!client) return service;
   const pollMs = ctx.config.breakerResetPoll;
   const pvs = createPvIndex(client, { listTtlMs: pollMs });
