@@ -10,18 +10,22 @@
  * the idle Bun program is started as often, in the same states, interleaved with the daemons.
  * The binary pages a process maps depend on how its executable came into the page cache (large
  * folios and fault-around: see bench-page-cache.ts), so every start sets the state first:
- *   read  the file evicted, then read once by another process (`cat`): the cache a sequential
- *         reader (an image pull's verification, a copy) leaves: the most binary pages mapped;
- *   cold  the file evicted: the process faults in its own pages (and readahead brings neighbours).
+ *   written  a fresh copy written in 32 KiB writes and synced, as an image pull leaves it (the
+ *            copy is what runs);
+ *   cold     the file evicted: the process faults in its own pages (and readahead brings neighbours);
+ *   read     the file evicted, then read once by another process (`cat`): the cache a sequential
+ *            reader (a checksum, a copy's source) leaves: large folios, the most pages mapped and
+ *            the widest spread.
  * Each process also runs in a fresh memory cgroup (bench-memcg.ts): what a memory limit charges it
  * (pages another cgroup brought into the cache are not charged) and the working set kubelet sees.
  * One-shot modes (gc, doctor): peak RSS of the whole run (VmHWM).
  */
+import { basename } from "node:path";
 import { closeSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { csiClient } from "../src/csi/client.ts";
 import { benchTmpDir, own } from "./bench-cleanup.ts";
 import { createMemcg, findHierarchy, probeWritable, removeLeftovers } from "./bench-memcg.ts";
-import { evict, readIntoCache } from "./bench-page-cache.ts";
+import { evict, readIntoCache, writeCopy } from "./bench-page-cache.ts";
 
 /** The builds measured: RDS_CSI_BIN=label=path,… or one path; dist/rds-csi by default. */
 const BINS = (process.env.RDS_CSI_BIN ?? `${import.meta.dir}/../dist/rds-csi`).split(",").map((spec, i) => {
@@ -119,15 +123,23 @@ for (const b of BINS) {
 }
 console.log(`cold start, median of ${RUNS}: ${versions}hello world ${fmt(pct(helloRuns, 50))}   goal ≤ 15 ms`);
 
-type CacheState = "read" | "cold";
-const STATES: CacheState[] = ["read", "cold"];
-/** Sets the executable's page-cache state (see the header) and says what stayed cached when it should be cold. */
-function setCache(path: string, state: CacheState): string | undefined {
-  if (state === "read") return (readIntoCache(path), undefined);
-  const left = evict(path);
-  return left > 0 ? `${path}: ${(left / 2 ** 20).toFixed(1)} MB stayed cached after eviction` : undefined;
-}
+type CacheState = "written" | "cold" | "read";
+const STATES: CacheState[] = ["written", "cold", "read"];
 const cacheWarnings = new Set<string>();
+/**
+ * Sets the page-cache state of the executable (see the header) and returns the file to run; notes
+ * it when a cold file was not fully evicted.
+ */
+function setCache(path: string, state: CacheState): string {
+  if (state === "written") return writeCopy(path, `${tmp}/written-${basename(path)}`);
+  if (state === "read") {
+    readIntoCache(path);
+    return path;
+  }
+  const left = evict(path);
+  if (left > 0) cacheWarnings.add(`${path}: ${(left / 2 ** 20).toFixed(1)} MB stayed cached after eviction`);
+  return path;
+}
 
 const hierarchy = findHierarchy();
 const memcgProblem = "unavailable" in hierarchy ? hierarchy.unavailable : probeWritable(hierarchy);
@@ -144,15 +156,14 @@ interface Sample {
 
 /** Starts a process in its own cgroup with its executable in the given cache state. */
 function launch(bin: string, cmd: string[], label: string, state: CacheState, env: Record<string, string> = {}) {
-  const warning = setCache(bin, state);
-  if (warning) cacheWarnings.add(warning);
+  const exe = setCache(bin, state);
   const cg = newMemcg(label);
-  const proc = Bun.spawn(cg ? cg.wrap([bin, ...cmd]) : [bin, ...cmd], {
+  const proc = Bun.spawn(cg ? cg.wrap([exe, ...cmd]) : [exe, ...cmd], {
     stdout: "ignore",
     stderr: "ignore",
     env: { ...process.env, ...env },
   });
-  return { proc, cg };
+  return { proc, cg, exe };
 }
 
 async function startDaemon(bin: string, d: Daemon, state: CacheState, run: number) {
@@ -178,8 +189,8 @@ interface Daemon {
   mode: string;
   args: string[];
   env: Record<string, string>;
-  /** Measured in the "read" state only: a comparison, not a goal. */
-  readOnly?: boolean;
+  /** Measured in the "written" state only: a comparison, not a goal. */
+  comparisonOnly?: boolean;
 }
 const NODE_ARGS = [
   "--nqn-prefix",
@@ -198,7 +209,7 @@ const DAEMONS: Daemon[] = [
     args: ["--backend", "file", "--file-dir", `${tmp}/volumes`],
     env: {},
   },
-  { label: "csi-node, JIT on", mode: "csi-node", args: NODE_ARGS, env: { BUN_JSC_useJIT: "1" }, readOnly: true },
+  { label: "csi-node, JIT on", mode: "csi-node", args: NODE_ARGS, env: { BUN_JSC_useJIT: "1" }, comparisonOnly: true },
 ];
 
 const samples = new Map<string, Sample[]>();
@@ -221,7 +232,7 @@ async function measureDaemon(b: { label: string; path: string }, d: Daemon, stat
     sample.probes = memOf(x.proc.pid);
     sample.cgProbes = x.cg?.read();
     add(key, sample);
-    if (run === 0 && state === "read") {
+    if (run === 0 && state === "written") {
       const who = `${d.label}${BINS.length > 1 ? ` [${b.label}]` : ""}`;
       probeLine += `Probe (${who}), 3,000 sequential calls: p50 ${fmt(pct(seq, 50))}   p99 ${fmt(pct(seq, 99))}\n`;
       if (!d.env.BUN_JSC_useJIT) {
@@ -245,8 +256,8 @@ async function measureDaemon(b: { label: string; path: string }, d: Daemon, stat
 }
 
 async function measureIdleBun(state: CacheState) {
-  const { proc, cg } = launch(idleBin, [], "idle-bun", state);
-  own({ pid: proc.pid, needle: idleBin });
+  const { proc, cg, exe } = launch(idleBin, [], "idle-bun", state);
+  own({ pid: proc.pid, needle: exe });
   try {
     await Bun.sleep(2000);
     add(`\tidle Bun\t${state}`, { idle: memOf(proc.pid), cgIdle: cg?.read() });
@@ -263,7 +274,7 @@ for (let run = 0; run < MEM_RUNS; run++) {
   for (const state of STATES) {
     await measureIdleBun(state);
     for (const d of DAEMONS) {
-      if (d.readOnly && state !== "read") continue;
+      if (d.comparisonOnly && state !== "written") continue;
       for (const b of BINS) await measureDaemon(b, d, state, run);
     }
   }
@@ -283,12 +294,12 @@ process.stdout.write(probeLine);
 console.log(
   `memory over ${MEM_RUNS} runs per state, min / median / max in MB (the parts: median private + binary); goal ≤ 45 MB idle, ≤ 60 MB after 3,000 Probes`,
 );
-console.log(`  ${"process".padEnd(28)} cache  ${"idle RSS".padEnd(32)} after 3,000 Probes`);
+console.log(`  ${"process".padEnd(28)} cache   ${"idle RSS".padEnd(32)} after 3,000 Probes`);
 for (const [key, ss] of samples) {
   const [bin, label, state] = key.split("\t");
   const who = `${label}${bin && BINS.length > 1 ? ` [${bin}]` : ""}`;
   const probes = ss.every((s) => s.probes) ? rssCell(ss.map((s) => s.probes!)) : "(no Probes: a timer only)";
-  console.log(`  ${who.padEnd(28)} ${state!.padEnd(6)} ${rssCell(ss.map((s) => s.idle)).padEnd(32)} ${probes}`);
+  console.log(`  ${who.padEnd(28)} ${state!.padEnd(7)} ${rssCell(ss.map((s) => s.idle)).padEnd(32)} ${probes}`);
 }
 if (memcgProblem) console.log(`memory cgroup: not measured: ${memcgProblem}`);
 else {
@@ -296,7 +307,7 @@ else {
     `what a memory limit sees (cgroup ${(hierarchy as { version: string }).version}, one fresh cgroup per process), min / median / max in MB: charged (memory.current; v1 usage_in_bytes) and working set (charged − inactive_file)`,
   );
   console.log(
-    `  ${"process".padEnd(28)} cache  ${"idle charged".padEnd(20)} ${"idle working set".padEnd(20)} ${"Probes charged".padEnd(20)} Probes working set`,
+    `  ${"process".padEnd(28)} cache   ${"idle charged".padEnd(20)} ${"idle working set".padEnd(20)} ${"Probes charged".padEnd(20)} Probes working set`,
   );
   for (const [key, ss] of samples) {
     const [bin, label, state] = key.split("\t");
@@ -306,11 +317,11 @@ else {
       return (xs.length ? spread(xs.map(mb)) : "-").padEnd(20);
     };
     console.log(
-      `  ${who.padEnd(28)} ${state!.padEnd(6)} ${cell((s) => s.cgIdle?.charged)} ${cell((s) => s.cgIdle?.workingSet)} ${cell((s) => s.cgProbes?.charged)} ${cell((s) => s.cgProbes?.workingSet)}`,
+      `  ${who.padEnd(28)} ${state!.padEnd(7)} ${cell((s) => s.cgIdle?.charged)} ${cell((s) => s.cgIdle?.workingSet)} ${cell((s) => s.cgProbes?.charged)} ${cell((s) => s.cgProbes?.workingSet)}`,
     );
   }
   console.log(
-    "  (read: the executable's pages are charged to the cgroup that read them, not to the daemon; cold: the daemon's faults and their readahead are charged to it)",
+    "  (written, read: the executable's pages are charged to the cgroup that wrote or read them, not to the daemon; cold: the daemon's faults and their readahead are charged to it)",
   );
 }
 for (const w of cacheWarnings) console.log(`page cache: ${w}`);
@@ -359,6 +370,6 @@ for (const b of BINS) {
     `${tmp}/kubelet`,
   ]);
   console.log(
-    `peak RSS of one-shot runs${b.label ? ` [${b.label}]` : ""} (cache: read): gc (plan) ${gcPeak.mb.toFixed(1)} MB (exit ${gcPeak.code})   doctor --json ${doctorPeak.mb.toFixed(1)} MB (exit ${doctorPeak.code}, this host's ${readFileSync("/proc/self/mountinfo", "utf8").split("\n").length - 1} mounts)`,
+    `peak RSS of one-shot runs${b.label ? ` [${b.label}]` : ""} (cache: read, the widest): gc (plan) ${gcPeak.mb.toFixed(1)} MB (exit ${gcPeak.code})   doctor --json ${doctorPeak.mb.toFixed(1)} MB (exit ${doctorPeak.code}, this host's ${readFileSync("/proc/self/mountinfo", "utf8").split("\n").length - 1} mounts)`,
   );
 }
