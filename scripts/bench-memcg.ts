@@ -7,6 +7,9 @@
  * page cache it brought in itself: the pages of an executable that another cgroup already had in
  * the cache are mapped but not charged. Cgroups are removed after each process, at exit and on a
  * signal, and an interrupted run's leftovers are removed by the next run.
+ * The memory controller may sit on either hierarchy: on a hybrid host (systemd's default before
+ * cgroup v2 only) cgroup2 is mounted without it and v1's memory hierarchy is used, which kubelet on
+ * such a host reads the same way (usage_in_bytes − total_inactive_file).
  */
 import { mkdirSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
 
@@ -114,7 +117,7 @@ export function createMemcg(h: Hierarchy, label: string): Memcg {
   };
 }
 
-/** Checks that a cgroup can be made and written here (we may be root without a writable cgroupfs). */
+/** Checks that a cgroup can be made here (root is not enough where cgroupfs is read-only). */
 export function probeWritable(h: Hierarchy): string | undefined {
   try {
     createMemcg(h, "probe").remove();

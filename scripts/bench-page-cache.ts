@@ -9,8 +9,8 @@
  * as the build wrote it, and 37.7 MB after the file was read sequentially (`cat`: 9,467 of 9,639
  * mapped pages in 90 large folios). With written or self-faulted pages the set was the same in
  * every run to 144 pages; after a sequential read the folio sizes readahead gets vary with how
- * fragmented free memory is, and so does what is mapped (45.9–51.1 MB RSS over three runs of one
- * build). The earlier spread (34.5–39.5 MB) was that: the file drifting between states as other
+ * fragmented free memory is, and so does what is mapped (idle RSS 47.1–48.6 MB over three starts
+ * of one build, 45.9–51.1 MB over twelve starts of four builds a few kB apart). The earlier spread (34.5–39.5 MB) was that: the file drifting between states as other
  * work evicted parts of it and the next `cat` read them back in large folios.
  * THP is not involved (transparent_hugepage=madvise, FilePmdMapped 0: no PMD mappings of the
  * file) and neither is ASLR (the executable is not position-independent: mapped at 0x200000).
