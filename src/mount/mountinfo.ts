@@ -1,4 +1,4 @@
-import { DeadlineError, DomainError } from "../runtime/errors.ts";
+import { DeadlineError } from "../runtime/errors.ts";
 import type { CommandContext } from "../runtime/exec.ts";
 import { describeFailure } from "../runtime/exec.ts";
 
@@ -53,8 +53,23 @@ function nextSpace(text: string, from: number, end: number): number {
   return i === -1 || i > end ? end : i;
 }
 
-function malformed(lineNo: number, why: string): DomainError {
-  return new DomainError("internal", `mountinfo line ${lineNo}: ${why}`);
+/**
+ * What went wrong with the mount table, and nothing about the request that needed it: a line the
+ * parser does not understand, a table past the size bound (never decided on in part), or a read
+ * that failed or was cancelled. A deadline is a DeadlineError. The caller picks the answer.
+ */
+export class MountTableError extends Error {
+  override readonly name = "MountTableError";
+  constructor(
+    readonly reason: "malformed" | "too-large" | "unreadable",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function malformed(lineNo: number, why: string): MountTableError {
+  return new MountTableError("malformed", `mountinfo line ${lineNo}: ${why}`);
 }
 
 /**
@@ -155,7 +170,7 @@ export function mountinfoPathOf(opts: { procRoot?: string; pid?: number | "self"
 
 /** A mountinfo larger than the bound was cut: never decide on part of the table. */
 export const mountinfoTooLarge = (path: string) =>
-  new DomainError("resource-exhausted", `${path} is larger than ${MAX_MOUNTINFO_BYTES} bytes`);
+  new MountTableError("too-large", `${path} is larger than ${MAX_MOUNTINFO_BYTES} bytes`);
 
 /**
  * Reads mountinfo in a child `cat` with a deadline. The kernel generates mountinfo under the
@@ -173,9 +188,8 @@ export async function readMountinfo(opts: ReadMountinfoOptions): Promise<MountEn
   });
   if (r.timedOut) throw new DeadlineError(`reading ${path}`, timeoutMs);
   if (r.exitCode !== 0) {
-    // Never ABORTED: CSI keeps that code for "another operation on this volume is pending".
-    throw new DomainError(
-      "unavailable",
+    throw new MountTableError(
+      "unreadable",
       `reading ${path} ${r.aborted ? "was cancelled" : "failed"}: ${describeFailure(r)}`,
     );
   }

@@ -3,6 +3,7 @@ import { rpc, type Parsed, type RpcContext, type RpcHandler } from "../csi/handl
 import { CommandFailedError } from "../runtime/command-failed.ts";
 import { DomainError, type ErrorKind } from "../runtime/errors.ts";
 import { ForeignDataError, GrowNeedsCapabilityError, SizeUnknownError } from "../fs/mkfs.ts";
+import { MountTableError } from "../mount/mountinfo.ts";
 import { StormRefusedError } from "../mount/storm-guard.ts";
 
 /**
@@ -12,7 +13,10 @@ import { StormRefusedError } from "../mount/storm-guard.ts";
  *   a storm across the whole table: UNAVAILABLE (the node is in trouble, any volume would be refused);
  * - a command that failed or hung, data mkfs would not overwrite, a size that could not be read:
  *   UNAVAILABLE (retry later; the next stage probes the device again before anything is formatted);
- * - a grow that needs a capability the process lacks: FAILED_PRECONDITION (retrying cannot help).
+ * - a grow that needs a capability the process lacks: FAILED_PRECONDITION (retrying cannot help);
+ * - the mount table: unreadable or cancelled is UNAVAILABLE (never ABORTED: CSI keeps that code for
+ *   "another operation on this volume is pending"), past its size bound RESOURCE_EXHAUSTED, a line
+ *   the parser does not understand INTERNAL (a bug of ours or a new kernel format, not the request).
  * Anything else is passed on as it is.
  */
 export function csiErrorOf(e: unknown): unknown {
@@ -20,6 +24,11 @@ export function csiErrorOf(e: unknown): unknown {
   const as = (kind: ErrorKind, err: Error) => new DomainError(kind, err.message, undefined, { cause: err });
   if (e instanceof StormRefusedError) return as(e.scope === "table" ? "unavailable" : "resource-exhausted", e);
   if (e instanceof GrowNeedsCapabilityError) return as("failed-precondition", e);
+  if (e instanceof MountTableError)
+    return as(
+      e.reason === "malformed" ? "internal" : e.reason === "too-large" ? "resource-exhausted" : "unavailable",
+      e,
+    );
   if (e instanceof ForeignDataError || e instanceof CommandFailedError || e instanceof SizeUnknownError)
     return as("unavailable", e);
   return e;

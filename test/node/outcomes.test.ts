@@ -11,6 +11,7 @@ import { CommandFailedError } from "../../src/runtime/command-failed.ts";
 import { createRunner, type ExecResult } from "../../src/runtime/exec.ts";
 import { DomainError, invalidArgument } from "../../src/runtime/errors.ts";
 import { ForeignDataError, GrowNeedsCapabilityError, makeFilesystem, SizeUnknownError } from "../../src/fs/mkfs.ts";
+import { mountinfoTooLarge, MountTableError, parseMountinfo } from "../../src/mount/mountinfo.ts";
 import { StormRefusedError } from "../../src/mount/storm-guard.ts";
 import { csiErrorOf } from "../../src/node/outcomes.ts";
 
@@ -27,6 +28,15 @@ const result = (over: Partial<ExecResult> = {}): ExecResult => ({
   truncated: false,
   ...over,
 });
+
+const thrown = (f: () => unknown): unknown => {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  throw new Error("did not throw");
+};
 
 const kindOf = (e: unknown) => (e instanceof DomainError ? e.kind : `passed on: ${(e as Error).name}`);
 
@@ -49,6 +59,9 @@ describe("csiErrorOf", () => {
       invalidArgument("volume_capability.mount.mount_flags", "x"),
       "invalid-argument",
     ],
+    ["a mount table read that failed or was cancelled", new MountTableError("unreadable", "x"), "unavailable"],
+    ["a mount table past its size bound", mountinfoTooLarge("/proc/1/mountinfo"), "resource-exhausted"],
+    ["a mount table line we cannot parse", thrown(() => parseMountinfo("garbage\n")), "internal"],
     ["an unexpected error", new TypeError("bug"), "passed on: TypeError"],
   ])("%s → %s", (_, e, want) => expect(kindOf(csiErrorOf(e))).toBe(want));
 
