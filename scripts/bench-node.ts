@@ -18,6 +18,7 @@ import { profiled, profilingRunner, type RpcProfile } from "../src/runtime/rpc-p
 import { createRunner } from "../src/runtime/exec.ts";
 import { silentLogger } from "../src/runtime/log.ts";
 import { mountCap, nodeHarness } from "../test/node/harness.ts";
+import { waitAnswering } from "../test/helpers/binary.ts";
 import { hostState, own, releaseNow } from "./bench-cleanup.ts";
 
 const quick = process.argv.includes("--quick");
@@ -176,6 +177,140 @@ try {
     `cycle: rds-csi median ${ms(median(cycleTimes))} (p95 ${ms(p95(cycleTimes))})   bare commands median ${ms(median(bareTimes))}   ratio ${ratio.toFixed(2)}× (goal ≤ 1.5×)`,
   );
   console.log(`own time per cycle (wall − waiting on children): median ${ms(median(cycleOwnTimes))}`);
+
+  console.log(
+    "\n## the same cycle through the compiled daemon (dist/rds-csi csi-node, gRPC over a unix socket), interleaved with the bare commands",
+  );
+  {
+    // As shipped: the daemon re-executes itself with the JIT off (src/main.ts). BUN_JSC_useJIT=1 is the
+    // operator's override: the difference is what the interpreter costs per cycle. The debug-log daemon
+    // prints each RPC's profile (children_ms, own_ms) and shows what debug logging itself costs.
+    const variants = [
+      { name: "JIT off (as shipped), log info", env: {}, level: "info" },
+      { name: "JIT on (BUN_JSC_useJIT=1), log info", env: { BUN_JSC_useJIT: "1" }, level: "info" },
+      { name: "JIT off, log debug (rpc profile)", env: {}, level: "debug" },
+    ];
+    const bin = join(import.meta.dir, "..", "dist", "rds-csi");
+    const daemons = variants.map((v, i) => {
+      const sock = join(h.base, `daemon-${i}.sock`);
+      const proc = Bun.spawn(
+        [
+          bin,
+          "csi-node",
+          "--nqn-prefix",
+          "nqn.2000-02.com.mikrotik:pvc-",
+          "--node-id",
+          `bench-${i}`,
+          "--state-dir",
+          join(h.base, `daemon-state-${i}`),
+          "--kubelet-dir",
+          join(h.base, "kubelet"),
+          "--file-dir",
+          h.base,
+          "--endpoint",
+          `unix://${sock}`,
+          "--log-level",
+          v.level,
+        ],
+        { env: { PATH: process.env.PATH!, ...v.env }, stdin: "ignore", stdout: "pipe", stderr: "inherit" },
+      );
+      own({ pid: proc.pid, needle: "csi-node" });
+      let out = "";
+      void (async () => {
+        for await (const chunk of proc.stdout) out += new TextDecoder().decode(chunk);
+      })();
+      return { ...v, sock, proc, output: () => out, ms: new Map<string, number[]>(), cycles: [] as number[] };
+    });
+    const clients = await Promise.all(daemons.map((d) => waitAnswering(`unix://${d.sock}`)));
+    const bareCycles: number[] = [];
+    const rounds = quick ? 4 : 12;
+    for (let i = 0; i < rounds; i++) {
+      for (const [k, d] of daemons.entries()) {
+        const id = `pvc-daemon-${k}-${i}`;
+        const file = h.backingFile(64 * 1024 * 1024);
+        execFileSync("mkfs.ext4", ["-q", "-F", file]);
+        const { staging, target } = h.paths(id);
+        const cap = { mount: { fs_type: "ext4", mount_flags: [] }, access_mode: { mode: "SINGLE_NODE_WRITER" } };
+        const calls: [string, () => Promise<unknown>][] = [
+          [
+            "NodeStageVolume",
+            () =>
+              clients[k]!.node.NodeStageVolume({
+                volume_id: id,
+                staging_target_path: staging,
+                volume_capability: cap,
+                volume_context: { transport: "loop", backingFile: file },
+              }),
+          ],
+          [
+            "NodePublishVolume",
+            () =>
+              clients[k]!.node.NodePublishVolume({
+                volume_id: id,
+                staging_target_path: staging,
+                target_path: target,
+                volume_capability: cap,
+              }),
+          ],
+          ["NodeUnpublishVolume", () => clients[k]!.node.NodeUnpublishVolume({ volume_id: id, target_path: target })],
+          [
+            "NodeUnstageVolume",
+            () => clients[k]!.node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }),
+          ],
+        ];
+        let cycle = 0;
+        for (const [rpc, call] of calls) {
+          const took = await time(call);
+          (d.ms.get(rpc) ?? d.ms.set(rpc, []).get(rpc)!).push(took);
+          cycle += took;
+        }
+        d.cycles.push(cycle);
+      }
+      const file = h.backingFile(64 * 1024 * 1024);
+      execFileSync("mkfs.ext4", ["-q", "-F", file]);
+      const s2 = join(h.base, `bare-staging-${i}`),
+        t2 = join(h.base, `bare-target-${i}`);
+      mkdirSync(s2);
+      mkdirSync(t2);
+      const run = (cmd: string, args: string[]) =>
+        execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+      const t0 = performance.now();
+      const dev = run("losetup", ["--find", "--show", file]);
+      run("blkid", ["-p", dev]);
+      run("fsck.ext4", ["-n", dev]);
+      run("mount", [dev, s2]);
+      run("mount", ["--bind", s2, t2]);
+      run("umount", [t2]);
+      run("umount", [s2]);
+      run("losetup", ["-d", dev]);
+      bareCycles.push(performance.now() - t0);
+    }
+    clients.forEach((c) => c.close());
+    const bare = median(bareCycles);
+    console.log(`bare commands: cycle median ${ms(bare)}`);
+    for (const d of daemons) {
+      const steps = [...d.ms].map(([rpc, xs]) => `${rpc.replace(/^Node|Volume$/g, "")} ${ms(median(xs))}`).join(", ");
+      console.log(
+        `${d.name.padEnd(36)} cycle median ${ms(median(d.cycles))}  ratio ${(median(d.cycles) / bare).toFixed(2)}×  (${steps})`,
+      );
+    }
+    // The debug daemon's own account of each RPC, server side (no gRPC, no client).
+    const profiles = new Map<string, { own: number[]; children: number[]; wall: number[] }>();
+    for (const line of daemons[2]!.output().split("\n")) {
+      if (!line.includes('"rpc profile"')) continue;
+      const p = JSON.parse(line) as { op: string; own_ms: number; children_ms: number; duration_ms: number };
+      const slot = profiles.get(p.op) ?? profiles.set(p.op, { own: [], children: [], wall: [] }).get(p.op)!;
+      slot.own.push(p.own_ms);
+      slot.children.push(p.children_ms);
+      slot.wall.push(p.duration_ms);
+    }
+    for (const [op, p] of profiles)
+      console.log(
+        `  server side, ${op.padEnd(20)} handler ${ms(median(p.wall))} = children ${ms(median(p.children))} + own ${ms(median(p.own))}`,
+      );
+    for (const d of daemons) d.proc.kill("SIGTERM");
+    await Promise.all(daemons.map((d) => d.proc.exited));
+  }
 
   console.log("\n## one child: the runner (src/runtime/exec.ts) next to bare spawns of the same command, interleaved");
   {
