@@ -71,18 +71,27 @@ export async function makeDirectory(path: string, o: CommandContext): Promise<vo
 }
 
 /**
+ * `mkdir -pv` follows a symlink at the final component (a symlink to a directory "exists"); a mount
+ * there would follow it too, out of the kubelet dir. The same child looks (lstat, `[ -L ]`) and says so.
+ */
+const MKDIR_UNLESS_THERE = 'mkdir -pv -- "$1" || exit; if [ -L "$1" ]; then echo symlink; fi';
+
+/**
  * Makes the directory (and its parents) unless something is there, in one child: `mkdir -pv` names
  * what it created, so no stat is needed to learn that a new, empty, real directory is there now.
- * "existed" is a directory or a symlink to one (mkdir -p follows it); "in-the-way" anything else.
+ * "existed" is a directory that was there (not a symlink to one); "in-the-way" anything else. Only
+ * for a path the mount table says is no mount point: mkdir and lstat of a dead mount would hang.
  */
 export async function makeDirectoryIfMissing(
   path: string,
   o: CommandContext,
 ): Promise<"created" | "existed" | "in-the-way"> {
-  const r = await run(o, "mkdir", ["-pv", "--", path], false);
+  const r = await run(o, "sh", ["-c", MKDIR_UNLESS_THERE, "sh", path], false);
   if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) return "in-the-way";
   must(r, `mkdir ${path}`);
-  return r.stdout.trim() ? "created" : "existed";
+  const said = r.stdout.trim();
+  if (said.endsWith("\nsymlink") || said === "symlink") return "in-the-way";
+  return said ? "created" : "existed";
 }
 
 /** makeDirectoryIfMissing for a path the CO names: a non-directory in the way is FAILED_PRECONDITION naming the field. */
