@@ -71,16 +71,18 @@ export async function makeDirectory(path: string, o: CommandContext): Promise<vo
 }
 
 /**
- * `mkdir -pv` follows a symlink at the final component (a symlink to a directory "exists"); a mount
- * there would follow it too, out of the kubelet dir. The same child looks (lstat, `[ -L ]`) and says so.
+ * `mkdir -pv` follows a symlink at the final component (a symlink to a directory "exists"), and a
+ * mount there would follow it too, out of the kubelet dir. So the child looks first, with shell
+ * builtins (lstat, then stat): a symlink is reported, a real directory is left as it is (no exec at
+ * all), and only otherwise mkdir runs (exec, no second fork).
  */
-const MKDIR_UNLESS_THERE = 'mkdir -pv -- "$1" || exit; if [ -L "$1" ]; then echo symlink; fi';
+const MKDIR_UNLESS_THERE = 'if [ -L "$1" ]; then echo symlink; elif [ ! -d "$1" ]; then exec mkdir -pv -- "$1"; fi';
 
 /**
  * Makes the directory (and its parents) unless something is there, in one child: `mkdir -pv` names
  * what it created, so no stat is needed to learn that a new, empty, real directory is there now.
  * "existed" is a directory that was there (not a symlink to one); "in-the-way" anything else. Only
- * for a path the mount table says is no mount point: mkdir and lstat of a dead mount would hang.
+ * for a path the mount table says is no mount point: stat or mkdir of a dead mount would hang.
  */
 export async function makeDirectoryIfMissing(
   path: string,
@@ -90,7 +92,7 @@ export async function makeDirectoryIfMissing(
   if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) return "in-the-way";
   must(r, `mkdir ${path}`);
   const said = r.stdout.trim();
-  if (said.endsWith("\nsymlink") || said === "symlink") return "in-the-way";
+  if (said === "symlink") return "in-the-way";
   return said ? "created" : "existed";
 }
 

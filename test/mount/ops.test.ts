@@ -1,8 +1,18 @@
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
-import { CommandFailedError, unmountThenRemoveDirectory } from "../../src/mount/ops.ts";
+import { CommandFailedError, makeDirectoryIfMissing, unmountThenRemoveDirectory } from "../../src/mount/ops.ts";
 import { DomainError } from "../../src/runtime/errors.ts";
 import { createRunner } from "../../src/runtime/exec.ts";
 
@@ -68,4 +78,28 @@ test("a file bind-mounted onto a file: unmounted, then reported as no directory 
   expect(await unmountThenRemoveDirectory(file, o)).toBe("not-a-directory");
   expect(mounted(file)).toBe(false);
   expect(readFileSync(file, "utf8")).toBe("f");
+});
+
+describe("makeDirectoryIfMissing", () => {
+  test("missing: made (with its parents); a directory: left; a symlink to a directory or a file: in the way, nothing made", async () => {
+    const made = join(base, "mk", "new dir", "$(touch pwned)");
+    expect(await makeDirectoryIfMissing(made, o)).toBe("created");
+    expect(statSync(made).isDirectory()).toBe(true);
+    expect(await makeDirectoryIfMissing(made, o)).toBe("existed");
+    const real = join(base, "mk", "real");
+    mkdirSync(real);
+    const link = join(base, "mk", "link");
+    symlinkSync(real, link);
+    expect(await makeDirectoryIfMissing(link, o)).toBe("in-the-way");
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    const dangling = join(base, "mk", "dangling");
+    symlinkSync(join(base, "mk", "nowhere"), dangling);
+    expect(await makeDirectoryIfMissing(dangling, o)).toBe("in-the-way");
+    expect(existsSync(join(base, "mk", "nowhere"))).toBe(false);
+    const file = join(base, "mk", "file");
+    writeFileSync(file, "x");
+    expect(await makeDirectoryIfMissing(file, o)).toBe("in-the-way");
+    expect(await makeDirectoryIfMissing(join(file, "below"), o)).toBe("in-the-way");
+    expect(existsSync(join(base, "pwned")) || existsSync("pwned")).toBe(false);
+  });
 });
