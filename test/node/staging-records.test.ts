@@ -97,13 +97,15 @@ describe("one staging record schema, validated by every reader", () => {
   test("writes make the records directory when it is missing, and never write through a symlink planted in its place", async () => {
     const fresh = mkdtempSync("/tmp/rds-records-");
     const records = stagingRecords(join(fresh, "state"));
-    await records.write({ ...good });
+    const record = parseStagingRecord(good, "pvc-1");
+    if (typeof record === "string") throw new Error(record);
+    await records.write(record);
     expect(await records.read("pvc-1")).toMatchObject({ volume_id: "pvc-1" });
     const elsewhere = mkdtempSync("/tmp/rds-elsewhere-");
     mkdirSync(join(fresh, "linked"));
     symlinkSync(elsewhere, join(fresh, "linked", "volumes"));
     const e = await stagingRecords(join(fresh, "linked"))
-      .write({ ...good })
+      .write(record)
       .catch((x) => x);
     expect((e as Error).message).toContain("not a plain directory");
     expect(readdirSync(elsewhere)).toEqual([]);
