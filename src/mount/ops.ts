@@ -117,43 +117,21 @@ export async function removePath(path: string, o: CommandContext): Promise<void>
   must(r, `remove ${path}`);
 }
 
-/** What rmdir said about a path: removed, nothing there, or something that is not a directory (left alone). */
-export type RemovedDirectory = "removed" | "missing" | "not-a-directory";
-
-/** rmdir's answer as a RemovedDirectory; a non-empty directory is FAILED_PRECONDITION. */
-function rmdirOutcome(r: ExecResult, path: string): RemovedDirectory {
+/**
+ * rmdir and nothing else: an empty directory goes, a missing path is fine, a non-empty directory is
+ * FAILED_PRECONDITION, and anything that is not a directory is reported, never removed.
+ */
+export async function removeEmptyDirectory(
+  path: string,
+  o: CommandContext,
+): Promise<"removed" | "missing" | "not-a-directory"> {
+  const r = await run(o, "rmdir", ["--", path]);
   if (ok(r)) return "removed";
   if (/No such file or directory/.test(r.stderr)) return "missing";
   if (/Not a directory/.test(r.stderr)) return "not-a-directory";
   if (/Directory not empty/.test(r.stderr)) throw failedPrecondition(`${path} is not empty; refusing to remove it`);
   must(r, `rmdir ${path}`);
   return "removed";
-}
-
-/**
- * rmdir and nothing else: an empty directory goes, a missing path is fine, a non-empty directory is
- * FAILED_PRECONDITION, and anything that is not a directory is reported, never removed.
- */
-export async function removeEmptyDirectory(path: string, o: CommandContext): Promise<RemovedDirectory> {
-  return rmdirOutcome(await run(o, "rmdir", ["--", path]), path);
-}
-
-/**
- * `umount`, then `rmdir` of the same path, in one child (`$1`, never part of the script). rmdir runs
- * only when umount succeeded, so it sees what umount uncovered; it removes an empty directory and
- * nothing else. For a caller that would run the two children back to back anyway (unpublish and
- * unstage of the one mount at a path this driver made): one child instead of two. The line between
- * them says how far the child got: without it, umount failed and nothing was removed.
- */
-const UMOUNT_THEN_RMDIR = 'umount -- "$1" || exit; echo unmounted; exec rmdir -- "$1"';
-
-export async function unmountThenRemoveDirectory(path: string, o: CommandContext): Promise<RemovedDirectory> {
-  const r = await run(o, "sh", ["-c", UMOUNT_THEN_RMDIR, "sh", path]);
-  if (!r.stdout.startsWith("unmounted")) {
-    must(r, `umount ${path}`);
-    throw new CommandFailedError(r, `umount ${path}`);
-  }
-  return rmdirOutcome(r, path);
 }
 
 export async function mountDevice(

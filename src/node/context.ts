@@ -10,15 +10,7 @@ import {
   parseMountinfo,
   type MountEntry,
 } from "../mount/mountinfo.ts";
-import {
-  pathKind,
-  removeEmptyDirectory,
-  removePath,
-  unmount,
-  unmountThenRemoveDirectory,
-  type PathKind,
-} from "../mount/ops.ts";
-import { crashPoint } from "../runtime/crash-points.ts";
+import { pathKind, removeEmptyDirectory, removePath, unmount, type PathKind } from "../mount/ops.ts";
 import type { ProbeRegistry } from "../mount/probe.ts";
 import { assertTableSane } from "../mount/storm-guard.ts";
 import type { AttachedDevice, Connectors, VolumeTarget } from "./connector.ts";
@@ -181,38 +173,6 @@ export function createNodeContext(deps: NodeServiceDeps) {
   }
 
   /**
-   * Unmounts what is stacked at path, passes `unmounted` (a crash point), then removes what this
-   * driver made there (removeOwned). The usual case, one mount over a directory we may remove, is one
-   * child (umount, then rmdir in the same child): rmdir removes only an empty directory and runs only
-   * after the umount succeeded, exactly as the two children did one after the other; the crash point
-   * then follows both, and a crash at it converges the same way (the retry finds nothing to unmount
-   * and nothing to remove).
-   */
-  async function unmountAndRemove(
-    path: string,
-    allowed: { directory?: boolean; blockDev?: string },
-    mounts: MountEntry[],
-    unmounted: string,
-    log: Logger,
-  ): Promise<void> {
-    const stacked = mountsAt(mounts, path).length;
-    if (stacked === 1 && allowed.directory) {
-      const removed = await unmountThenRemoveDirectory(path, ops(t.mountMs, log));
-      mounts.splice(
-        mounts.findLastIndex((m) => m.mountPoint === path),
-        1,
-      );
-      crashPoint(unmounted);
-      // A mount point that is no directory (a file bind-mounted onto a file): what removeOwned says about it.
-      if (removed === "not-a-directory") await removeOwned(path, { ...allowed, directory: false }, log);
-      return;
-    }
-    if (stacked > 0) await unmountAll(path, log, mounts);
-    crashPoint(unmounted);
-    await removeOwned(path, allowed, log);
-  }
-
-  /**
    * The RPC's pre-flight child (confineAndReadMounts) and its reads of the staging records (local
    * files the child does not need) at the same time, instead of one after the other. The child's
    * refusal comes first, as when they ran in turn.
@@ -299,7 +259,6 @@ export function createNodeContext(deps: NodeServiceDeps) {
     confineAndReadMounts,
     preflight,
     unmountAll,
-    unmountAndRemove,
     otherRecords,
     refuseClaimed,
     legacyDevice,

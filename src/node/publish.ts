@@ -159,9 +159,10 @@ export function publishHandlers(c: NodeContext) {
         : (await c.legacyDevice(volumeId))?.device;
       // A publication the record lists is ours whatever is mounted (the device may be gone); else only the volume's own device.
       if (!owned) c.refuseForeignMounts(mounts, targetPath, volumeId, device, "target_path");
+      if (mountsAt(mounts, targetPath).length > 0) await c.unmountAll(targetPath, log, mounts);
+      crashPoint("node.unpublish.unmounted");
       const blockDev = record?.access_type === "block" || (!record && device) ? device?.dev : undefined;
-      const allowed = { directory: true, ...(blockDev ? { blockDev } : {}) };
-      await c.unmountAndRemove(targetPath, allowed, mounts, "node.unpublish.unmounted", log);
+      await c.removeOwned(targetPath, { directory: true, ...(blockDev ? { blockDev } : {}) }, log);
       if (record && owned) {
         record.publications = record.publications.filter((p) => p.target_path !== targetPath);
         await deps.records.write(record);

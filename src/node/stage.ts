@@ -328,16 +328,12 @@ export function stageHandlers(c: NodeContext) {
         await unstageWithoutRecord(volumeId, stagingPath, known, log);
         return {};
       }
+      const mounts = await c.unmountAll(stagingPath, log, known);
+      crashPoint("node.unstage.unmounted");
       const volume = targetOf(record);
-      // Looked up before the unmount, which does not change it: who else mounts the device decides
-      // whether the staging dir may go in the same child as the unmount (context.ts unmountAndRemove).
       const device = await deps.connectors[record.transport].find(volume);
-      const users = device ? known.filter((m) => m.dev === device.dev && m.mountPoint !== stagingPath) : [];
-      if (users.length === 0 && record.created_staging_dir) {
-        await c.unmountAndRemove(stagingPath, { directory: true }, known, "node.unstage.unmounted", log);
-      } else {
-        await c.unmountAll(stagingPath, log, known);
-        crashPoint("node.unstage.unmounted");
+      if (device) {
+        const users = mounts.filter((m) => m.dev === device.dev);
         if (users.length > 0) {
           throw failedPrecondition(
             `volume ${volumeId} is still mounted at ${users
@@ -347,6 +343,7 @@ export function stageHandlers(c: NodeContext) {
           );
         }
       }
+      if (record.created_staging_dir) await c.removeOwned(stagingPath, { directory: true }, log);
       await deps.connectors[record.transport].detach(volume);
       crashPoint("node.unstage.detached");
       await deps.records.remove(volumeId);
