@@ -71,24 +71,38 @@ export async function makeDirectory(path: string, o: CommandContext): Promise<vo
 }
 
 /**
- * `mkdir -pv` follows a symlink at the final component (a symlink to a directory "exists"), and a
- * mount there would follow it too, out of the kubelet dir. So the child looks first, with shell
- * builtins (lstat, then stat): a symlink is reported, a real directory is left as it is (no exec at
- * all), and only otherwise mkdir runs (exec, no second fork).
- */
-const MKDIR_UNLESS_THERE = 'if [ -L "$1" ]; then echo symlink; elif [ ! -d "$1" ]; then exec mkdir -pv -- "$1"; fi';
-
-/**
  * Makes the directory (and its parents) unless something is there, in one child: `mkdir -pv` names
  * what it created, so no stat is needed to learn that a new, empty, real directory is there now.
- * "existed" is a directory that was there (not a symlink to one); "in-the-way" anything else. Only
- * for a path the mount table says is no mount point: stat or mkdir of a dead mount would hang.
+ * "existed" is a directory or a symlink to one (mkdir -p follows it); "in-the-way" anything else.
  */
 export async function makeDirectoryIfMissing(
   path: string,
   o: CommandContext,
 ): Promise<"created" | "existed" | "in-the-way"> {
-  const r = await run(o, "sh", ["-c", MKDIR_UNLESS_THERE, "sh", path], false);
+  const r = await run(o, "mkdir", ["-pv", "--", path], false);
+  if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) return "in-the-way";
+  must(r, `mkdir ${path}`);
+  return r.stdout.trim() ? "created" : "existed";
+}
+
+/**
+ * A symlink at the final component is in the way, never followed: `mkdir -p` would accept a symlink
+ * to a directory, and a mount there would follow it out of the kubelet dir. The child looks first,
+ * with shell builtins (lstat, then stat): a directory that is already there (kubelet makes the staging
+ * dir before NodeStageVolume) costs one sh and no exec; only a missing path execs mkdir.
+ */
+const MKDIR_NO_FOLLOW = 'if [ -L "$1" ]; then echo symlink; elif [ ! -d "$1" ]; then exec mkdir -pv -- "$1"; fi';
+
+/**
+ * makeDirectoryIfMissing where "existed" is a real directory only: a symlink, dangling or not, is
+ * "in-the-way" like a file. Only for a path the mount table says is no mount point: stat or mkdir of
+ * a dead mount would hang.
+ */
+export async function makeDirectoryNoFollow(
+  path: string,
+  o: CommandContext,
+): Promise<"created" | "existed" | "in-the-way"> {
+  const r = await run(o, "sh", ["-c", MKDIR_NO_FOLLOW, "sh", path], false);
   if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) return "in-the-way";
   must(r, `mkdir ${path}`);
   const said = r.stdout.trim();
@@ -96,9 +110,9 @@ export async function makeDirectoryIfMissing(
   return said ? "created" : "existed";
 }
 
-/** makeDirectoryIfMissing for a path the CO names: a non-directory in the way is FAILED_PRECONDITION naming the field. */
+/** makeDirectoryNoFollow for a path the CO names: anything in the way is FAILED_PRECONDITION naming the field. */
 export async function ensureDirectory(path: string, field: string, o: CommandContext): Promise<"created" | "existed"> {
-  const made = await makeDirectoryIfMissing(path, o);
+  const made = await makeDirectoryNoFollow(path, o);
   if (made === "in-the-way") throw failedPrecondition(`${field} ${path} exists and is not a directory`);
   return made;
 }

@@ -105,9 +105,9 @@ export function publishHandlers(c: NodeContext) {
     }
     assertNoStorm(mounts, { dev: device.dev, target: targetPath, source: record.staging_path }, deps.stormThreshold);
     // Not a mount point (the table says so), so mkdir and stat cannot hang on it. A directory mkdir has
-    // just made is empty and no symlink; the same child refuses a symlink that was there (it would carry
-    // the mount elsewhere), and only something else in the way is looked at again, to name it.
-    if ((await makeDirectoryIfMissing(targetPath, ops(t.commandMs, log))) === "in-the-way") {
+    // just made is empty and no symlink; anything that was there already is looked at first, because a
+    // symlink here would carry the mount elsewhere. The usual first publish needs one child, not two.
+    if ((await makeDirectoryIfMissing(targetPath, ops(t.commandMs, log))) !== "created") {
       const k = await pathKind(targetPath, ops(t.commandMs, log));
       if (k.kind === "missing") await makeDirectory(targetPath, ops(t.commandMs, log));
       else if (k.kind !== "directory")
