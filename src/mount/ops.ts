@@ -85,9 +85,34 @@ export async function makeDirectoryIfMissing(
   return r.stdout.trim() ? "created" : "existed";
 }
 
-/** makeDirectoryIfMissing for a path the CO names: a non-directory in the way is FAILED_PRECONDITION naming the field. */
+/**
+ * A symlink at the final component is in the way, never followed: `mkdir -p` would accept a symlink
+ * to a directory, and a mount there would follow it out of the kubelet dir. The child looks first,
+ * with shell builtins (lstat, then stat): a directory that is already there (kubelet makes the staging
+ * dir before NodeStageVolume) costs one sh and no exec; only a missing path execs mkdir.
+ */
+const MKDIR_NO_FOLLOW = 'if [ -L "$1" ]; then echo symlink; elif [ ! -d "$1" ]; then exec mkdir -pv -- "$1"; fi';
+
+/**
+ * makeDirectoryIfMissing where "existed" is a real directory only: a symlink, dangling or not, is
+ * "in-the-way" like a file. Only for a path the mount table says is no mount point: stat or mkdir of
+ * a dead mount would hang.
+ */
+export async function makeDirectoryNoFollow(
+  path: string,
+  o: CommandContext,
+): Promise<"created" | "existed" | "in-the-way"> {
+  const r = await run(o, "sh", ["-c", MKDIR_NO_FOLLOW, "sh", path], false);
+  if (!ok(r) && /File exists|Not a directory/.test(r.stderr)) return "in-the-way";
+  must(r, `mkdir ${path}`);
+  const said = r.stdout.trim();
+  if (said === "symlink") return "in-the-way";
+  return said ? "created" : "existed";
+}
+
+/** makeDirectoryNoFollow for a path the CO names: anything in the way is FAILED_PRECONDITION naming the field. */
 export async function ensureDirectory(path: string, field: string, o: CommandContext): Promise<"created" | "existed"> {
-  const made = await makeDirectoryIfMissing(path, o);
+  const made = await makeDirectoryNoFollow(path, o);
   if (made === "in-the-way") throw failedPrecondition(`${field} ${path} exists and is not a directory`);
   return made;
 }

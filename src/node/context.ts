@@ -172,6 +172,25 @@ export function createNodeContext(deps: NodeServiceDeps) {
     return mounts;
   }
 
+  /**
+   * The RPC's pre-flight child (confineAndReadMounts) and its reads of the staging records (local
+   * files the child does not need) at the same time, instead of one after the other. The child's
+   * refusal comes first, as when they ran in turn.
+   */
+  async function preflight(
+    fields: Record<string, string>,
+    volumeId: string,
+    signal?: AbortSignal,
+  ): Promise<{ mounts: MountEntry[]; record: StagingRecord | null; others: StagingRecord[] }> {
+    const [mounts, records] = await Promise.allSettled([
+      confineAndReadMounts(fields, signal),
+      Promise.all([deps.records.read(volumeId), otherRecords(volumeId)]),
+    ]);
+    if (mounts.status === "rejected") throw mounts.reason;
+    if (records.status === "rejected") throw records.reason;
+    return { mounts: mounts.value, record: records.value[0], others: records.value[1] };
+  }
+
   /** Every staging record but this volume's: who else claims a path or a backing file. */
   async function otherRecords(volumeId: string): Promise<StagingRecord[]> {
     return (await deps.records.list()).filter((r) => r.volume_id !== volumeId);
@@ -238,6 +257,7 @@ export function createNodeContext(deps: NodeServiceDeps) {
     schemas,
     exclusive,
     confineAndReadMounts,
+    preflight,
     unmountAll,
     otherRecords,
     refuseClaimed,

@@ -37,23 +37,28 @@ export function createLoopConnector(deps: LoopDeps): Connector {
       `scan of ${blockDir} for loop devices`,
       timeoutMs,
       async () => {
-        const found: AttachedDevice[] = [];
-        // The kernel records the resolved path; compare like with like.
-        const wanted = await realpath(file).catch(() => file);
-        const names = (await listEntries(blockDir)).filter((n) => /^loop\d+$/.test(n));
-        for (const name of names) {
-          const back = await readAttribute(join(blockDir, name, "loop", "backing_file"));
-          if (back !== wanted && back !== file) continue;
-          const dev = await readAttribute(join(blockDir, name, "dev"));
-          const sectors = Number(await readAttribute(join(blockDir, name, "size")));
-          if (!dev) continue;
-          found.push({
-            devicePath: join(deps.devRoot ?? "/dev", name),
-            dev,
-            ...(sectors > 0 ? { sizeBytes: sectors * 512 } : {}),
-          });
-        }
-        return found;
+        // The kernel records the resolved path; compare like with like. The reads are independent:
+        // issued together, a scan costs about one read's round trip instead of one per loop device.
+        const [wanted, entries] = await Promise.all([realpath(file).catch(() => file), listEntries(blockDir)]);
+        const names = entries.filter((n) => /^loop\d+$/.test(n));
+        const backs = await Promise.all(names.map((n) => readAttribute(join(blockDir, n, "loop", "backing_file"))));
+        const mine = names.filter((_, i) => backs[i] === wanted || backs[i] === file);
+        const found = await Promise.all(
+          mine.map(async (name): Promise<AttachedDevice | null> => {
+            const [dev, size] = await Promise.all([
+              readAttribute(join(blockDir, name, "dev")),
+              readAttribute(join(blockDir, name, "size")),
+            ]);
+            const sectors = Number(size);
+            if (!dev) return null;
+            return {
+              devicePath: join(deps.devRoot ?? "/dev", name),
+              dev,
+              ...(sectors > 0 ? { sizeBytes: sectors * 512 } : {}),
+            };
+          }),
+        );
+        return found.filter((d) => d !== null);
       },
       signal,
     );

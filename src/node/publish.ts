@@ -29,11 +29,11 @@ export function publishHandlers(c: NodeContext) {
     async ({ volumeId, stagingPath, targetPath, cap, readonly }, ctx) => {
       const log = ctx.log;
       return c.exclusive(volumeId, "NodePublishVolume", async () => {
-        const mounts = await c.confineAndReadMounts(
+        const { mounts, record, others } = await c.preflight(
           { staging_target_path: stagingPath, target_path: targetPath },
+          volumeId,
           ctx.signal,
         );
-        const record = await deps.records.read(volumeId);
         if (!record || record.state !== "staged")
           throw failedPrecondition(`volume ${volumeId} is not staged on this node`);
         if (record.staging_path !== stagingPath)
@@ -43,7 +43,7 @@ export function publishHandlers(c: NodeContext) {
             "volume_capability.access_type",
             `volume ${volumeId} was staged as ${record.access_type}`,
           );
-        c.refuseClaimed(await c.otherRecords(volumeId), targetPath, "target_path");
+        c.refuseClaimed(others, targetPath, "target_path");
         const previous = record.publications.find((p) => p.target_path === targetPath);
         if (previous && (previous.readonly !== readonly || previous.access_mode !== cap.accessMode)) {
           throw alreadyExists(
@@ -151,9 +151,8 @@ export function publishHandlers(c: NodeContext) {
   const NodeUnpublishVolume = nodeRpc(c.schemas.NodeUnpublishVolume, async ({ volumeId, targetPath }, ctx) => {
     const log = ctx.log;
     return c.exclusive(volumeId, "NodeUnpublishVolume", async () => {
-      const mounts = await c.confineAndReadMounts({ target_path: targetPath }, ctx.signal);
-      const record = await deps.records.read(volumeId);
-      c.refuseClaimed(await c.otherRecords(volumeId), targetPath, "target_path");
+      const { mounts, record, others } = await c.preflight({ target_path: targetPath }, volumeId, ctx.signal);
+      c.refuseClaimed(others, targetPath, "target_path");
       const owned = record?.publications.find((p) => p.target_path === targetPath);
       const device = record
         ? await deps.connectors[record.transport].find(targetOf(record))

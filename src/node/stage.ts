@@ -175,13 +175,15 @@ export function stageHandlers(c: NodeContext) {
     const signal = ctx.signal;
     const log = ctx.log.child({ ...(target.nqn ? { nqn: target.nqn } : {}) });
     return c.exclusive(volumeId, "NodeStageVolume", async () => {
-      const mounts = await c.confineAndReadMounts({ staging_target_path: stagingPath }, signal);
-      const existing = await deps.records.read(volumeId);
+      const {
+        mounts,
+        record: existing,
+        others,
+      } = await c.preflight({ staging_target_path: stagingPath }, volumeId, signal);
       if (existing) {
         const conflict = stagingConflict(existing, target, cap, stagingPath);
         if (conflict) throw alreadyExists(`volume ${volumeId} is ${conflict}`);
       }
-      const others = await c.otherRecords(volumeId);
       c.refuseClaimed(others, stagingPath, "staging_target_path");
       // One loop device per backing file, ever: a second volume naming the same file is refused.
       const sharing = target.backingFile ? others.find((r) => r.backing_file === target.backingFile) : undefined;
@@ -311,14 +313,17 @@ export function stageHandlers(c: NodeContext) {
   const NodeUnstageVolume = nodeRpc(c.schemas.NodeUnstageVolume, async ({ volumeId, stagingPath }, ctx) => {
     const log = ctx.log;
     return c.exclusive(volumeId, "NodeUnstageVolume", async () => {
-      const known = await c.confineAndReadMounts({ staging_target_path: stagingPath }, ctx.signal);
-      const record = await deps.records.read(volumeId);
+      const {
+        mounts: known,
+        record,
+        others,
+      } = await c.preflight({ staging_target_path: stagingPath }, volumeId, ctx.signal);
       if (record && record.staging_path !== stagingPath) {
         throw failedPrecondition(
           `volume ${volumeId} is staged at ${record.staging_path}, not ${stagingPath}; not touching ${stagingPath}`,
         );
       }
-      c.refuseClaimed(await c.otherRecords(volumeId), stagingPath, "staging_target_path");
+      c.refuseClaimed(others, stagingPath, "staging_target_path");
       if (!record) {
         await unstageWithoutRecord(volumeId, stagingPath, known, log);
         return {};

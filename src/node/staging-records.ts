@@ -106,9 +106,14 @@ export function stagingRecords(stateDir: string): StagingRecords {
     read,
     write: (record) =>
       io(`write staging record ${record.volume_id}`, async () => {
-        await mkdir(dir, { recursive: true, mode: 0o700 });
-        // A symlink planted here would carry root's writes anywhere on the host.
-        if (!(await lstat(dir)).isDirectory())
+        // A symlink planted here would carry root's writes anywhere on the host. Made only when missing:
+        // every record write of an RPC looks, only the first one on a node makes it.
+        const there = await lstat(dir).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== "ENOENT") throw e;
+          return null;
+        });
+        if (!there) await mkdir(dir, { recursive: true, mode: 0o700 });
+        if (!(there ?? (await lstat(dir))).isDirectory())
           throw new Error(`${dir} is not a plain directory; refusing to write staging records through it`);
         const final = join(dir, fileName(record.volume_id));
         const temp = `${final}.${process.pid}.${Date.now()}.tmp`;

@@ -48,6 +48,15 @@ const tmpfsAt = (dir: string) => {
   execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "foreign", dir]);
 };
 
+/** NodeStageVolume of a loop volume with a mount capability. */
+const stageLoop = (volume_id: string, staging_target_path: string, backingFile: string) =>
+  h.service.NodeStageVolume({
+    volume_id,
+    staging_target_path,
+    volume_capability: mountCap(),
+    volume_context: { transport: "loop", backingFile },
+  });
+
 /** A canary file; the test checks it is still there with its content. */
 function canary(path: string): () => boolean {
   mkdirSync(join(path, ".."), { recursive: true });
@@ -187,6 +196,24 @@ describe("symlinks inside the kubelet dir are never followed out", () => {
     ).toBe("failed-precondition");
     expect(existsSync(join(kubelet, "pods", "final-link"))).toBe(true);
     await h.service.NodeUnstageVolume({ volume_id: "pvc-link", staging_target_path: staging });
+  });
+
+  test("stage at plugins/x/globalmount where globalmount → outside: FAILED_PRECONDITION, nothing mounted outside", async () => {
+    // mkdir -p accepts a symlink to a directory as the directory, and mount follows it: the stage
+    // path's mkdir child looks at the final component without following it.
+    mkdirSync(join(outside, "staging-dir"), { recursive: true });
+    mkdirSync(join(kubelet, "plugins", "pvc-final-link"), { recursive: true });
+    const staging = join(kubelet, "plugins", "pvc-final-link", "globalmount");
+    symlinkSync(join(outside, "staging-dir"), staging);
+    const file = h.backingFile(64 * MiB);
+    execFileSync("mkfs.ext4", ["-q", "-F", file]);
+    expect(await kind(stageLoop("pvc-final-link", staging, file))).toBe("failed-precondition");
+    expect(mountsAt(join(outside, "staging-dir")).length).toBe(0);
+    expect(readdirSync(join(outside, "staging-dir"))).toEqual([]);
+    // Unstage undoes the attach the refused stage left (error paths do not tear down) and leaves the symlink.
+    await h.service.NodeUnstageVolume({ volume_id: "pvc-final-link", staging_target_path: staging });
+    expect(loopsOf(file)).toEqual([]);
+    expect(existsSync(staging)).toBe(true);
   });
 
   test("unpublish of pods/linkdir/file with linkdir → outside: INVALID_ARGUMENT, the outside file stays", async () => {
@@ -366,16 +393,7 @@ describe("backing files (file backend)", () => {
     const dev = execFileSync("losetup", ["--find", "--show", file], { encoding: "utf8" }).trim();
     try {
       const { staging } = h.paths("pvc-foreign-loop");
-      expect(
-        await kind(
-          h.service.NodeStageVolume({
-            volume_id: "pvc-foreign-loop",
-            staging_target_path: staging,
-            volume_capability: mountCap(),
-            volume_context: { transport: "loop", backingFile: file },
-          }),
-        ),
-      ).toBe("failed-precondition");
+      expect(await kind(stageLoop("pvc-foreign-loop", staging, file))).toBe("failed-precondition");
       expect(loopsOf(file).length).toBe(1);
       expect(existsSync(join(h.base, "state", "volumes", "pvc-foreign-loop.json"))).toBe(false);
     } finally {

@@ -1,5 +1,14 @@
 import { describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { readStagingRecords } from "../../src/gc/records.ts";
 import { parseStagingRecord, stagingRecords } from "../../src/node/staging-records.ts";
@@ -83,5 +92,25 @@ describe("one staging record schema, validated by every reader", () => {
       "transport nvme-tcp without nqn",
       "cannot read",
     ]);
+  });
+
+  test("writes make the records directory when it is missing, and never write through a symlink planted in its place", async () => {
+    const fresh = mkdtempSync("/tmp/rds-records-");
+    const records = stagingRecords(join(fresh, "state"));
+    const record = parseStagingRecord(good, "pvc-1");
+    if (typeof record === "string") throw new Error(record);
+    await records.write(record);
+    expect(await records.read("pvc-1")).toMatchObject({ volume_id: "pvc-1" });
+    const elsewhere = mkdtempSync("/tmp/rds-elsewhere-");
+    mkdirSync(join(fresh, "linked"));
+    symlinkSync(elsewhere, join(fresh, "linked", "volumes"));
+    const e = await stagingRecords(join(fresh, "linked"))
+      .write(record)
+      .catch((x) => x);
+    expect((e as Error).message).toContain("not a plain directory");
+    expect(readdirSync(elsewhere)).toEqual([]);
+    expect(existsSync(join(fresh, "state", "volumes", "pvc-1.json"))).toBe(true);
+    rmSync(fresh, { recursive: true, force: true });
+    rmSync(elsewhere, { recursive: true, force: true });
   });
 });
