@@ -1,7 +1,6 @@
 import { dirname } from "node:path";
 import { ok, type CommandContext, type ExecResult } from "../runtime/exec.ts";
 import { CommandFailedError } from "../runtime/command-failed.ts";
-import { failedPrecondition } from "../runtime/errors.ts";
 import { crashPoint } from "../runtime/crash-points.ts";
 
 /**
@@ -110,11 +109,12 @@ export async function makeDirectoryNoFollow(
   return said ? "created" : "existed";
 }
 
-/** makeDirectoryNoFollow for a path the CO names: anything in the way is FAILED_PRECONDITION naming the field. */
-export async function ensureDirectory(path: string, field: string, o: CommandContext): Promise<"created" | "existed"> {
-  const made = await makeDirectoryNoFollow(path, o);
-  if (made === "in-the-way") throw failedPrecondition(`${field} ${path} exists and is not a directory`);
-  return made;
+/** A directory that was to be removed still holds something: it is never emptied for the caller. */
+export class DirectoryNotEmptyError extends Error {
+  override readonly name = "DirectoryNotEmptyError";
+  constructor(readonly path: string) {
+    super(`${path} is not empty; refusing to remove it`);
+  }
 }
 
 /**
@@ -126,14 +126,13 @@ export async function removePath(path: string, o: CommandContext): Promise<void>
   let r = await run(o, "rmdir", ["--", path]);
   if (ok(r) || /No such file or directory/.test(r.stderr)) return;
   if (/Not a directory/.test(r.stderr)) r = await run(o, "rm", ["-f", "--", path]);
-  if (!ok(r) && /Directory not empty/.test(r.stderr))
-    throw failedPrecondition(`${path} is not empty; refusing to remove it`);
+  if (!ok(r) && /Directory not empty/.test(r.stderr)) throw new DirectoryNotEmptyError(path);
   must(r, `remove ${path}`);
 }
 
 /**
  * rmdir and nothing else: an empty directory goes, a missing path is fine, a non-empty directory is
- * FAILED_PRECONDITION, and anything that is not a directory is reported, never removed.
+ * DirectoryNotEmptyError, and anything that is not a directory is reported, never removed.
  */
 export async function removeEmptyDirectory(
   path: string,
@@ -143,7 +142,7 @@ export async function removeEmptyDirectory(
   if (ok(r)) return "removed";
   if (/No such file or directory/.test(r.stderr)) return "missing";
   if (/Not a directory/.test(r.stderr)) return "not-a-directory";
-  if (/Directory not empty/.test(r.stderr)) throw failedPrecondition(`${path} is not empty; refusing to remove it`);
+  if (/Directory not empty/.test(r.stderr)) throw new DirectoryNotEmptyError(path);
   must(r, `rmdir ${path}`);
   return "removed";
 }

@@ -4,6 +4,7 @@ import { CommandFailedError } from "../runtime/command-failed.ts";
 import { DomainError, type ErrorKind } from "../runtime/errors.ts";
 import { ForeignDataError, GrowNeedsCapabilityError, SizeUnknownError } from "../fs/mkfs.ts";
 import { MountTableError } from "../mount/mountinfo.ts";
+import { DirectoryNotEmptyError } from "../mount/ops.ts";
 import { StormRefusedError } from "../mount/storm-guard.ts";
 
 /**
@@ -13,7 +14,8 @@ import { StormRefusedError } from "../mount/storm-guard.ts";
  *   a storm across the whole table: UNAVAILABLE (the node is in trouble, any volume would be refused);
  * - a command that failed or hung, data mkfs would not overwrite, a size that could not be read:
  *   UNAVAILABLE (retry later; the next stage probes the device again before anything is formatted);
- * - a grow that needs a capability the process lacks: FAILED_PRECONDITION (retrying cannot help);
+ * - a grow that needs a capability the process lacks, a directory to remove that is not empty:
+ *   FAILED_PRECONDITION (retrying cannot help; something else put data there);
  * - the mount table: unreadable or cancelled is UNAVAILABLE (never ABORTED: CSI keeps that code for
  *   "another operation on this volume is pending"), past its size bound RESOURCE_EXHAUSTED, a line
  *   the parser does not understand INTERNAL (a bug of ours or a new kernel format, not the request).
@@ -23,7 +25,7 @@ export function csiErrorOf(e: unknown): unknown {
   if (e instanceof DomainError) return e;
   const as = (kind: ErrorKind, err: Error) => new DomainError(kind, err.message, undefined, { cause: err });
   if (e instanceof StormRefusedError) return as(e.scope === "table" ? "unavailable" : "resource-exhausted", e);
-  if (e instanceof GrowNeedsCapabilityError) return as("failed-precondition", e);
+  if (e instanceof GrowNeedsCapabilityError || e instanceof DirectoryNotEmptyError) return as("failed-precondition", e);
   if (e instanceof MountTableError)
     return as(
       e.reason === "malformed" ? "internal" : e.reason === "too-large" ? "resource-exhausted" : "unavailable",

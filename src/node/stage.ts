@@ -13,7 +13,7 @@ import { checkFilesystem } from "../fs/health-check.ts";
 import { ext4SmallerThanDevice, growFilesystem, makeFilesystem, type FsType } from "../fs/mkfs.ts";
 import { probeFilesystem } from "../fs/probe-filesystem.ts";
 import type { MountEntry } from "../mount/mountinfo.ts";
-import { ensureDirectory, mountDevice, refusedMountOptions } from "../mount/ops.ts";
+import { makeDirectoryNoFollow, mountDevice, refusedMountOptions } from "../mount/ops.ts";
 import { assertNoStorm } from "../mount/storm-guard.ts";
 import type { AttachedDevice, VolumeTarget } from "./connector.ts";
 import { mountsAt, targetOf, type NodeContext } from "./context.ts";
@@ -145,7 +145,11 @@ export function stageHandlers(c: NodeContext) {
             `could not tell whether ${device.devicePath} holds a filesystem (${content.reason}); not formatting; retry later`,
           );
       }
-    if ((await ensureDirectory(stagingPath, "staging_target_path", ops(t.commandMs, log))) === "created") {
+    // Anything in the way, a symlink included (mount would follow it out of the kubelet dir), is refused.
+    const made = await makeDirectoryNoFollow(stagingPath, ops(t.commandMs, log));
+    if (made === "in-the-way")
+      throw failedPrecondition(`staging_target_path ${stagingPath} exists and is not a directory`);
+    if (made === "created") {
       record.created_staging_dir = true;
       await deps.records.write(record);
     }

@@ -12,6 +12,7 @@ import { createRunner, type ExecResult } from "../../src/runtime/exec.ts";
 import { DomainError, invalidArgument } from "../../src/runtime/errors.ts";
 import { ForeignDataError, GrowNeedsCapabilityError, makeFilesystem, SizeUnknownError } from "../../src/fs/mkfs.ts";
 import { mountinfoTooLarge, MountTableError, parseMountinfo } from "../../src/mount/mountinfo.ts";
+import { DirectoryNotEmptyError } from "../../src/mount/ops.ts";
 import { StormRefusedError } from "../../src/mount/storm-guard.ts";
 import { csiErrorOf } from "../../src/node/outcomes.ts";
 
@@ -59,6 +60,7 @@ describe("csiErrorOf", () => {
       invalidArgument("volume_capability.mount.mount_flags", "x"),
       "invalid-argument",
     ],
+    ["a directory to remove that is not empty", new DirectoryNotEmptyError("/k/pods/p/mount"), "failed-precondition"],
     ["a mount table read that failed or was cancelled", new MountTableError("unreadable", "x"), "unavailable"],
     ["a mount table past its size bound", mountinfoTooLarge("/proc/1/mountinfo"), "resource-exhausted"],
     ["a mount table line we cannot parse", thrown(() => parseMountinfo("garbage\n")), "internal"],
