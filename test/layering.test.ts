@@ -110,3 +110,47 @@ test("CSI handlers are registered without casts", () => {
   );
   expect(casts).toEqual([]);
 });
+
+/**
+ * Helpers say what happened and the service that knows the RPC picks the CSI code (node/outcomes.ts,
+ * the controller's service): the command, mount, filesystem and sysfs layers, the lock file and gc's
+ * loop listing import nothing from runtime/errors.ts that carries a code, only the deadline and
+ * message helpers.
+ */
+const CODE_FREE = files.filter(
+  (f) =>
+    f.startsWith("mount/") ||
+    f.startsWith("fs/") ||
+    f.startsWith("sysfs/") ||
+    f === "runtime/lockfile.ts" ||
+    f === "runtime/command-failed.ts" ||
+    f === "gc/loop-devices.ts",
+);
+const CODE_FREE_IMPORTS = new Set(["DeadlineError", "isDeadlineError", "errorMessage"]);
+
+function errorsImports(text: string): string[] {
+  return [...text.matchAll(/import\s*(?:type\s*)?\{([^}]*)\}\s*from\s*"[./]*(?:runtime\/)?errors\.ts"/g)].flatMap((m) =>
+    m[1]!
+      .split(",")
+      .map((n) => n.trim().replace(/^type\s+/, ""))
+      .filter(Boolean),
+  );
+}
+
+test("helpers pick no CSI code: mount/, fs/, sysfs/, the lock file and gc's loop listing", () => {
+  expect(CODE_FREE.length).toBeGreaterThan(10);
+  const found = CODE_FREE.flatMap((f) =>
+    errorsImports(readFileSync(join(SRC, f), "utf8"))
+      .filter((n) => !CODE_FREE_IMPORTS.has(n))
+      .map((n) => `${f}: ${n}`),
+  );
+  expect(found).toEqual([]);
+});
+
+test("the code-picking check sees an import of a code", () => {
+  expect(errorsImports('import { DeadlineError, unavailable } from "../runtime/errors.ts";')).toEqual([
+    "DeadlineError",
+    "unavailable",
+  ]);
+  expect(errorsImports('import { failedPrecondition } from "./errors.ts";')).toEqual(["failedPrecondition"]);
+});
