@@ -1,4 +1,4 @@
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import {
   existsSync,
   mkdirSync,
@@ -12,6 +12,17 @@ import {
 import { join } from "node:path";
 import { readStagingRecords } from "../../src/gc/records.ts";
 import { parseStagingRecord, stagingRecords } from "../../src/node/staging-records.ts";
+
+/** Every directory a test makes is removed at the end, whether its assertions held or not. */
+const made: string[] = [];
+const tempDir = (prefix: string) => {
+  const d = mkdtempSync(prefix);
+  made.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
 
 const good = {
   volume_id: "pvc-1",
@@ -65,7 +76,7 @@ describe("one staging record schema, validated by every reader", () => {
   });
 
   test("the node refuses to act on a malformed record (INTERNAL naming the file) and leaves it for an operator", async () => {
-    const state = mkdtempSync("/tmp/rds-records-");
+    const state = tempDir("/tmp/rds-records-");
     mkdirSync(join(state, "volumes"), { mode: 0o700 });
     const bad = JSON.stringify({ ...good, transport: "iscsi" });
     writeFileSync(join(state, "volumes", "pvc-1.json"), bad);
@@ -78,7 +89,7 @@ describe("one staging record schema, validated by every reader", () => {
   });
 
   test("gc reads the same rules: a malformed record is reported with its reason, a good one is used", async () => {
-    const state = mkdtempSync("/tmp/rds-records-");
+    const state = tempDir("/tmp/rds-records-");
     mkdirSync(join(state, "volumes"), { mode: 0o700 });
     writeFileSync(join(state, "volumes", "pvc-1.json"), JSON.stringify(good));
     writeFileSync(
@@ -95,13 +106,13 @@ describe("one staging record schema, validated by every reader", () => {
   });
 
   test("writes make the records directory when it is missing, and never write through a symlink planted in its place", async () => {
-    const fresh = mkdtempSync("/tmp/rds-records-");
+    const fresh = tempDir("/tmp/rds-records-");
     const records = stagingRecords(join(fresh, "state"));
     const record = parseStagingRecord(good, "pvc-1");
     if (typeof record === "string") throw new Error(record);
     await records.write(record);
     expect(await records.read("pvc-1")).toMatchObject({ volume_id: "pvc-1" });
-    const elsewhere = mkdtempSync("/tmp/rds-elsewhere-");
+    const elsewhere = tempDir("/tmp/rds-elsewhere-");
     mkdirSync(join(fresh, "linked"));
     symlinkSync(elsewhere, join(fresh, "linked", "volumes"));
     const e = await stagingRecords(join(fresh, "linked"))
@@ -110,7 +121,5 @@ describe("one staging record schema, validated by every reader", () => {
     expect((e as Error).message).toContain("not a plain directory");
     expect(readdirSync(elsewhere)).toEqual([]);
     expect(existsSync(join(fresh, "state", "volumes", "pvc-1.json"))).toBe(true);
-    rmSync(fresh, { recursive: true, force: true });
-    rmSync(elsewhere, { recursive: true, force: true });
   });
 });
