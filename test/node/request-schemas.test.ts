@@ -44,7 +44,7 @@ describe("shared fields", () => {
     ["a number", 7, "id"],
     ["with NUL", "pvc\0x", "id"],
     ["257 characters", "v".repeat(257), "id"],
-  ])("IdSchema: %s → %s", (_, id, want) => expect(outcome(v.object({ id: IdSchema }), { id })).toBe(want));
+  ])("IdSchema: %s", (_, id, want) => expect(outcome(v.object({ id: IdSchema }), { id })).toBe(want));
 
   test("the message says what is wrong after the field", () => {
     expect(() => parseRequest(Message({ volume_id: RequiredString }), {})).toThrow("volume_id: is required");
