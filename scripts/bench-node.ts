@@ -320,7 +320,9 @@ try {
     const profiles = new Map<string, { own: number[]; children: number[]; wall: number[] }>();
     for (const line of daemons[2]!.output().split("\n")) {
       if (!line.includes('"rpc profile"')) continue;
-      const p = JSON.parse(line) as { op: string; own_ms: number; children_ms: number; duration_ms: number };
+      const p = JSON.parse(line) as { op: string; own_ms?: number; children_ms?: number; duration_ms?: number };
+      if (p.own_ms === undefined || p.children_ms === undefined || p.duration_ms === undefined)
+        throw new Error("dist/rds-csi is older than this bench (its rpc profile has no own_ms): run scripts/build");
       const slot = profiles.get(p.op) ?? profiles.set(p.op, { own: [], children: [], wall: [] }).get(p.op)!;
       slot.own.push(p.own_ms);
       slot.children.push(p.children_ms);
