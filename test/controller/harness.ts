@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { VolumeParams } from "../../src/backends/backend.ts";
-import { csiClient, type CsiClient } from "../../src/csi/client.ts";
+import { csiClient, type CsiClient, type ServiceClient } from "../../src/csi/client.ts";
 import { identityHandlers } from "../../src/csi/identity.ts";
 import { startCsiServer } from "../../src/csi/server.ts";
 import { createControllerProbe } from "../../src/controller/probe.ts";
@@ -22,23 +22,9 @@ export const DEFAULT_PARAMS: VolumeParams = {
   fsType: "ext4",
 };
 
-type Rpc = (req?: unknown, opts?: { deadlineMs?: number }) => Promise<any>;
-type ControllerRpc =
-  | "CreateVolume"
-  | "DeleteVolume"
-  | "ControllerPublishVolume"
-  | "ControllerUnpublishVolume"
-  | "ValidateVolumeCapabilities"
-  | "ListVolumes"
-  | "GetCapacity"
-  | "ControllerGetCapabilities"
-  | "CreateSnapshot"
-  | "DeleteSnapshot"
-  | "ListSnapshots"
-  | "ControllerExpandVolume"
-  | "ControllerGetVolume";
-export type ControllerApi = { [K in ControllerRpc]: Rpc };
-export type IdentityApi = { [K in "GetPluginInfo" | "GetPluginCapabilities" | "Probe"]: Rpc };
+/** The test client's services: one list of RPC names, in src/csi/client.ts. */
+export type ControllerApi = ServiceClient;
+export type IdentityApi = ServiceClient;
 
 export interface ControllerFixture {
   client: CsiClient;
@@ -88,8 +74,8 @@ export async function startController(f: BackendFixture, o: ControllerOptions = 
   return {
     client,
     endpoint,
-    ctl: client.controller as unknown as ControllerApi,
-    identity: client.identity as unknown as IdentityApi,
+    ctl: client.controller,
+    identity: client.identity,
     async close() {
       client.close();
       await server.close();

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { csiClient } from "../../src/csi/client.ts";
 import { adminRequest, controllerAdminSocketPath } from "../../src/runtime/admin.ts";
 import { startRouterOsSim, type RouterOsSim } from "../sim/routeros-sim.ts";
-import { GiB, mountCap, type ControllerApi, type IdentityApi } from "./harness.ts";
+import { GiB, mountCap } from "./harness.ts";
 
 /** `rds-csi csi-controller` as its own process, as in a cluster, against the RouterOS simulator. */
 const MAIN = join(import.meta.dir, "../../src/main.ts");
@@ -60,8 +60,8 @@ async function startProcess(args: string[]) {
     );
   };
   return {
-    ctl: client.controller as unknown as ControllerApi,
-    identity: client.identity as unknown as IdentityApi,
+    ctl: client.controller,
+    identity: client.identity,
     stop,
     dir,
   };
